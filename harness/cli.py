@@ -1,0 +1,73 @@
+"""``harness``: the command line. Keeps imports lazy so ``harness --help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.errors import HarnessError
+
+
+def _cmd_model_export(args) -> int:
+    from harness.models.export import export
+
+    path = export(args.name, args.output, args.version, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
+def _cmd_model_list(args) -> int:
+    from harness.models.catalog import MODELS
+
+    for m in MODELS.values():
+        shape = "x".join(str(d) for d in m.input_shape)
+        print(f"{m.name:14} {m.input_name}[N,{shape}] -> {m.output_name}   {m.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Load-testing and batching-tuning harness for TensorFlow Serving.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "serve",
+        add_help=False,
+        help="run the reference model server (tensorflow_model_server's flags; see 'harness serve --help')",
+    )
+
+    model = sub.add_parser("model", help="demo SavedModels")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    exp = msub.add_parser("export", help="export a demo model to DIR/<version>/")
+    exp.add_argument("name", help="mlp, ranker, mobilenet_v2 or resnet50")
+    exp.add_argument("--output", required=True, help="model base directory")
+    exp.add_argument("--version", type=int, default=1)
+    exp.add_argument("--overwrite", action="store_true")
+    exp.set_defaults(func=_cmd_model_export)
+    lst = msub.add_parser("list", help="list the demo models")
+    lst.set_defaults(func=_cmd_model_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if argv and argv[0] == "serve" or (debug and argv[1:2] == ["serve"]):
+        from harness.refserver.server import main as serve_main
+
+        rest = argv[argv.index("serve") + 1 :]
+        return serve_main(rest)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,129 @@
+"""Export the demo models as SavedModels with a ``serving_default`` signature.
+
+Weights are random (seeded), nothing is downloaded. The batch dimension is None, so TF Serving
+can batch requests together.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from harness.errors import ModelError
+from harness.models.catalog import MODELS
+
+
+def _dense_stack(tf, rng, sizes: list[int]):
+    weights = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        scale = (2.0 / fan_in) ** 0.5
+        w = tf.Variable(rng.normal([fan_in, fan_out], stddev=scale), name=f"w{len(weights)}")
+        b = tf.Variable(tf.zeros([fan_out]), name=f"b{len(weights)}")
+        weights.append((w, b))
+    return weights
+
+
+def _mlp_module(tf, info, hidden: list[int], out_dim: int, final):
+    rng = tf.random.Generator.from_seed(7)
+    module = tf.Module()
+    module.layers = _dense_stack(tf, rng, [info.input_shape[0], *hidden, out_dim])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec(shape=[None, *info.input_shape], dtype=tf.float32, name=info.input_name)
+        ]
+    )
+    def serve(x):
+        h = x
+        for i, (w, b) in enumerate(module.layers):
+            h = tf.matmul(h, w) + b
+            h = tf.nn.relu(h) if i < len(module.layers) - 1 else final(h)
+        return {info.output_name: h}
+
+    module.serve = serve
+    return module, serve
+
+
+def _keras_module(tf, info, builder):
+    import keras
+
+    keras.utils.set_random_seed(7)
+    model = builder(weights=None, input_shape=info.input_shape, classes=1000)
+    module = tf.Module()
+    module.model = model
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec(shape=[None, *info.input_shape], dtype=tf.float32, name=info.input_name)
+        ]
+    )
+    def serve(x):
+        return {info.output_name: model(x, training=False)}
+
+    module.serve = serve
+    return module, serve
+
+
+def build(name: str):
+    """The tf.Module and its serving function for a demo model."""
+    import tensorflow as tf
+
+    info = MODELS[name]
+    if name == "mlp":
+        return _mlp_module(tf, info, [32], 4, tf.identity)
+    if name == "ranker":
+        return _mlp_module(tf, info, [2048, 2048, 2048, 2048], 1, tf.sigmoid)
+    import keras
+
+    if name == "mobilenet_v2":
+        return _keras_module(tf, info, keras.applications.MobileNetV2)
+    if name == "resnet50":
+        return _keras_module(tf, info, keras.applications.ResNet50)
+    raise AssertionError(name)
+
+
+def export(
+    name: str, output: str | os.PathLike, version: int = 1, *, overwrite: bool = False
+) -> Path:
+    """Write demo model ``name`` to ``output/<version>/``; returns that directory.
+
+    The SavedModel is written to a temporary directory beside the target and renamed into
+    place, so a server polling ``output`` never sees half a model.
+    """
+    if name not in MODELS:
+        raise ModelError(f"unknown demo model {name!r}", hint=f"choose one of: {', '.join(MODELS)}")
+    if version < 0:
+        raise ModelError(f"version must be a non-negative integer, got {version}")
+    base = Path(output)
+    target = base / str(version)
+    if target.exists() and not overwrite:
+        raise ModelError(
+            f"{target} already exists", hint="pass --overwrite or choose another --version"
+        )
+    base.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    module, serve = build(name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base))
+    try:
+        tf.saved_model.save(
+            module, str(tmp), signatures={"serving_default": serve.get_concrete_function()}
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def ensure(name: str, base: str | os.PathLike, version: int = 1) -> Path:
+    """Export the model unless a version directory already exists under ``base``."""
+    base = Path(base)
+    if (base / str(version) / "saved_model.pb").exists():
+        return base / str(version)
+    return export(name, base, version, overwrite=True)

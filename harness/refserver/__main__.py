@@ -1,0 +1,5 @@
+import sys
+
+from harness.refserver.server import main
+
+sys.exit(main())

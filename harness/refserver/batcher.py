@@ -1,0 +1,250 @@
+"""Drives the scheduler policy with real threads and time, and runs the batches it forms.
+
+One pool of ``num_batch_threads`` threads serves every model; each model version and signature
+has its own queue (as in TF Serving). A request thread submits a ``Job`` and blocks on the job's
+lock until its batch has run; batch threads run TensorFlow with the GIL released.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from harness import scheduler as policy
+from harness.batching import EffectiveBatching
+from harness.refserver.metrics import ServingMetrics
+from harness.refserver.status import ServingError, invalid
+
+log = logging.getLogger("harness.refserver")
+monotonic = time.monotonic
+
+
+class Job:
+    """One request waiting for its batch: inputs in signature order, then outputs or an error."""
+
+    __slots__ = (
+        "model",
+        "signature",
+        "inputs",
+        "deadline",
+        "outputs",
+        "error",
+        "_done",
+        "_parts",
+        "_pending",
+    )
+
+    def __init__(self, model, signature, inputs: list[np.ndarray], deadline: float | None) -> None:
+        self.model = model
+        self.signature = signature
+        self.inputs = inputs
+        self.deadline = deadline
+        self.outputs: list[np.ndarray] | None = None
+        self.error: ServingError | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._parts: list[tuple[int, list[np.ndarray]]] | None = None
+        self._pending = 1
+
+    def expect_pieces(self, n: int) -> None:
+        self._pending = n
+        if n > 1:
+            self._parts = []
+
+    def piece_done(self, start: int, outputs: list[np.ndarray]) -> None:
+        if self._parts is None:
+            self.outputs = outputs
+            self._done.release()
+            return
+        self._parts.append((start, outputs))  # list.append is atomic under the GIL
+        if len(self._parts) == self._pending and self.error is None:
+            parts = sorted(self._parts, key=lambda p: p[0])
+            self.outputs = [
+                np.concatenate([p[1][i] for p in parts]) for i in range(len(parts[0][1]))
+            ]
+            self._done.release()
+
+    def fail(self, error: ServingError) -> None:
+        if self.error is None and self.outputs is None:
+            self.error = error
+            self._done.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+
+
+class Batcher:
+    """The shared batch thread pool plus per-(model, version, signature) queues."""
+
+    def __init__(
+        self, params: EffectiveBatching, metrics: ServingMetrics, thread_pool_name: str = ""
+    ) -> None:
+        self.params = params
+        self.metrics = metrics
+        self.thread_pool_name = thread_pool_name or "shared_batch_scheduler"
+        self._sched = policy.Scheduler()
+        self._queues: dict[tuple, policy.BatchQueue] = {}
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = 0
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batch-{i}", daemon=True)
+            for i in range(params.num_batch_threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- request side ---------------------------------------------------------------------------
+
+    def submit(self, key: tuple, job: Job, size: int) -> None:
+        """Enqueue a job of ``size`` rows; raises ServingError on a rejection."""
+        task = policy.Task(size, job)
+        cond = self._cond
+        with cond:
+            if self._stopping:
+                raise ServingError("UNAVAILABLE", "Server is shutting down")
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = policy.BatchQueue(self.params, name=str(key))
+                self._sched.add_queue(queue)
+            try:
+                changed = queue.schedule(task, monotonic())
+            except policy.Rejection as rej:
+                raise ServingError(rej.code, rej.message) from None
+            job.expect_pieces(task.pieces)
+            if changed and self._idle:
+                cond.notify()
+
+    def retire(self, key_prefix: tuple) -> None:
+        """Forget the queues of an unloaded model version once their batches have run."""
+        while True:
+            with self._cond:
+                keys = [k for k in self._queues if k[: len(key_prefix)] == key_prefix]
+                if all(len(self._queues[k]) == 0 for k in keys):
+                    for k in keys:
+                        self._sched.remove_queue(self._queues.pop(k))
+                    return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            leftovers = [b for q in self._sched.queues for b in q.drain()]
+            self._cond.notify_all()
+        for batch in leftovers:
+            for task, _, _ in batch.pieces:
+                task.payload.fail(ServingError("UNAVAILABLE", "Server is shutting down"))
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # -- batch threads --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        cond = self._cond
+        sched = self._sched
+        while True:
+            with cond:
+                while True:
+                    if self._stopping:
+                        return
+                    now = monotonic()
+                    got = sched.pop_ready(now)
+                    if got is not None:
+                        due = sched.next_due()
+                        if due is not None and due <= now and self._idle:
+                            cond.notify()  # more work is ready: wake a colleague
+                        break
+                    due = sched.next_due()
+                    self._idle += 1
+                    cond.wait(None if due is None else max(due - now, 0.0))
+                    self._idle -= 1
+            try:
+                self._run(got[1], now)
+            except Exception as exc:  # never let a batch thread die
+                log.exception("batch failed")
+                for task, _, _ in got[1].pieces:
+                    task.payload.fail(ServingError("INTERNAL", f"batch failed: {exc}"))
+
+    def _run(self, batch: policy.Batch, started: float) -> None:
+        pieces = batch.pieces
+        jobs = [task.payload for task, _, _ in pieces]
+        metrics = self.metrics
+        deadlines = [j.deadline for j in jobs]
+        if all(d is not None and d <= started for d in deadlines):
+            err = ServingError("RESOURCE_EXHAUSTED", policy.QUEUE_TIMEOUT_MESSAGE)
+            for j in jobs:
+                j.fail(err)
+            return
+        pool = self.thread_pool_name
+        for task, _, _ in pieces:
+            metrics.queuing_latency.observe((started - task.enqueue_time) * 1e6, pool)
+        first = jobs[0]
+        n_inputs = len(first.inputs)
+        size = batch.size
+        padded = batch.padded_size(self.params.allowed_batch_sizes)
+        try:
+            feeds = [self._merge(pieces, i, padded) for i in range(n_inputs)]
+        except ServingError as err:
+            for j in jobs:
+                j.fail(err)
+            return
+        try:
+            outputs = first.model.run(first.signature, feeds)
+        except ServingError as err:
+            for j in jobs:
+                j.fail(err)
+            return
+        metrics.wrapped_run_count.inc()
+        metrics.input_batch_size.observe(size)
+        metrics.processed_batch_size.observe(padded)
+        metrics.padding_size.observe(padded - size, str(padded))
+        for out in outputs:
+            if out.ndim == 0 or out.shape[0] != padded:
+                err = invalid(
+                    "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                    "dimension sizes of the input tensors"
+                )
+                for j in jobs:
+                    j.fail(err)
+                return
+        offset = 0
+        for (_task, start, rows), job in zip(pieces, jobs):
+            job.piece_done(start, [out[offset : offset + rows] for out in outputs])
+            offset += rows
+
+    def _merge(self, pieces, i: int, padded: int) -> np.ndarray:
+        parts = []
+        for task, start, rows in pieces:
+            arr = task.payload.inputs[i]
+            parts.append(arr if start == 0 and rows == arr.shape[0] else arr[start : start + rows])
+        shapes = {p.shape[1:] for p in parts}
+        if len(shapes) > 1:
+            if not self.params.pad_variable_length_inputs:
+                raise invalid(
+                    "Tensors with the same name from different tasks have different shapes and "
+                    "padding is turned off. Set pad_variable_length_inputs to true, or ensure that "
+                    "all tensors with the same name have equal dimensions starting with the first dim."
+                )
+            parts = _pad_to_common_shape(parts)
+        merged = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        extra = padded - merged.shape[0]
+        if extra > 0:  # pad to an allowed batch size by repeating the first row
+            merged = np.concatenate([merged, np.repeat(merged[:1], extra, axis=0)])
+        return merged
+
+
+def _pad_to_common_shape(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad dims 1.. of each part to the largest, with the part's first element (as TF does)."""
+    target = tuple(max(dims) for dims in zip(*(p.shape[1:] for p in parts)))
+    out = []
+    for p in parts:
+        if p.shape[1:] == target:
+            out.append(p)
+            continue
+        widths = [(0, 0)] + [(0, t - d) for t, d in zip(target, p.shape[1:])]
+        fill = p.flat[0] if p.size else 0
+        out.append(np.pad(p, widths, constant_values=fill))
+    return out

@@ -1,0 +1,359 @@
+"""``tensorflow_model_server``'s command line, served by the reference server.
+
+Flags keep TF Serving's names, spellings and defaults (``--port=8500``, ``--rest_api_port=0``,
+``--enable_batching``, ...), so a backend can start either binary with the same arguments.
+Additions of our own are marked as such in their help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+
+from harness import textproto
+from harness.batching import BatchingParameters, schedulable_cores
+from harness.errors import ConfigError, HarnessError, ServerError
+from harness.refserver.manager import ModelConfig
+
+log = logging.getLogger("harness.refserver")
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def _bool(value: str) -> bool:
+    low = str(value).lower()
+    if low in ("1", "true", "t", "yes"):
+        return True
+    if low in ("0", "false", "f", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    cores = schedulable_cores()
+    p = argparse.ArgumentParser(
+        prog="harness serve",
+        description="Reference TensorFlow Serving model server (TF Serving's flags and API).",
+    )
+    a = p.add_argument
+    a("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    a("--rest_api_port", type=int, default=0, help="REST port; 0 turns REST off (default 0)")
+    a(
+        "--rest_api_num_threads",
+        type=int,
+        default=0,
+        help="threads running REST requests; 0: max(4 x cores, 64). TF's default is 4 x cores; more here "
+        "because each waiting request holds a thread",
+    )
+    a("--rest_api_timeout_in_ms", type=int, default=30000)
+    a(
+        "--grpc_max_threads",
+        type=int,
+        default=0,
+        help="threads handling gRPC requests; 0: max(4 x cores, 256), as each waiting request holds one",
+    )
+    a("--enable_batching", type=_bool, nargs="?", const=True, default=False)
+    a("--batching_parameters_file", default="")
+    a("--model_name", default="default")
+    a("--model_base_path", default="")
+    a("--model_config_file", default="")
+    a("--monitoring_config_file", default="")
+    a("--file_system_poll_wait_seconds", type=int, default=1)
+    a("--tensorflow_session_parallelism", type=int, default=0)
+    a("--tensorflow_intra_op_parallelism", type=int, default=0)
+    a("--tensorflow_inter_op_parallelism", type=int, default=0)
+    a("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
+    a(
+        "--bind_address",
+        default="127.0.0.1",
+        help="(reference server only) address to listen on; TF Serving uses 0.0.0.0, we default to "
+        "loopback; containers pass 0.0.0.0",
+    )
+    a(
+        "--rest_api_max_request_bytes",
+        type=int,
+        default=256 << 20,
+        help="(reference server only) larger REST bodies get HTTP 413",
+    )
+    p.set_defaults(_cores=cores)
+    return p
+
+
+def model_configs(args) -> list[ModelConfig]:
+    if args.model_config_file and args.model_base_path:
+        raise ConfigError("give either --model_config_file or --model_base_path, not both")
+    if args.model_config_file:
+        return read_model_config_file(args.model_config_file)
+    if not args.model_base_path:
+        raise ConfigError(
+            "no model to serve",
+            hint="give --model_base_path=DIR (the directory holding version directories) or --model_config_file",
+        )
+    return [ModelConfig(name=args.model_name, base_path=args.model_base_path)]
+
+
+def read_model_config_file(path: str) -> list[ModelConfig]:
+    try:
+        text = open(path).read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --model_config_file {path}: {exc.strerror}") from None
+    msg = textproto.parse(text, path)
+    textproto.check_fields(msg, {"model_config_list"}, "tensorflow.serving.ModelServerConfig", path)
+    lst = textproto.single(msg, "model_config_list", path) or {}
+    textproto.check_fields(lst, {"config"}, "tensorflow.serving.ModelConfigList", path)
+    out = []
+    for cfg in lst.get("config", []):
+        textproto.check_fields(
+            cfg,
+            {"name", "base_path", "model_platform", "model_version_policy", "version_labels"},
+            "tensorflow.serving.ModelConfig",
+            path,
+        )
+        name = textproto.single(cfg, "name", path)
+        base = textproto.single(cfg, "base_path", path)
+        if not name or not base:
+            raise ConfigError(f"{path}: every config needs a name and a base_path")
+        platform = textproto.single(cfg, "model_platform", path) or "tensorflow"
+        if platform != "tensorflow":
+            raise ConfigError(
+                f"{path}: model_platform {platform!r} is not supported; use 'tensorflow'"
+            )
+        policy, versions = "latest", (1,)
+        pol = textproto.single(cfg, "model_version_policy", path)
+        if pol:
+            if "all" in pol:
+                policy, versions = "all", ()
+            elif "specific" in pol:
+                policy = "specific"
+                versions = tuple(int(v) for v in pol["specific"][0].get("versions", []))
+            elif "latest" in pol:
+                n = pol["latest"][0].get("num_versions", [1])[0]
+                versions = (int(n),)
+        labels = []
+        for entry in cfg.get("version_labels", []):
+            labels.append((str(entry["key"][0]), int(entry["value"][0])))
+        out.append(
+            ModelConfig(
+                name=str(name),
+                base_path=str(base),
+                policy=policy,
+                versions=versions,
+                labels=tuple(labels),
+            )
+        )
+    if not out:
+        raise ConfigError(f"{path}: model_config_list has no config entries")
+    return out
+
+
+def read_monitoring_config(path: str) -> str | None:
+    """The Prometheus path from a monitoring config file, or None when it is off."""
+    try:
+        text = open(path).read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
+    msg = textproto.parse(text, path)
+    textproto.check_fields(msg, {"prometheus_config"}, "tensorflow.serving.MonitoringConfig", path)
+    prom = textproto.single(msg, "prometheus_config", path)
+    if not prom:
+        return None
+    textproto.check_fields(prom, {"enable", "path"}, "tensorflow.serving.PrometheusConfig", path)
+    if not textproto.single(prom, "enable", path):
+        return None
+    return textproto.single(prom, "path", path) or DEFAULT_METRICS_PATH
+
+
+def check_flags(args) -> None:
+    if args.batching_parameters_file and not args.enable_batching:
+        raise ConfigError(
+            "--batching_parameters_file was given without --enable_batching",
+            hint="add --enable_batching, or drop the parameters file",
+        )
+    if args.tensorflow_session_parallelism and (
+        args.tensorflow_intra_op_parallelism or args.tensorflow_inter_op_parallelism
+    ):
+        raise ConfigError(
+            "Either configure 'tensorflow_session_parallelism' or ('tensorflow_intra_op_parallelism', "
+            "'tensorflow_inter_op_parallelism'). Setting all three is an error."
+        )
+    for flag in ("port", "rest_api_port"):
+        v = getattr(args, flag)
+        if not 0 <= v <= 65535:
+            raise ConfigError(f"--{flag}={v} is not a port number (0 to 65535)")
+
+
+class ModelServer:
+    """The whole server: models, optional batcher, gRPC and REST front ends."""
+
+    def __init__(self, args) -> None:
+        from harness.refserver.manager import ModelManager
+        from harness.refserver.metrics import ServingMetrics
+        from harness.refserver.predict import Predictor
+
+        check_flags(args)
+        self.args = args
+        cores = args._cores
+        self.metrics = ServingMetrics()
+        self.metrics_path = (
+            read_monitoring_config(args.monitoring_config_file)
+            if args.monitoring_config_file
+            else None
+        )
+        configs = model_configs(args)
+        self.batcher = None
+        if args.enable_batching:
+            params = (
+                BatchingParameters.read(args.batching_parameters_file)
+                if args.batching_parameters_file
+                else BatchingParameters()
+            )
+            try:
+                eff = params.effective(cores)
+            except ConfigError as exc:
+                where = args.batching_parameters_file or "default batching parameters"
+                raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
+            from harness.refserver.batcher import Batcher
+
+            self.batcher = Batcher(eff, self.metrics, params.thread_pool_name or "")
+            log.info("Batching enabled: %s", eff)
+        intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+        inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+        self.manager = ModelManager(
+            configs,
+            intra_op=intra,
+            inter_op=inter,
+            poll_seconds=args.file_system_poll_wait_seconds,
+            batcher=self.batcher,
+            metrics=self.metrics,
+            warm_up=args.enable_model_warmup,
+        )
+        self.predictor = Predictor(self.manager, self.metrics, self.batcher)
+        self._grpc = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = threading.Event()
+
+    def start_grpc(self) -> None:
+        import grpc
+
+        from harness.refserver.grpc_api import add_services
+
+        cores = self.args._cores
+        threads = self.args.grpc_max_threads or max(4 * cores, 256)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+            options=[
+                (
+                    "grpc.so_reuseport",
+                    0,
+                ),  # a second server on the same port must fail, not share it
+                ("grpc.max_receive_message_length", 2**31 - 1),
+                ("grpc.max_send_message_length", 2**31 - 1),
+            ],
+        )
+        add_services(server, self.predictor)
+        address = f"{self.args.bind_address}:{self.args.port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise ServerError(
+                f"cannot listen for gRPC on {address}: the port is in use or the address is not local",
+                hint="pick a free --port or stop the other server",
+            )
+        server.start()
+        self._grpc = server
+        shown = "0.0.0.0" if self.args.bind_address == "0.0.0.0" else self.args.bind_address
+        log.info("Running gRPC ModelServer at %s:%d ...", shown, self.args.port)
+
+    async def _serve_rest(self) -> None:
+        from harness.refserver.rest import RestServer
+
+        cores = self.args._cores
+        rest = RestServer(
+            self.predictor,
+            num_threads=self.args.rest_api_num_threads or max(4 * cores, 64),
+            timeout_ms=self.args.rest_api_timeout_in_ms,
+            metrics_path=self.metrics_path,
+            max_body_bytes=self.args.rest_api_max_request_bytes,
+        )
+        try:
+            server = await asyncio.start_server(
+                rest.serve_connection,
+                self.args.bind_address,
+                self.args.rest_api_port,
+                limit=64 * 1024,
+                backlog=1024,
+            )
+        except OSError as exc:
+            raise ServerError(
+                f"cannot listen for REST on {self.args.bind_address}:{self.args.rest_api_port}: {exc.strerror}",
+                hint="pick a free --rest_api_port or stop the other server",
+            ) from None
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", self.args.rest_api_port)
+        async with server:
+            await server.serve_forever()
+
+    def run(self) -> None:
+        """Load models, open the ports, serve until SIGINT/SIGTERM."""
+        self.manager.load_initial()
+        self.manager.start_polling()
+        self.start_grpc()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            if self.args.rest_api_port:
+                self._rest_task = loop.create_task(self._serve_rest())
+                try:
+                    loop.run_until_complete(self._rest_task)
+                except asyncio.CancelledError:
+                    pass
+            else:
+                loop.run_until_complete(self._wait_stop())
+        finally:
+            self.shutdown()
+
+    async def _wait_stop(self) -> None:
+        while not self._stopped.is_set():
+            await asyncio.sleep(0.2)
+
+    def _on_signal(self) -> None:
+        log.info("Shutting down on signal")
+        self._stopped.set()
+        task = getattr(self, "_rest_task", None)
+        if task is not None:
+            task.cancel()
+
+    def shutdown(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=1).wait(2)
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.manager.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname).1s refserver] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        ModelServer(args).run()
+    except HarnessError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
