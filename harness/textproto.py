@@ -72,8 +72,9 @@ def parse(text: str, source: str = "<text>") -> Message:
             kind, value, line = toks[pos]
             if kind == "punct" and value == ":":
                 pos += 1
-                if pos < len(toks) and toks[pos][1] in ("{", "<"):
-                    kind, value, line = toks[pos]
+                if pos >= len(toks):
+                    raise ConfigError(f"{source}:{line}: field {name!r} has no value")
+                kind, value, line = toks[pos]
             if kind == "punct" and value in ("{", "<"):
                 pos += 1
                 msg.setdefault(name, []).append(parse_message("}" if value == "{" else ">"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 from pathlib import Path
 
@@ -233,7 +232,3 @@ _TF_CODES = {
 def _tf_error_code(exc: Exception) -> str:
     code = getattr(exc, "error_code", None)
     return _TF_CODES.get(code, "INTERNAL")
-
-
-def element_count(shape) -> int:
-    return math.prod(shape)

@@ -233,13 +233,11 @@ class RestServer:
             aliases = select_outputs(sig, filt if isinstance(filt, list) else None)
             deadline = started + self.timeout
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self.pool, p.run, name, model, sig, given, deadline)
-            try:
-                outputs = await asyncio.wait_for(fut, timeout=self.timeout)
-            except asyncio.TimeoutError:
-                raise ServingError(
-                    "DEADLINE_EXCEEDED", "Request timed out waiting for the model"
-                ) from None
+            # Like TF Serving, the timeout is the run's deadline: a request still queued when its
+            # batch is taken gets RESOURCE_EXHAUSTED (429); one stuck past it gets 504.
+            outputs = await loop.run_in_executor(
+                self.pool, p.run, name, model, sig, given, deadline
+            )
             named = {a: o for a, o in zip(sig.outputs, outputs) if a in aliases}
             result = _rows_result(named) if row else _columns_result(named)
         except ServingError as err:

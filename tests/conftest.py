@@ -1,0 +1,146 @@
+"""Shared fixtures: demo models exported once per session, reference servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def mlp_base(model_root) -> Path:
+    """The tiny MLP exported as version 1 (read-only: copy it before changing versions)."""
+    from harness.models.export import export
+
+    base = model_root / "mlp"
+    export("mlp", base, 1)
+    return base
+
+
+class RefServer:
+    """A reference server subprocess on free loopback ports."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.log_path = log_path
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.refserver",
+            f"--port={self.grpc_port}",
+            f"--rest_api_port={self.rest_port}",
+            *args,
+        ]
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, model: str, timeout: float = 90) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
+            try:
+                r = requests.get(f"{self.url}/v1/models/{model}", timeout=1)
+                if r.ok and any(
+                    s["state"] == "AVAILABLE" for s in r.json()["model_version_status"]
+                ):
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def metrics(self) -> str:
+        return requests.get(f"{self.url}/monitoring/prometheus/metrics", timeout=5).text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start reference servers; ``batching`` is a parameters-file body (enables batching)."""
+    servers = []
+    mon = tmp_path / "monitoring.txt"
+    mon.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
+
+    def start(
+        base: Path, *, name: str = "m", batching: str | None = None, extra=(), wait=True
+    ) -> RefServer:
+        args = [
+            f"--model_name={name}",
+            f"--model_base_path={base}",
+            f"--monitoring_config_file={mon}",
+        ]
+        if batching is not None:
+            params = tmp_path / f"batching{len(servers)}.txt"
+            params.write_text(batching)
+            args += ["--enable_batching", f"--batching_parameters_file={params}"]
+        args += list(extra)
+        server = RefServer(args, tmp_path / f"server{len(servers)}.log")
+        servers.append(server)
+        if wait:
+            server.wait_ready(name)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """The value of one sample line (``name{labels} value``) in Prometheus text; 0 if absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            lab, _, value = line[len(name) + 1 :].rpartition("} ")
+            if lab == want:
+                return float(value)
+    return 0.0
