@@ -1,0 +1,177 @@
+"""How close the reference server comes to the model's own ceiling.
+
+Prints two tables:
+1. offline: each demo model's throughput (items/s) at batch sizes 1..64 in one process on one
+   core, TensorFlow session with one intra- and one inter-op thread: the ceiling;
+2. served: the reference server on core 0 under closed-loop gRPC load from core 1 (requests of
+   one item, pre-serialized, see grpc_blast.py), with and without batching, and the ratio to
+   the offline figures.
+
+Usage: python benchmarks/refserver_throughput.py [--models mlp,ranker,mobilenet_v2] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SERVER_CPU, LOAD_CPU = 0, 1
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+# Served configurations: (label, batching parameters or None, concurrency per load process).
+SERVED = {
+    "mlp": [("no batching", None, 32)],
+    "ranker": [
+        ("no batching", None, 8),
+        ("batching mbs=64 t=0 thr=1", "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
+         "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 1000 }\n", 128),
+    ],
+    "mobilenet_v2": [
+        ("no batching", None, 4),
+        ("batching mbs=16 t=0 thr=1", "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 0 }\n"
+         "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 1000 }\n", 32),
+    ],
+    "resnet50": [("no batching", None, 4)],
+}
+
+
+def offline(model_dir: Path, seconds: float) -> dict[int, float]:
+    """Items/s per batch size, measured in a child pinned to the server core."""
+    code = f"""
+import os, sys, time, json, numpy as np
+os.sched_setaffinity(0, {{{SERVER_CPU}}})
+sys.path.insert(0, {str(ROOT)!r})
+from harness.refserver.model import LoadedModel
+m = LoadedModel({str(model_dir / "1")!r}, 1, intra_op=1, inter_op=1)
+sig = m.signature("serving_default")
+spec = next(iter(sig.inputs.values()))
+out = {{}}
+for b in {BATCH_SIZES!r}:
+    x = np.random.default_rng(0).random((b, *spec.shape[1:]), dtype=np.float32)
+    m.run(sig, [x]); m.run(sig, [x])
+    n = 0; t0 = time.perf_counter()
+    while time.perf_counter() - t0 < {seconds}:
+        m.run(sig, [x]); n += 1
+    out[b] = n * b / (time.perf_counter() - t0)
+print(json.dumps(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {int(k): v for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request_bytes(input_name: str, shape: tuple[int, ...], model_name: str) -> bytes:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model_name
+    x = np.random.default_rng(1).random((1, *shape), dtype=np.float32)
+    req.inputs[input_name].CopyFrom(tf.make_tensor_proto(x))
+    return req.SerializeToString()
+
+
+def served(model: str, base: Path, params: str | None, concurrency: int, seconds: float, tmp: Path,
+           processes: int = 1) -> dict:
+    from harness.models import MODELS
+
+    info = MODELS[model]
+    port, rest = free_port(), free_port()
+    args = [sys.executable, "-m", "harness.refserver", f"--port={port}", f"--rest_api_port={rest}",
+            f"--model_name={model}", f"--model_base_path={base}",
+            "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"]
+    if params is not None:
+        pfile = tmp / f"{model}-params.txt"
+        pfile.write_text(params)
+        args += ["--enable_batching", f"--batching_parameters_file={pfile}"]
+    log = open(tmp / f"{model}-server.log", "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}))
+    try:
+        import requests
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{rest}/v1/models/{model}", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server failed: {(tmp / f'{model}-server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        reqfile = tmp / f"{model}-request.bin"
+        reqfile.write_bytes(request_bytes(info.input_name, info.input_shape, model))
+        blasters = [
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "grpc_blast.py"), f"--target=127.0.0.1:{port}",
+                 f"--request-file={reqfile}", f"--concurrency={concurrency}", f"--seconds={seconds}",
+                 f"--cpu={LOAD_CPU}"],
+                stdout=subprocess.PIPE, text=True,
+            )
+            for _ in range(processes)
+        ]
+        results = [json.loads(b.communicate()[0].strip().splitlines()[-1]) for b in blasters]
+        reqs = sum(r["requests"] for r in results)
+        errs = sum(r["errors"] for r in results)
+        secs = max(r["seconds"] for r in results)
+        return {"rps": reqs / secs, "errors": errs}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="mlp,ranker,mobilenet_v2")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--model-dir", default=str(ROOT / "models"))
+    args = ap.parse_args()
+    from harness.models.export import ensure
+
+    models = args.models.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    print(f"machine: {os.cpu_count()} cores, {os.uname().machine}; server on cpu {SERVER_CPU}, load on cpu {LOAD_CPU}")
+    ceilings = {}
+    print("\n## Offline throughput (items/s, one core)\n")
+    print("| model | " + " | ".join(f"b={b}" for b in BATCH_SIZES) + " | best |")
+    print("|---|" + "---|" * (len(BATCH_SIZES) + 1))
+    for model in models:
+        base = Path(args.model_dir) / model
+        ensure(model, base)
+        tp = offline(base, min(args.seconds, 3.0))
+        ceilings[model] = tp
+        print(f"| {model} | " + " | ".join(f"{tp[b]:.0f}" for b in BATCH_SIZES) + f" | {max(tp.values()):.0f} |", flush=True)
+    print("\n## Served throughput (gRPC, closed loop, 1-item requests)\n")
+    print("| model | config | concurrency | requests/s | errors | / offline b=1 | / offline best |")
+    print("|---|---|---|---|---|---|---|")
+    for model in models:
+        base = Path(args.model_dir) / model
+        for label, params, conc in SERVED[model]:
+            r = served(model, base, params, conc, args.seconds, tmp)
+            tp = ceilings[model]
+            print(f"| {model} | {label} | {conc} | {r['rps']:.0f} | {r['errors']} | "
+                  f"{r['rps'] / tp[1]:.2f} | {r['rps'] / max(tp.values()):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
