@@ -27,7 +27,9 @@ def main() -> None:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     payload = open(args.request_file, "rb").read()
-    channel = grpc.insecure_channel(args.target, options=[("grpc.max_receive_message_length", 1 << 30)])
+    channel = grpc.insecure_channel(
+        args.target, options=[("grpc.max_receive_message_length", 1 << 30)]
+    )
     call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
     lock = threading.Lock()
     done = threading.Event()
@@ -54,7 +56,10 @@ def main() -> None:
         call.future(payload).add_done_callback(on_done)
     done.wait(args.warmup + args.seconds + 60)
     elapsed = time.perf_counter() - t_measure
-    print(json.dumps({"requests": state["ok"], "errors": state["err"], "seconds": elapsed}), flush=True)
+    print(
+        json.dumps({"requests": state["ok"], "errors": state["err"], "seconds": elapsed}),
+        flush=True,
+    )
     channel.close()
 
 

@@ -97,22 +97,42 @@ def request_bytes(input_name: str, shape: tuple[int, ...], model_name: str) -> b
     return req.SerializeToString()
 
 
-def served(model: str, base: Path, params: str | None, concurrency: int, seconds: float, tmp: Path,
-           processes: int = 1) -> dict:
+def served(
+    model: str,
+    base: Path,
+    params: str | None,
+    concurrency: int,
+    seconds: float,
+    tmp: Path,
+    processes: int = 1,
+) -> dict:
     from harness.models import MODELS
 
     info = MODELS[model]
     port, rest = free_port(), free_port()
-    args = [sys.executable, "-m", "harness.refserver", f"--port={port}", f"--rest_api_port={rest}",
-            f"--model_name={model}", f"--model_base_path={base}",
-            "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "harness.refserver",
+        f"--port={port}",
+        f"--rest_api_port={rest}",
+        f"--model_name={model}",
+        f"--model_base_path={base}",
+        "--tensorflow_intra_op_parallelism=1",
+        "--tensorflow_inter_op_parallelism=1",
+    ]
     if params is not None:
         pfile = tmp / f"{model}-params.txt"
         pfile.write_text(params)
         args += ["--enable_batching", f"--batching_parameters_file={pfile}"]
     log = open(tmp / f"{model}-server.log", "w")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}))
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
+    )
     try:
         import requests
 
@@ -124,16 +144,25 @@ def served(model: str, base: Path, params: str | None, concurrency: int, seconds
             except requests.RequestException:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server failed: {(tmp / f'{model}-server.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"server failed: {(tmp / f'{model}-server.log').read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         reqfile = tmp / f"{model}-request.bin"
         reqfile.write_bytes(request_bytes(info.input_name, info.input_shape, model))
         blasters = [
             subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "grpc_blast.py"), f"--target=127.0.0.1:{port}",
-                 f"--request-file={reqfile}", f"--concurrency={concurrency}", f"--seconds={seconds}",
-                 f"--cpu={LOAD_CPU}"],
-                stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "grpc_blast.py"),
+                    f"--target=127.0.0.1:{port}",
+                    f"--request-file={reqfile}",
+                    f"--concurrency={concurrency}",
+                    f"--seconds={seconds}",
+                    f"--cpu={LOAD_CPU}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             for _ in range(processes)
         ]
@@ -153,13 +182,17 @@ def main() -> None:
     ap.add_argument("--models", default="mlp,ranker,mobilenet_v2")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--model-dir", default=str(ROOT / "models"))
-    ap.add_argument("--repeats", type=int, default=3, help="served runs per config; the median is shown")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="served runs per config; the median is shown"
+    )
     args = ap.parse_args()
     from harness.models.export import ensure
 
     models = args.models.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    print(f"machine: {os.cpu_count()} cores, {os.uname().machine}; server on cpu {SERVER_CPU}, load on cpu {LOAD_CPU}")
+    print(
+        f"machine: {os.cpu_count()} cores, {os.uname().machine}; server on cpu {SERVER_CPU}, load on cpu {LOAD_CPU}"
+    )
     ceilings = {}
     print("\n## Offline throughput (items/s, one core)\n")
     print("| model | " + " | ".join(f"b={b}" for b in BATCH_SIZES) + " | best |")
@@ -169,20 +202,32 @@ def main() -> None:
         ensure(model, base)
         tp = offline(base, min(args.seconds, 3.0))
         ceilings[model] = tp
-        print(f"| {model} | " + " | ".join(f"{tp[b]:.0f}" for b in BATCH_SIZES) + f" | {max(tp.values()):.0f} |", flush=True)
+        print(
+            f"| {model} | "
+            + " | ".join(f"{tp[b]:.0f}" for b in BATCH_SIZES)
+            + f" | {max(tp.values()):.0f} |",
+            flush=True,
+        )
     print("\n## Served throughput (gRPC, closed loop, 1-item requests)\n")
-    print("| model | config | concurrency | requests/s median (range) | errors | / offline b=1 | / offline best |")
+    print(
+        "| model | config | concurrency | requests/s median (range) | errors | / offline b=1 | / offline best |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model in models:
         base = Path(args.model_dir) / model
         for label, params, conc in served_configs(model, ceilings[model]):
-            runs = [served(model, base, params, conc, args.seconds, tmp) for _ in range(args.repeats)]
+            runs = [
+                served(model, base, params, conc, args.seconds, tmp) for _ in range(args.repeats)
+            ]
             rps = [r["rps"] for r in runs]
             med = statistics.median(rps)
             errors = sum(r["errors"] for r in runs)
             tp = ceilings[model]
-            print(f"| {model} | {label} | {conc} | {med:.0f} ({min(rps):.0f}-{max(rps):.0f}) | {errors} | "
-                  f"{med / tp[1]:.2f} | {med / max(tp.values()):.2f} |", flush=True)
+            print(
+                f"| {model} | {label} | {conc} | {med:.0f} ({min(rps):.0f}-{max(rps):.0f}) | {errors} | "
+                f"{med / tp[1]:.2f} | {med / max(tp.values()):.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,29 @@ def _cmd_model_list(args) -> int:
     return 0
 
 
+def _cmd_image_reference(args) -> int:
+    from harness.servers.docker import build_reference_image
+
+    image_id = build_reference_image(tag=args.tag)
+    print(f"{args.tag} {image_id}")
+    return 0
+
+
+def _cmd_image_optimized(args) -> int:
+    from pathlib import Path
+
+    from harness.servers.images import OptimizedBuild, build_optimized
+
+    build = OptimizedBuild(
+        source=Path(args.source),
+        tag=args.tag,
+        devel_tag=args.devel_tag,
+        build_options=args.build_options,
+    )
+    print(build_optimized(build, dry_run=args.dry_run))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -49,6 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=_cmd_model_export)
     lst = msub.add_parser("list", help="list the demo models")
     lst.set_defaults(func=_cmd_model_list)
+
+    image = sub.add_parser("image", help="build server images")
+    isub = image.add_subparsers(dest="image_command", required=True)
+    ref = isub.add_parser(
+        "build-reference",
+        help="an image running the reference server from bind-mounted host paths (no registry)",
+    )
+    ref.add_argument("--tag", default="tfs-harness/reference:latest")
+    ref.set_defaults(func=_cmd_image_reference)
+    opt = isub.add_parser(
+        "build-optimized", help="TF Serving compiled for this CPU (two-stage build)"
+    )
+    opt.add_argument(
+        "--source", required=True, help="a checkout of the tensorflow/serving repository"
+    )
+    opt.add_argument("--tag", default="tfs-harness/serving-optimized:latest")
+    opt.add_argument("--devel-tag", default="tfs-harness/serving-optimized-devel:latest")
+    opt.add_argument(
+        "--build-options",
+        default="--copt=-mavx2 --copt=-mfma",
+        help="TF_SERVING_BUILD_OPTIONS, e.g. '--config=nativeopt'",
+    )
+    opt.add_argument("--dry-run", action="store_true", help="print the docker commands only")
+    opt.set_defaults(func=_cmd_image_optimized)
     return parser
 
 

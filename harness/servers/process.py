@@ -1,0 +1,152 @@
+"""Run ``tensorflow_model_server`` (when on PATH) or the reference server as a local process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.errors import ServerError
+from harness.servers.base import (
+    Endpoint,
+    ServerSpec,
+    log_tail,
+    notable_lines,
+    wait_until_available,
+    write_config_files,
+)
+
+TF_BINARY = "tensorflow_model_server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(binary: str) -> list[str]:
+    """The command that starts a server: "auto" prefers TF Serving's binary, else ours."""
+    if binary == "auto":
+        found = shutil.which(TF_BINARY)
+        return [found] if found else [sys.executable, "-m", "harness.refserver"]
+    if binary == "reference":
+        return [sys.executable, "-m", "harness.refserver"]
+    path = shutil.which(binary) or (binary if Path(binary).is_file() else None)
+    if path is None:
+        raise ServerError(
+            f"server binary {binary!r} not found",
+            hint=f'install {TF_BINARY}, give its path, or use binary = "reference"',
+        )
+    return [path]
+
+
+class ProcessServer:
+    def __init__(self, proc: subprocess.Popen, endpoint: Endpoint, log_path: Path) -> None:
+        self.proc = proc
+        self.endpoint = endpoint
+        self.log_path = log_path
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def notes(self) -> list[str]:
+        return notable_lines(self.logs())
+
+    def check_alive(self) -> None:
+        rc = self.proc.poll()
+        if rc is not None:
+            raise ServerError(
+                f"server process exited with code {rc}\n{log_tail(self.logs())}",
+                hint=f"the full log is {self.log_path}",
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class ProcessBackend:
+    """Servers as child processes on 127.0.0.1, pinned to the spec's CPUs."""
+
+    name = "process"
+    can_restart = True
+
+    def __init__(self, binary: str = "auto") -> None:
+        self.command = server_command(binary)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.command[-1] == "harness.refserver"
+
+    def start(self, spec: ServerSpec, workdir: Path) -> ProcessServer:
+        workdir = Path(workdir)
+        batching, monitoring = write_config_files(spec, workdir)
+        grpc_port, rest_port = free_port(), free_port()
+        model_dir = Path(spec.model_dir).resolve()
+        if not model_dir.is_dir():
+            raise ServerError(
+                f"model directory {model_dir} does not exist", hint="export the model first"
+            )
+        cmd = [
+            *self.command,
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            f"--model_name={spec.model_name}",
+            f"--model_base_path={model_dir}",
+            *spec.server_flags(str(batching) if batching else None, str(monitoring)),
+        ]
+        log_path = workdir / "server.log"
+        log = open(log_path, "wb")
+        cpus = set(spec.cpus) if spec.cpus else None
+
+        def pin():
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=pin,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None
+        finally:
+            log.close()
+        (workdir / "server.cmd").write_text(" ".join(cmd) + "\n")
+        server = ProcessServer(
+            proc,
+            Endpoint(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", spec.model_name),
+            log_path,
+        )
+        try:
+            wait_until_available(server, spec.startup_timeout)
+        except BaseException:
+            server.stop()
+            raise
+        return server

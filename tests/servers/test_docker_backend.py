@@ -1,0 +1,198 @@
+"""The Docker backend against a real engine, with the reference image built locally.
+
+The same code runs tensorflow/serving images; here no registry is reachable, so the image is our
+own (an empty image with the interpreter and environment bind-mounted read-only).
+"""
+
+import json
+import os
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from harness.batching import BatchingParameters
+from harness.errors import ServerError
+from harness.servers import ServerSpec
+
+docker = pytest.importorskip("docker")
+
+
+def engine():
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker engine could be reached or started here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def client():
+    return engine()
+
+
+@pytest.fixture(scope="module")
+def reference_image(client):
+    from harness.servers.docker import build_reference_image
+
+    build_reference_image(client)
+    return "tfs-harness/reference:latest"
+
+
+def ours(client):
+    from harness.servers.docker import LABEL
+
+    return client.containers.list(all=True, filters={"label": f"{LABEL}=true"})
+
+
+def grpc_predict(server, rows: int):
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "m"
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((rows, 16), np.float32)))
+    with grpc.insecure_channel(server.endpoint.grpc_target) as ch:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        try:
+            resp = stub.Predict(req, timeout=30)
+            return grpc.StatusCode.OK, len(resp.outputs["y"].float_val)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details()
+
+
+def test_start_predict_restart_with_new_parameters(client, reference_image, mlp_base, tmp_path):
+    import grpc
+
+    from harness.servers.docker import DockerBackend, DockerOptions
+
+    backend = DockerBackend(DockerOptions(image=reference_image), client=client)
+    spec = ServerSpec(
+        model_name="m",
+        model_dir=mlp_base,
+        batching=BatchingParameters(max_batch_size=8),
+        cpus=(0,),
+        memory="2g",
+    )
+    server = backend.start(spec, tmp_path / "t1")
+    try:
+        assert grpc_predict(server, 5) == (grpc.StatusCode.OK, 20)
+        attrs = server.container.attrs
+        ports = attrs["NetworkSettings"]["Ports"]
+        assert {b["HostIp"] for p in ports.values() for b in p} == {"127.0.0.1"}
+        model_mount = next(m for m in attrs["Mounts"] if m["Destination"] == "/models/m")
+        assert model_mount["RW"] is False
+        assert attrs["HostConfig"]["CpusetCpus"] == "0"
+        assert attrs["HostConfig"]["CapDrop"] == ["ALL"]
+        assert attrs["Config"]["Labels"]["org.tfs-harness.owner-pid"] == str(os.getpid())
+        assert any("Running gRPC ModelServer at 0.0.0.0:8500" in n for n in server.notes())
+    finally:
+        server.stop()
+    assert "Running gRPC ModelServer" in (tmp_path / "t1" / "server.log").read_text()
+    server = backend.start(
+        ServerSpec(
+            model_name="m", model_dir=mlp_base, batching=BatchingParameters(max_batch_size=4)
+        ),
+        tmp_path / "t2",
+    )
+    try:
+        code, details = grpc_predict(server, 5)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == "Task size 5 is larger than maximum input batch size 4"
+    finally:
+        server.stop()
+    assert ours(client) == []
+
+
+def test_container_killed_mid_request_gives_early_exit_error(
+    client, reference_image, mlp_base, tmp_path
+):
+    from harness.servers.docker import DockerBackend, DockerOptions
+
+    backend = DockerBackend(DockerOptions(image=reference_image), client=client)
+    spec = ServerSpec(
+        model_name="m",
+        model_dir=mlp_base,
+        batching=BatchingParameters(
+            max_batch_size=64, batch_timeout_micros=3_000_000, num_batch_threads=1
+        ),
+    )
+    server = backend.start(spec, tmp_path)
+    outcome = {}
+
+    def slow_request():
+        body = json.dumps({"instances": [[0.1] * 16]}).encode()
+        req = urllib.request.Request(f"{server.endpoint.rest_url}/v1/models/m:predict", data=body)
+        try:
+            urllib.request.urlopen(req, timeout=20).read()
+            outcome["result"] = "answered"
+        except Exception as exc:  # the connection dies with the container
+            outcome["result"] = type(exc).__name__
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.5)  # the request now waits in the batch queue
+    server.container.kill()
+    t.join(30)
+    assert outcome["result"] != "answered"
+    with pytest.raises(ServerError) as exc:
+        server.check_alive()
+    assert "exited with code 137" in str(exc.value)
+    assert "Running gRPC ModelServer" in str(exc.value)  # the log tail comes along
+    server.stop()
+    assert ours(client) == []
+
+
+def test_refused_parameters_fail_start_with_logs(client, reference_image, mlp_base, tmp_path):
+    from harness.servers.docker import DockerBackend, DockerOptions
+
+    backend = DockerBackend(DockerOptions(image=reference_image), client=client)
+    spec = ServerSpec(
+        model_name="m",
+        model_dir=mlp_base,
+        batching=BatchingParameters(max_batch_size=8, allowed_batch_sizes=(2,)),
+    )
+    with pytest.raises(ServerError) as exc:
+        backend.start(spec, tmp_path)
+    assert "exited with code 1" in str(exc.value)
+    assert "Last entry in allowed_batch_sizes must match max_batch_size" in str(exc.value)
+    assert ours(client) == []
+
+
+def test_missing_image_says_how_to_get_it(client):
+    from harness.servers.docker import DockerBackend, DockerOptions
+
+    backend = DockerBackend(
+        DockerOptions(image="tensorflow/serving:0.0.0-does-not-exist"), client=client
+    )
+    with pytest.raises(ServerError) as exc:
+        backend.start(ServerSpec(model_name="m", model_dir="/tmp"), "/tmp/unused-harness-test")
+    assert "is not present locally" in str(exc.value)
+    assert "docker pull tensorflow/serving:0.0.0-does-not-exist" in str(exc.value)
+
+
+def test_leftovers_of_a_dead_run_are_removed(client, reference_image):
+    from harness.servers.docker import HOST_LABEL, LABEL, OWNER_LABEL, DockerBackend, DockerOptions
+
+    dead_pid = 2**22 + 12345  # above pid_max on this kind of machine: no such process
+    c = client.containers.create(
+        reference_image,
+        ["--help"],
+        labels={LABEL: "true", OWNER_LABEL: str(dead_pid), HOST_LABEL: os.uname().nodename},
+    )
+    backend = DockerBackend(DockerOptions(image=reference_image), client=client)
+    assert c.name in backend.removed_leftovers
+    assert ours(client) == []
+
+
+def test_unreachable_engine_is_a_clear_error(monkeypatch):
+    from harness.servers.docker import connect
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(ServerError) as exc:
+        connect()
+    assert "cannot reach the Docker engine at unix:///nonexistent/docker.sock" in str(exc.value)
