@@ -136,6 +136,12 @@ class ModelManager:
             model = LoadedModel(path, version, intra_op=self.intra_op, inter_op=self.inter_op)
             if self.warm_up:
                 model.warm_up()
+        except ServingError as exc:
+            served.status[version] = VersionStatus(
+                version, END, exc.code, f"warm-up failed: {exc.message}"
+            )
+            self._gauge(name, version, END)
+            raise ModelError(f"warm-up of {path} failed: {exc.message}") from None
         except ModelError as exc:
             served.status[version] = VersionStatus(version, END, "UNKNOWN", str(exc))
             self._gauge(name, version, END)

@@ -20,7 +20,7 @@ from harness.refserver.tensors import NUMPY_DTYPE, dtype_name
 
 log = logging.getLogger("harness.refserver")
 
-PREDICT_METHOD = "tensorflow/serving/predict"
+WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,23 +173,35 @@ class LoadedModel:
             code = _tf_error_code(exc)
             raise ServingError(code, getattr(exc, "message", None) or str(exc)) from None
 
-    def warm_up(self) -> None:
-        """Run each predict signature once on one zero row, so the first request is not slow."""
-        for sig in self.signatures.values():
-            if sig.method_name != PREDICT_METHOD:
-                continue
-            feeds = []
-            for spec in sig.inputs.values():
-                if spec.shape is None or any(d == -1 for d in spec.shape[1:]):
-                    return  # cannot invent a shape; skip warm-up
-                npdt = NUMPY_DTYPE.get(spec.dtype)
-                if npdt is None or npdt == np.dtype(object):
-                    return
-                feeds.append(np.zeros((1, *spec.shape[1:]), dtype=npdt))
-            try:
-                self.run(sig, feeds)
-            except ServingError as exc:
-                log.warning("warm-up of signature %s failed: %s", sig.name, exc.message)
+    def warm_up(self) -> int:
+        """Replay ``assets.extra/tf_serving_warmup_requests`` as TF Serving does (PredictionLog
+        records in a TFRecord file); returns how many ran. Without the file there is no warm-up
+        and, as with TF Serving, the first request pays for graph optimisation."""
+        path = self.path / "assets.extra" / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        from harness.refserver.tensors import proto_to_numpy
+
+        count = 0
+        for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+            log_entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if log_entry.WhichOneof("log_type") != "predict_log":
+                raise ModelError(f"{path}: only predict_log warm-up records are supported")
+            request = log_entry.predict_log.request
+            sig = self.signature(request.model_spec.signature_name)
+            given = {alias: proto_to_numpy(tp, alias) for alias, tp in request.inputs.items()}
+            feeds, _ = sig.check_inputs(given, batching=False)
+            self.run(sig, feeds)
+            count += 1
+        log.info(
+            "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+            self.path,
+            count,
+        )
+        return count
 
     def close(self) -> None:
         self._session.close()

@@ -184,3 +184,40 @@ def test_batches_run_in_parallel_with_the_gil_released(mlp_base, model_root):
     overlaps = sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1])
     assert overlaps >= 1, spans
     model.close()
+
+
+def _write_warmup(version_dir, inputs: dict, n: int) -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    (version_dir / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(
+        str(version_dir / "assets.extra" / "tf_serving_warmup_requests")
+    ) as w:
+        for _ in range(n):
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "m"
+            for name, value in inputs.items():
+                req.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            w.write(
+                prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=req)
+                ).SerializeToString()
+            )
+
+
+def test_warmup_records_are_replayed_at_load(start_server, mlp_base, tmp_path):
+    base = copy_model(mlp_base, tmp_path / "model")
+    _write_warmup(base / "1", {"x": np.zeros((2, 16), np.float32)}, 3)
+    s = start_server(base)
+    assert "Number of warmup records read: 3." in s.log()
+
+
+def test_bad_warmup_record_stops_start_up(mlp_base, tmp_path):
+    base = copy_model(mlp_base, tmp_path / "model")
+    _write_warmup(base / "1", {"nope": np.zeros((2, 16), np.float32)}, 1)
+    r = run_server(f"--model_base_path={base}")
+    assert r.returncode != 0
+    assert (
+        "warm-up of" in r.stderr and "input tensor alias not found in signature: nope" in r.stderr
+    )
