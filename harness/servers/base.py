@@ -162,4 +162,4 @@ def wait_until_available(server: RunningServer, timeout: float) -> float:
                 hint="raise the start-up timeout or check the model directory",
             )
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+        delay = min(delay * 1.5, 0.2)

@@ -19,6 +19,7 @@ from harness.servers.base import (
     wait_until_available,
     write_config_files,
 )
+from harness.servers.forkserver import ForkServer
 
 TF_BINARY = "tensorflow_model_server"
 
@@ -46,7 +47,7 @@ def server_command(binary: str) -> list[str]:
 
 
 class ProcessServer:
-    def __init__(self, proc: subprocess.Popen, endpoint: Endpoint, log_path: Path) -> None:
+    def __init__(self, proc, endpoint: Endpoint, log_path: Path) -> None:
         self.proc = proc
         self.endpoint = endpoint
         self.log_path = log_path
@@ -93,8 +94,14 @@ class ProcessBackend:
     name = "process"
     can_restart = True
 
-    def __init__(self, binary: str = "auto") -> None:
+    def __init__(self, binary: str = "auto", *, fork_server: bool = True) -> None:
         self.command = server_command(binary)
+        # The reference server starts from a pre-warmed fork server (TensorFlow imported once).
+        self._forks = ForkServer() if fork_server and self.is_reference else None
+
+    def close(self) -> None:
+        if self._forks is not None:
+            self._forks.close()
 
     @property
     def is_reference(self) -> bool:
@@ -118,27 +125,11 @@ class ProcessBackend:
             *spec.server_flags(str(batching) if batching else None, str(monitoring)),
         ]
         log_path = workdir / "server.log"
-        log = open(log_path, "wb")
-        cpus = set(spec.cpus) if spec.cpus else None
-
-        def pin():
-            if cpus:
-                os.sched_setaffinity(0, cpus)
-
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=pin,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None
-        finally:
-            log.close()
         (workdir / "server.cmd").write_text(" ".join(cmd) + "\n")
+        if self._forks is not None:
+            proc = self._forks.spawn(cmd[len(self.command) :], log_path, spec.cpus)
+        else:
+            proc = self._popen(cmd, log_path, spec.cpus)
         server = ProcessServer(
             proc,
             Endpoint(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", spec.model_name),
@@ -150,3 +141,24 @@ class ProcessBackend:
             server.stop()
             raise
         return server
+
+    @staticmethod
+    def _popen(cmd: list[str], log_path: Path, cpus: tuple[int, ...] | None) -> subprocess.Popen:
+        pinned = set(cpus) if cpus else None
+
+        def pin():
+            if pinned:
+                os.sched_setaffinity(0, pinned)
+
+        with open(log_path, "wb") as log:
+            try:
+                return subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=pin,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None
