@@ -1,0 +1,1 @@
+"""Load generation: payloads, Locust users, per-request recording, measurement runs."""

@@ -1,0 +1,122 @@
+"""What the gRPC and REST Locust users share: options, closed/open loop, per-request recording.
+
+Imported only inside Locust processes (``import locust`` monkey-patches the interpreter with
+gevent). No TensorFlow: requests are built by ``harness.load.wire`` from the model's own
+signature. Options are Locust custom arguments, so they work on the command line, as
+``LOCUST_...`` environment variables and in Locust's web UI.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import numpy as np
+from locust import events
+
+from harness.load import payloads, status
+from harness.load.recorder import Recorder
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    parser.add_argument("--model-name", type=str, default="default", env_var="LOCUST_MODEL_NAME",
+                        help="model to send Predict requests to")
+    parser.add_argument("--signature-name", type=str, default="serving_default", env_var="LOCUST_SIGNATURE_NAME")
+    parser.add_argument("--request-sizes", type=str, default="1", env_var="LOCUST_REQUEST_SIZES",
+                        help="rows per request: one size, or a mix size:weight,... such as 1:50,4:30,16:20")
+    parser.add_argument("--arrival-rate", type=float, default=0.0, env_var="LOCUST_ARRIVAL_RATE",
+                        help="open loop: total requests/s across all users (0: closed loop, no wait)")
+    parser.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson",
+                        env_var="LOCUST_ARRIVALS", help="open-loop inter-arrival times")
+    parser.add_argument("--request-timeout", type=float, default=30.0, env_var="LOCUST_REQUEST_TIMEOUT",
+                        help="seconds before a request counts as DEADLINE_EXCEEDED")
+    parser.add_argument("--record-dir", type=str, default="", env_var="LOCUST_RECORD_DIR",
+                        help="write every request's latency (us), status and size here (for the harness)")
+
+
+_recorder: Recorder | None = None
+
+
+def recorder(environment) -> Recorder:
+    global _recorder
+    if _recorder is None:
+        _recorder = Recorder(environment.parsed_options.record_dir or None)
+
+        def flush_loop():
+            while True:
+                gevent.sleep(1.0)
+                _recorder.flush()
+
+        gevent.spawn(flush_loop)
+    return _recorder
+
+
+@events.quitting.add_listener
+def _final_flush(environment, **_kw) -> None:
+    if _recorder is not None:
+        _recorder.flush()
+
+
+@events.test_stop.add_listener
+def _stop_flush(environment, **_kw) -> None:
+    if _recorder is not None:
+        _recorder.flush()
+
+
+_pools: dict[tuple, payloads.PayloadPool] = {}
+
+
+class _PredictUser:
+    """What both protocols share: the payload pool, closed/open loop, recording, Locust events."""
+
+    request_type = "predict"
+    abstract = True
+
+    def _setup(self) -> None:
+        o = self.environment.parsed_options
+        self.model_name = o.model_name
+        self.rec = recorder(self.environment)
+        key = (type(self).__name__, self.host, o.model_name, o.signature_name, o.request_sizes)
+        if key not in _pools:
+            mix = payloads.parse_size_mix(o.request_sizes)
+            specs = self._signature(o)
+            _pools[key] = payloads.PayloadPool(specs, mix, self._encoder(o), seed=len(_pools))
+        self.pool = _pools[key]
+        self.rng = np.random.default_rng()
+
+    def _send_recorded(self, intended: float) -> None:
+        size, body = self.pool.pick()
+        sent = time.time()
+        code, detail, length = self._send(body)
+        done = time.time()
+        latency_us = (done - intended) * 1e6
+        self.rec.add(intended, latency_us, code, size, (sent - intended) * 1e6)
+        if code == status.CODES["INVALID_ARGUMENT"]:
+            over = status.oversize(detail)
+            if over:
+                self.rec.oversize[over] += 1
+        exc = None if code == status.OK else RuntimeError(f"{status.NAMES.get(code, code)}: {detail}"[:300])
+        self.environment.events.request.fire(
+            request_type=self.request_type, name=f"Predict[{size}]", response_time=latency_us / 1000.0,
+            response_length=length, exception=exc, context={},
+        )
+
+    def _predict(self) -> None:
+        o = self.environment.parsed_options
+        if o.arrival_rate <= 0:
+            self._send_recorded(time.time())  # closed loop: the next request follows the answer
+            return
+        self._open_loop(o)
+
+    def _open_loop(self, o) -> None:
+        users = max(1, getattr(self.environment.runner, "target_user_count", 1) or 1)
+        rate = o.arrival_rate / users
+        next_t = time.time()
+        while True:
+            gap = self.rng.exponential(1.0 / rate) if o.arrivals == "poisson" else 1.0 / rate
+            next_t += gap
+            delay = next_t - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            gevent.spawn(self._send_recorded, next_t)

@@ -1,0 +1,24 @@
+"""TF Serving Predict over gRPC, the same traffic `harness run` and `harness tune` send.
+
+    locust -f locustfiles/grpc.py --host grpc://127.0.0.1:8500 --model-name ranker \
+        --request-sizes 1:50,4:30,16:20
+
+Options: --model-name, --signature-name, --request-sizes, --arrival-rate (open loop),
+--arrivals, --request-timeout, --record-dir (also as LOCUST_... variables and in the web UI).
+"""
+
+import os
+import sys
+
+# Locust imports this file under its own name, "grpc", which hides the gRPC package: hand the
+# name back before anything imports grpc.
+if sys.modules.get("grpc") is sys.modules.get(__name__) and __name__ == "grpc":
+    del sys.modules["grpc"]
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+
+from harness.load.grpc_user import GrpcPredictUser  # noqa: E402
+
+
+class TFServingGrpcUser(GrpcPredictUser):
+    pass
