@@ -48,6 +48,12 @@ def _cmd_image_optimized(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from harness.runcmd import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -61,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="run the reference model server (tensorflow_model_server's flags; see 'harness serve --help')",
     )
+
+    run = sub.add_parser("run", help="start a server, drive it with Locust, print one measurement")
+    from harness.runcmd import add_arguments
+
+    add_arguments(run)
+    run.set_defaults(func=_cmd_run)
 
     model = sub.add_parser("model", help="demo SavedModels")
     msub = model.add_subparsers(dest="model_command", required=True)
@@ -118,3 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

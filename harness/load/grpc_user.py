@@ -28,7 +28,9 @@ class GrpcPredictUser(_PredictUser, User):
 
     def on_start(self) -> None:
         target = re.sub(r"^grpcs?://", "", self.host or "127.0.0.1:8500").rstrip("/")
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 1 << 30)])
+        self.channel = grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", 1 << 30)]
+        )
         self.call = self.channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
         self.target = target
         self._setup()
@@ -44,7 +46,9 @@ class GrpcPredictUser(_PredictUser, User):
         return payloads.signature_from_grpc(self.target, o.model_name, o.signature_name)
 
     def _encoder(self, o):
-        return payloads.grpc_encoder(o.model_name, "" if o.signature_name == "serving_default" else o.signature_name)
+        return payloads.grpc_encoder(
+            o.model_name, "" if o.signature_name == "serving_default" else o.signature_name
+        )
 
     def _send(self, body: bytes) -> tuple[int, str, int]:
         try:

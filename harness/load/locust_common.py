@@ -20,19 +20,51 @@ from harness.load.recorder import Recorder
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    parser.add_argument("--model-name", type=str, default="default", env_var="LOCUST_MODEL_NAME",
-                        help="model to send Predict requests to")
-    parser.add_argument("--signature-name", type=str, default="serving_default", env_var="LOCUST_SIGNATURE_NAME")
-    parser.add_argument("--request-sizes", type=str, default="1", env_var="LOCUST_REQUEST_SIZES",
-                        help="rows per request: one size, or a mix size:weight,... such as 1:50,4:30,16:20")
-    parser.add_argument("--arrival-rate", type=float, default=0.0, env_var="LOCUST_ARRIVAL_RATE",
-                        help="open loop: total requests/s across all users (0: closed loop, no wait)")
-    parser.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson",
-                        env_var="LOCUST_ARRIVALS", help="open-loop inter-arrival times")
-    parser.add_argument("--request-timeout", type=float, default=30.0, env_var="LOCUST_REQUEST_TIMEOUT",
-                        help="seconds before a request counts as DEADLINE_EXCEEDED")
-    parser.add_argument("--record-dir", type=str, default="", env_var="LOCUST_RECORD_DIR",
-                        help="write every request's latency (us), status and size here (for the harness)")
+    parser.add_argument(
+        "--model-name",
+        type=str,
+        default="default",
+        env_var="LOCUST_MODEL_NAME",
+        help="model to send Predict requests to",
+    )
+    parser.add_argument(
+        "--signature-name", type=str, default="serving_default", env_var="LOCUST_SIGNATURE_NAME"
+    )
+    parser.add_argument(
+        "--request-sizes",
+        type=str,
+        default="1",
+        env_var="LOCUST_REQUEST_SIZES",
+        help="rows per request: one size, or a mix size:weight,... such as 1:50,4:30,16:20",
+    )
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=0.0,
+        env_var="LOCUST_ARRIVAL_RATE",
+        help="open loop: total requests/s across all users (0: closed loop, no wait)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=["poisson", "constant"],
+        default="poisson",
+        env_var="LOCUST_ARRIVALS",
+        help="open-loop inter-arrival times",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        env_var="LOCUST_REQUEST_TIMEOUT",
+        help="seconds before a request counts as DEADLINE_EXCEEDED",
+    )
+    parser.add_argument(
+        "--record-dir",
+        type=str,
+        default="",
+        env_var="LOCUST_RECORD_DIR",
+        help="write every request's latency (us), status and size here (for the harness)",
+    )
 
 
 _recorder: Recorder | None = None
@@ -96,10 +128,18 @@ class _PredictUser:
             over = status.oversize(detail)
             if over:
                 self.rec.oversize[over] += 1
-        exc = None if code == status.OK else RuntimeError(f"{status.NAMES.get(code, code)}: {detail}"[:300])
+        exc = (
+            None
+            if code == status.OK
+            else RuntimeError(f"{status.NAMES.get(code, code)}: {detail}"[:300])
+        )
         self.environment.events.request.fire(
-            request_type=self.request_type, name=f"Predict[{size}]", response_time=latency_us / 1000.0,
-            response_length=length, exception=exc, context={},
+            request_type=self.request_type,
+            name=f"Predict[{size}]",
+            response_time=latency_us / 1000.0,
+            response_length=length,
+            exception=exc,
+            context={},
         )
 
     def _predict(self) -> None:

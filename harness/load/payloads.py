@@ -16,8 +16,18 @@ from harness.errors import ConfigError, LoadError
 from harness.load import wire
 
 DTYPE_NAMES = {
-    "DT_FLOAT": 1, "DT_DOUBLE": 2, "DT_INT32": 3, "DT_UINT8": 4, "DT_INT16": 5, "DT_INT8": 6,
-    "DT_STRING": 7, "DT_INT64": 9, "DT_BOOL": 10, "DT_UINT16": 17, "DT_HALF": 19, "DT_UINT32": 22,
+    "DT_FLOAT": 1,
+    "DT_DOUBLE": 2,
+    "DT_INT32": 3,
+    "DT_UINT8": 4,
+    "DT_INT16": 5,
+    "DT_INT8": 6,
+    "DT_STRING": 7,
+    "DT_INT64": 9,
+    "DT_BOOL": 10,
+    "DT_UINT16": 17,
+    "DT_HALF": 19,
+    "DT_UINT32": 22,
     "DT_UINT64": 23,
 }
 
@@ -53,8 +63,9 @@ def parse_size_mix(text: str) -> list[tuple[int, float]]:
     return [(s, w / total) for s, w in mix]
 
 
-def signature_from_grpc(target: str, model_name: str, signature_name: str = "serving_default",
-                        timeout: float = 10.0) -> list[InputSpec]:
+def signature_from_grpc(
+    target: str, model_name: str, signature_name: str = "serving_default", timeout: float = 10.0
+) -> list[InputSpec]:
     import grpc
 
     with grpc.insecure_channel(target) as channel:
@@ -62,8 +73,10 @@ def signature_from_grpc(target: str, model_name: str, signature_name: str = "ser
         try:
             data = call(wire.metadata_request(model_name), timeout=timeout)
         except grpc.RpcError as exc:
-            raise LoadError(f"GetModelMetadata for {model_name!r} at {target} failed: "
-                            f"{exc.code().name}: {exc.details()}") from None
+            raise LoadError(
+                f"GetModelMetadata for {model_name!r} at {target} failed: "
+                f"{exc.code().name}: {exc.details()}"
+            ) from None
     try:
         inputs = wire.signature_inputs(data, signature_name or "serving_default")
     except ValueError as exc:
@@ -71,37 +84,54 @@ def signature_from_grpc(target: str, model_name: str, signature_name: str = "ser
     return [InputSpec(a, dt, shape) for a, (dt, shape) in sorted(inputs.items())]
 
 
-def signature_from_rest(url: str, model_name: str, signature_name: str = "serving_default",
-                        timeout: float = 10.0) -> list[InputSpec]:
+def signature_from_rest(
+    url: str, model_name: str, signature_name: str = "serving_default", timeout: float = 10.0
+) -> list[InputSpec]:
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/v1/models/{model_name}/metadata", timeout=timeout) as r:
+        with urllib.request.urlopen(
+            f"{url.rstrip('/')}/v1/models/{model_name}/metadata", timeout=timeout
+        ) as r:
             doc = json.loads(r.read())
     except (OSError, ValueError) as exc:
         raise LoadError(f"metadata for {model_name!r} at {url} failed: {exc}") from None
     sigs = doc.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
     sig = sigs.get(signature_name or "serving_default")
     if sig is None:
-        raise LoadError(f"model {model_name!r}: signature {signature_name!r} not found; it has {', '.join(sigs)}")
+        raise LoadError(
+            f"model {model_name!r}: signature {signature_name!r} not found; it has {', '.join(sigs)}"
+        )
     out = []
     for alias, info in sorted(sig.get("inputs", {}).items()):
         shape_doc = info.get("tensor_shape", {})
-        shape = None if shape_doc.get("unknown_rank") else tuple(int(d.get("size", 0)) for d in shape_doc.get("dim", []))
+        shape = (
+            None
+            if shape_doc.get("unknown_rank")
+            else tuple(int(d.get("size", 0)) for d in shape_doc.get("dim", []))
+        )
         out.append(InputSpec(alias, DTYPE_NAMES.get(info.get("dtype"), 0), shape))
     return out
 
 
-def random_inputs(specs: list[InputSpec], rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_inputs(
+    specs: list[InputSpec], rows: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Random tensors of ``rows`` rows that fit the signature (unknown dims become 1)."""
     out = {}
     for spec in specs:
         if spec.shape is None:
-            raise LoadError(f"input {spec.alias!r} has an unknown rank: cannot invent a shape for it")
+            raise LoadError(
+                f"input {spec.alias!r} has an unknown rank: cannot invent a shape for it"
+            )
         shape = (rows, *[d if d > 0 else 1 for d in spec.shape[1:]])
         if spec.dtype == wire.DT_STRING:
-            raise LoadError(f"input {spec.alias!r} is DT_STRING: give the load generator example payloads")
+            raise LoadError(
+                f"input {spec.alias!r} is DT_STRING: give the load generator example payloads"
+            )
         dt = wire.DTYPES.get(spec.dtype)
         if dt is None:
-            raise LoadError(f"input {spec.alias!r} has dtype {spec.dtype}, which the load generator cannot make")
+            raise LoadError(
+                f"input {spec.alias!r} has dtype {spec.dtype}, which the load generator cannot make"
+            )
         dt = np.dtype(dt)
         if dt.kind == "f":
             arr = rng.random(shape, dtype=np.float64).astype(dt)
@@ -120,18 +150,29 @@ class PayloadPool:
     a server-side cache from seeing one request over and over.
     """
 
-    def __init__(self, specs: list[InputSpec], mix: list[tuple[int, float]], encode, *, variants: int = 4,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        specs: list[InputSpec],
+        mix: list[tuple[int, float]],
+        encode,
+        *,
+        variants: int = 4,
+        seed: int = 0,
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.sizes = np.array([s for s, _ in mix])
         self.cum = np.cumsum([p for _, p in mix])
-        self.bodies = {s: [encode(random_inputs(specs, s, rng)) for _ in range(variants)] for s, _ in mix}
+        self.bodies = {
+            s: [encode(random_inputs(specs, s, rng)) for _ in range(variants)] for s, _ in mix
+        }
         self._rng = rng
         self._i = 0
 
     def pick(self) -> tuple[int, bytes]:
         u = self._rng.random()
-        size = int(self.sizes[min(int(np.searchsorted(self.cum, u, side="right")), len(self.sizes) - 1)])
+        size = int(
+            self.sizes[min(int(np.searchsorted(self.cum, u, side="right")), len(self.sizes) - 1)]
+        )
         bodies = self.bodies[size]
         self._i += 1
         return size, bodies[self._i % len(bodies)]

@@ -30,7 +30,9 @@ class Recorder:
         self._seq = 0
         self._prefix = f"{os.getpid()}-{int(time.time() * 1000) % 10**9}"
 
-    def add(self, t_intended: float, latency_us: float, code: int, size: int, late_us: float = 0.0) -> None:
+    def add(
+        self, t_intended: float, latency_us: float, code: int, size: int, late_us: float = 0.0
+    ) -> None:
         self._rows.append((t_intended, latency_us, code, size, late_us))
 
     def flush(self) -> Path | None:
@@ -39,14 +41,21 @@ class Recorder:
         rows, self._rows = self._rows, []
         oversize, self.oversize = self.oversize, Counter()
         arrays = {
-            name: np.array([r[i] for r in rows], dtype=dt) for i, (name, dt) in enumerate(zip(COLUMNS, DTYPES))
+            name: np.array([r[i] for r in rows], dtype=dt)
+            for i, (name, dt) in enumerate(zip(COLUMNS, DTYPES))
         }
         self._seq += 1
         path = self.directory / f"samples-{self._prefix}-{self._seq:06d}.npz"
         tmp = path.with_name("." + path.name + ".tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays, oversize=np.frombuffer(json.dumps(
-                [[s, lim, n] for (s, lim), n in oversize.items()]).encode(), dtype=np.uint8))
+            np.savez(
+                f,
+                **arrays,
+                oversize=np.frombuffer(
+                    json.dumps([[s, lim, n] for (s, lim), n in oversize.items()]).encode(),
+                    dtype=np.uint8,
+                ),
+            )
         os.replace(tmp, path)
         return path
 

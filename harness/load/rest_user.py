@@ -18,7 +18,9 @@ class RestPredictUser(_PredictUser, User):
     def on_start(self) -> None:
         o = self.environment.parsed_options
         self.http = HTTPClient.from_url(
-            self.host or "http://127.0.0.1:8501", concurrency=1, connection_timeout=o.request_timeout,
+            self.host or "http://127.0.0.1:8501",
+            concurrency=1,
+            connection_timeout=o.request_timeout,
             network_timeout=o.request_timeout,
         )
         self._setup()
@@ -35,11 +37,15 @@ class RestPredictUser(_PredictUser, User):
         return payloads.signature_from_rest(self.host, o.model_name, o.signature_name)
 
     def _encoder(self, o):
-        return payloads.rest_encoder("" if o.signature_name == "serving_default" else o.signature_name)
+        return payloads.rest_encoder(
+            "" if o.signature_name == "serving_default" else o.signature_name
+        )
 
     def _send(self, body: bytes) -> tuple[int, str, int]:
         try:
-            resp = self.http.post(self.path, body=body, headers={"Content-Type": "application/json"})
+            resp = self.http.post(
+                self.path, body=body, headers={"Content-Type": "application/json"}
+            )
             text = resp.read()
         except Exception as exc:  # socket errors, timeouts: no answer at all
             return status.TRANSPORT, f"{type(exc).__name__}: {exc}", 0

@@ -21,8 +21,18 @@ import numpy as np
 
 # DataType values and the numpy dtypes a load generator can produce for them.
 DTYPES = {
-    1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
-    9: np.int64, 10: np.bool_, 17: np.uint16, 19: np.float16, 22: np.uint32, 23: np.uint64,
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    9: np.int64,
+    10: np.bool_,
+    17: np.uint16,
+    19: np.float16,
+    22: np.uint32,
+    23: np.uint64,
 }
 DT_STRING = 7
 DTYPE_OF = {np.dtype(v): k for k, v in DTYPES.items()}
@@ -51,7 +61,9 @@ def _int_field(number: int, value: int) -> bytes:
     return _varint(number << 3) + _varint(value)
 
 
-def model_spec(name: str, signature_name: str = "", version: int | None = None, label: str = "") -> bytes:
+def model_spec(
+    name: str, signature_name: str = "", version: int | None = None, label: str = ""
+) -> bytes:
     out = _field(1, name.encode())
     if version is not None:
         out += _field(2, _int_field(1, version))
@@ -71,7 +83,11 @@ def tensor_proto(array: np.ndarray) -> bytes:
 
 
 def predict_request(
-    model_name: str, inputs: dict[str, np.ndarray], *, signature_name: str = "", version: int | None = None
+    model_name: str,
+    inputs: dict[str, np.ndarray],
+    *,
+    signature_name: str = "",
+    version: int | None = None,
 ) -> bytes:
     """A serialized tensorflow.serving.PredictRequest (tensors as tensor_content, as
     ``tf.make_tensor_proto`` sends them)."""
@@ -150,7 +166,9 @@ def tensor_info(data: bytes) -> tuple[int, tuple[int, ...] | None]:
     return dtype, dims
 
 
-def signature_inputs(metadata_response: bytes, signature_name: str = "serving_default") -> dict[str, tuple[int, tuple[int, ...] | None]]:
+def signature_inputs(
+    metadata_response: bytes, signature_name: str = "serving_default"
+) -> dict[str, tuple[int, tuple[int, ...] | None]]:
     """Input aliases -> (dtype, shape) of one signature, from a GetModelMetadataResponse."""
     metadata = _map(parse(metadata_response).get(2, []))
     any_msg = metadata.get(b"signature_def")

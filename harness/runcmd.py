@@ -1,0 +1,265 @@
+"""``harness run``: start a server through a backend, measure it once (or sweep), print figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from harness.batching import BatchingParameters
+from harness.errors import ConfigError
+from harness.load.runner import LoadSpec, run_load
+from harness.servers.base import ServerSpec
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", default="ranker", help="a demo model name (exported to --models-dir if missing)"
+    )
+    g.add_argument(
+        "--model-dir",
+        help="a SavedModel base path (version directories inside) instead of a demo model",
+    )
+    g.add_argument("--model-name", help="the name to serve it under (default: --model)")
+    g.add_argument(
+        "--models-dir", default="models", help="where demo models are exported (default ./models)"
+    )
+    g = p.add_argument_group("server")
+    g.add_argument("--backend", choices=["process", "docker", "external"], default="process")
+    g.add_argument(
+        "--binary",
+        default="auto",
+        help="process backend: tensorflow_model_server, a path, or 'reference'",
+    )
+    g.add_argument(
+        "--image", default="tfs-harness/reference:latest", help="docker backend: the image"
+    )
+    g.add_argument("--gpus", action="store_true", help="docker backend: request every GPU")
+    g.add_argument("--grpc-target", help="external backend: host:port of gRPC")
+    g.add_argument("--rest-url", help="external backend: http://host:port of REST")
+    g.add_argument(
+        "--server-cpus",
+        help="cores for the server, e.g. 0 or 0-3 (default: core 0 when there are 2+)",
+    )
+    g.add_argument("--batching-file", help="a batching parameters file (turns batching on)")
+    for name in (
+        "max_batch_size",
+        "batch_timeout_micros",
+        "num_batch_threads",
+        "max_enqueued_batches",
+    ):
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="turns batching on")
+    g = p.add_argument_group("load")
+    g.add_argument("--protocol", choices=["grpc", "rest"], default="grpc")
+    g.add_argument("--users", type=int, default=16, help="closed loop: concurrent users")
+    g.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: requests/s (Poisson unless --arrivals constant)",
+    )
+    g.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson")
+    g.add_argument(
+        "--request-sizes", default="1", help="rows per request, or a mix like 1:50,4:30,16:20"
+    )
+    g.add_argument("--warmup", type=float, default=5.0, help="seconds excluded at the start")
+    g.add_argument("--window", type=float, default=5.0, help="seconds per measurement window")
+    g.add_argument("--max-windows", type=int, default=8)
+    g.add_argument(
+        "--processes", type=int, default=1, help="Locust processes (cores for the generator)"
+    )
+    g.add_argument(
+        "--load-cpus", help="cores for the generator (default: every core but the server's)"
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--sweep", help="users=1,2,4,8 or rate=100,200,400: one measurement per step")
+    g.add_argument("--slo-p99-ms", type=float, help="with --sweep: stop once p99 exceeds this")
+    g.add_argument("--workdir", help="where logs and samples go (default results/runs/<time>)")
+    g.add_argument(
+        "--json", action="store_true", help="print one JSON object (a list with --sweep)"
+    )
+
+
+def parse_cpus(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"CPU list {text!r} is not like 0 or 0-3 or 0,2") from None
+    return tuple(cpus)
+
+
+def default_cpus(server: tuple[int, ...] | None, load: tuple[int, ...] | None):
+    cores = sorted(os.sched_getaffinity(0))
+    if server is None and load is None and len(cores) >= 2:
+        return (cores[0],), tuple(cores[1:])
+    if server is not None and load is None:
+        rest = tuple(c for c in cores if c not in server)
+        return server, rest or None
+    return server, load
+
+
+def batching_from(args) -> BatchingParameters | None:
+    if args.batching_file:
+        return BatchingParameters.read(args.batching_file)
+    values = {
+        k: getattr(args, k)
+        for k in (
+            "max_batch_size",
+            "batch_timeout_micros",
+            "num_batch_threads",
+            "max_enqueued_batches",
+        )
+        if getattr(args, k) is not None
+    }
+    return BatchingParameters(**values) if values else None
+
+
+def make_backend(args):
+    if args.backend == "process":
+        from harness.servers import ProcessBackend
+
+        return ProcessBackend(args.binary)
+    if args.backend == "docker":
+        from harness.servers.docker import DockerBackend, DockerOptions
+
+        return DockerBackend(DockerOptions(image=args.image, gpus=args.gpus))
+    if not (args.grpc_target and args.rest_url):
+        raise ConfigError("the external backend needs --grpc-target and --rest-url")
+    from harness.servers import ExternalBackend
+
+    return ExternalBackend(args.grpc_target, args.rest_url)
+
+
+def model_location(args) -> tuple[str, Path]:
+    if args.model_dir:
+        return args.model_name or Path(args.model_dir).name, Path(args.model_dir)
+    from harness.models.catalog import MODELS
+
+    if args.model not in MODELS:
+        raise ConfigError(
+            f"unknown demo model {args.model!r}",
+            hint=f"choose one of {', '.join(MODELS)} or give --model-dir",
+        )
+    base = Path(args.models_dir) / args.model
+    if args.backend != "external":
+        from harness.models.export import ensure
+
+        ensure(args.model, base)
+    return args.model_name or args.model, base
+
+
+def run(args) -> int:
+    name, base = model_location(args)
+    server_cpus, load_cpus = default_cpus(parse_cpus(args.server_cpus), parse_cpus(args.load_cpus))
+    spec = ServerSpec(
+        model_name=name, model_dir=base, batching=batching_from(args), cpus=server_cpus
+    )
+    load = LoadSpec(
+        protocol=args.protocol,
+        users=args.users,
+        rate=args.rate,
+        arrivals=args.arrivals,
+        request_sizes=args.request_sizes,
+        warmup_s=args.warmup,
+        window_s=args.window,
+        max_windows=args.max_windows,
+        processes=args.processes,
+        cpus=load_cpus,
+    )
+    load.check()
+    workdir = Path(args.workdir or f"results/runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    steps = sweep_steps(args.sweep, load)
+    backend = make_backend(args)
+    server = backend.start(spec, workdir / "server")
+    results = []
+    try:
+        for i, step in enumerate(steps):
+            r = run_load(
+                server.endpoint, step, workdir / f"load-{i}", check_server=server.check_alive
+            )
+            out = r.summary()
+            out.update(
+                users=step.users, rate=step.rate, protocol=step.protocol, notes=server.notes()
+            )
+            results.append(out)
+            if not args.json:
+                print_table(out, step)
+            if args.slo_p99_ms and not (out["p99_ms"] <= args.slo_p99_ms):
+                break
+    finally:
+        server.stop()
+        close = getattr(backend, "close", None)
+        if close:
+            close()
+    if args.json:
+        print(json.dumps(results if args.sweep else results[0], default=_json_default))
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+def sweep_steps(text: str | None, load: LoadSpec) -> list[LoadSpec]:
+    import dataclasses
+
+    if not text:
+        return [load]
+    key, _, values = text.partition("=")
+    if key not in ("users", "rate") or not values:
+        raise ConfigError(f"--sweep {text!r}: write users=1,2,4 or rate=100,200")
+    try:
+        steps = [float(v) for v in values.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sweep {text!r}: values must be numbers") from None
+    if key == "users":
+        return [dataclasses.replace(load, users=int(v), rate=0.0) for v in steps]
+    return [dataclasses.replace(load, rate=v) for v in steps]
+
+
+def print_table(out: dict, step: LoadSpec) -> None:
+    loop = (
+        f"open loop {step.rate:g}/s {step.arrivals}"
+        if step.rate
+        else f"closed loop, {step.users} users"
+    )
+    print(f"\n{step.protocol.upper()} {loop}, request sizes {step.request_sizes}")
+    rows = [
+        ("throughput", f"{out['throughput_rps']:.1f} req/s, {out['items_per_s']:.1f} items/s"),
+        (
+            "latency ms",
+            "  ".join(f"{k[:-3]} {out[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")),
+        ),
+        (
+            "requests",
+            f"{out['requests']} ({out['ok']} ok) in {out['seconds']:.0f} s, {out['windows']} windows, "
+            f"{'stable' if out['stable'] else 'UNSTABLE'}",
+        ),
+        ("errors", ", ".join(f"{k} {v}" for k, v in out["errors"].items()) or "none"),
+        ("server batches", _server_line(out["server"])),
+        ("generator cpu", f"{out['generator_cpu']:.0%}"),
+    ]
+    for k, v in rows:
+        print(f"  {k:15} {v}")
+    for w in out["warnings"]:
+        print(f"  warning: {w}")
+
+
+def _server_line(view: dict) -> str:
+    if not view or not view.get("batches"):
+        return "no batching metrics (batching off, or no monitoring endpoint)"
+    q = view.get("mean_queuing_ms")
+    return f"{view['batches']} batches, mean size {view['mean_batch_size']:.1f}" + (
+        f", mean queueing {q:.2f} ms" if q is not None else ""
+    )
