@@ -61,7 +61,9 @@ def footprint(with_tf: bool) -> tuple[float, float]:
     times, mems = [], []
     for _ in range(3):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        )
         times.append(time.perf_counter() - t0)
         mems.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times), statistics.median(mems)
@@ -80,62 +82,108 @@ def main() -> None:
     base = ROOT / "models" / "mlp"
     ensure("mlp", base)
     backend = ProcessBackend("reference")
-    server = backend.start(ServerSpec(model_name="mlp", model_dir=base, cpus=(SERVER_CPU,)), tmp / "server")
+    server = backend.start(
+        ServerSpec(model_name="mlp", model_dir=base, cpus=(SERVER_CPU,)), tmp / "server"
+    )
     ep = server.endpoint
-    win = dict(warmup_s=2.0, window_s=args.seconds / 3, min_windows=3, max_windows=3, cpus=(LOAD_CPU,))
+    win = dict(
+        warmup_s=2.0, window_s=args.seconds / 3, min_windows=3, max_windows=3, cpus=(LOAD_CPU,)
+    )
     try:
-        print(f"machine: {os.cpu_count()} cores; server (reference, mlp, no batching) on cpu {SERVER_CPU}, "
-              f"load on cpu {LOAD_CPU}\n")
+        print(
+            f"machine: {os.cpu_count()} cores; server (reference, mlp, no batching) on cpu {SERVER_CPU}, "
+            f"load on cpu {LOAD_CPU}\n"
+        )
         print("## Capacity of one Locust process (closed loop, 1-row requests)\n")
         print("| protocol | users | requests/s | generator CPU | requests/s per full core |")
         print("|---|---|---|---|---|")
         rest_rps = {}
         for proto in ("grpc", "rest"):
             for users in (8, 32):
-                r = run_load(ep, LoadSpec(protocol=proto, users=users, **win), tmp / f"cap-{proto}-{users}")
+                r = run_load(
+                    ep, LoadSpec(protocol=proto, users=users, **win), tmp / f"cap-{proto}-{users}"
+                )
                 rps = r.measurement.throughput_rps
                 if proto == "rest":
                     rest_rps[users] = rps
-                print(f"| {proto} | {users} | {rps:.0f} | {r.generator_cpu:.0%} | {rps / max(r.generator_cpu, 1e-9):.0f} |",
-                      flush=True)
+                print(
+                    f"| {proto} | {users} | {rps:.0f} | {r.generator_cpu:.0%} | {rps / max(r.generator_cpu, 1e-9):.0f} |",
+                    flush=True,
+                )
 
         print("\n## Latency at concurrency 1 (gRPC)\n")
         r = run_load(ep, LoadSpec(protocol="grpc", users=1, **win), tmp / "c1")
-        plain = json.loads(subprocess.run(
-            [sys.executable, "-c", PLAIN_GRPC % dict(cpu=LOAD_CPU, root=str(ROOT), target=ep.grpc_target,
-                                                     seconds=args.seconds)],
-            capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        plain = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    PLAIN_GRPC
+                    % dict(
+                        cpu=LOAD_CPU, root=str(ROOT), target=ep.grpc_target, seconds=args.seconds
+                    ),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         diff_us = (r.measurement.p50_ms - plain["p50_ms"]) * 1000
         allowed = max(0.15 * plain["p50_ms"] * 1000, 100)
         print("| client | p50 ms | requests/s |")
         print("|---|---|---|")
-        print(f"| harness (Locust + recorder) | {r.measurement.p50_ms:.3f} | {r.measurement.throughput_rps:.0f} |")
+        print(
+            f"| harness (Locust + recorder) | {r.measurement.p50_ms:.3f} | {r.measurement.throughput_rps:.0f} |"
+        )
         print(f"| plain grpcio blocking loop | {plain['p50_ms']:.3f} | {plain['rps']:.0f} |")
-        print(f"\ndifference {diff_us:+.0f} us (allowed {allowed:.0f} us): {'OK' if abs(diff_us) <= allowed else 'MISSED'}")
+        print(
+            f"\ndifference {diff_us:+.0f} us (allowed {allowed:.0f} us): {'OK' if abs(diff_us) <= allowed else 'MISSED'}"
+        )
 
         if shutil.which("wrk"):
             print("\n## REST cross-check with wrk (same server, same concurrency, 1 wrk thread)\n")
             import numpy as np
 
-            body = rest_encoder()({"x": np.random.default_rng(0).random((1, 16), dtype=np.float32)}).decode()
+            body = rest_encoder()(
+                {"x": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
+            ).decode()
             script = tmp / "post.lua"
             script.write_text(WRK_LUA % body)
             print("| connections | wrk requests/s | harness requests/s | harness / wrk |")
             print("|---|---|---|---|")
             for conns in (8, 32):
                 out = subprocess.run(
-                    ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conns}", f"-d{int(args.seconds)}s",
-                     "-s", str(script), f"{ep.rest_url}/v1/models/mlp:predict"],
-                    capture_output=True, text=True, check=True).stdout
+                    [
+                        "taskset",
+                        "-c",
+                        str(LOAD_CPU),
+                        "wrk",
+                        "-t1",
+                        f"-c{conns}",
+                        f"-d{int(args.seconds)}s",
+                        "-s",
+                        str(script),
+                        f"{ep.rest_url}/v1/models/mlp:predict",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
                 wrk_rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-                print(f"| {conns} | {wrk_rps:.0f} | {rest_rps[conns]:.0f} | {rest_rps[conns] / wrk_rps:.2f} |")
+                print(
+                    f"| {conns} | {wrk_rps:.0f} | {rest_rps[conns]:.0f} | {rest_rps[conns] / wrk_rps:.2f} |"
+                )
 
         print("\n## Worker footprint (median of 3 starts)\n")
         print("| worker | start s | peak RSS MB |")
         print("|---|---|---|")
         for with_tf in (False, True):
             t, mem = footprint(with_tf)
-            print(f"| locust + harness users{' + tensorflow' if with_tf else ''} | {t:.2f} | {mem:.0f} |")
+            print(
+                f"| locust + harness users{' + tensorflow' if with_tf else ''} | {t:.2f} | {mem:.0f} |"
+            )
     finally:
         server.stop()
         backend.close()

@@ -54,6 +54,42 @@ def _cmd_run(args) -> int:
     return run(args)
 
 
+def _cmd_tune(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from harness import config
+    from harness.tuning.study import Tuner
+
+    path = Path(args.experiment)
+    if not path.exists() and not path.is_absolute():
+        bundled = Path(__file__).resolve().parent.parent / "experiments" / path.name
+        path = bundled if bundled.exists() else path
+    exp = config.load(path, args.set or [])
+    study = exp.study
+    if args.study:
+        study = dataclasses.replace(study, name=args.study)
+    if args.trials:
+        study = dataclasses.replace(study, trials=args.trials)
+    exp = dataclasses.replace(exp, study=study).check()
+    tuner = Tuner(exp, Path(args.results_dir), storage=args.storage)
+    try:
+        tuner.run(exp.study.trials, timeout=args.timeout)
+    except KeyboardInterrupt:
+        from harness.tuning import outputs
+
+        outputs.write_trials_csv(tuner.study, tuner.dir / "trials.csv")
+        print(
+            f"\ninterrupted: {tuner.finished()} trials are saved in {tuner.dir}; "
+            "run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        tuner.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -73,6 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(run)
     run.set_defaults(func=_cmd_run)
+
+    tune = sub.add_parser("tune", help="search batching parameters with Optuna under a latency SLO")
+    tune.add_argument(
+        "--experiment", default="experiments/default.toml", help="an experiment file (TOML)"
+    )
+    tune.add_argument(
+        "--trials", type=int, help="total trials in the study (default: the experiment's)"
+    )
+    tune.add_argument(
+        "--study", help="study name (default: the experiment's, else model-protocol-backend)"
+    )
+    tune.add_argument(
+        "--results-dir", default="results", help="studies live in RESULTS_DIR/<study>/"
+    )
+    tune.add_argument(
+        "--storage", help="an Optuna storage URL (default: SQLite in the study folder)"
+    )
+    tune.add_argument("--timeout", type=float, help="stop searching after this many seconds")
+    tune.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override one experiment value, e.g. --set load.users=32 --set slo.p99_ms=20",
+    )
+    tune.set_defaults(func=_cmd_tune)
 
     model = sub.add_parser("model", help="demo SavedModels")
     msub = model.add_subparsers(dest="model_command", required=True)

@@ -124,19 +124,19 @@ def batching_from(args) -> BatchingParameters | None:
 
 
 def make_backend(args):
-    if args.backend == "process":
-        from harness.servers import ProcessBackend
+    from harness.config import ServerConfig
+    from harness.servers.factory import make_backend as build
 
-        return ProcessBackend(args.binary)
-    if args.backend == "docker":
-        from harness.servers.docker import DockerBackend, DockerOptions
-
-        return DockerBackend(DockerOptions(image=args.image, gpus=args.gpus))
-    if not (args.grpc_target and args.rest_url):
-        raise ConfigError("the external backend needs --grpc-target and --rest-url")
-    from harness.servers import ExternalBackend
-
-    return ExternalBackend(args.grpc_target, args.rest_url)
+    return build(
+        ServerConfig(
+            backend=args.backend,
+            binary=args.binary,
+            image=args.image,
+            gpus=args.gpus,
+            grpc_target=args.grpc_target or "",
+            rest_url=args.rest_url or "",
+        )
+    )
 
 
 def model_location(args) -> tuple[str, Path]:

@@ -1,0 +1,24 @@
+"""Build a backend from the experiment's [server] section."""
+
+from __future__ import annotations
+
+from harness.config import ServerConfig
+from harness.errors import ConfigError
+
+
+def make_backend(s: ServerConfig):
+    if s.backend == "process":
+        from harness.servers.process import ProcessBackend
+
+        return ProcessBackend(s.binary)
+    if s.backend == "docker":
+        from harness.servers.docker import DockerBackend, DockerOptions
+
+        return DockerBackend(DockerOptions(image=s.image, gpus=s.gpus, allow_pull=s.allow_pull))
+    if s.backend == "external":
+        if not (s.grpc_target and s.rest_url):
+            raise ConfigError("the external backend needs a gRPC target and a REST URL")
+        from harness.servers.external import ExternalBackend
+
+        return ExternalBackend(s.grpc_target, s.rest_url)
+    raise ConfigError(f"unknown backend {s.backend!r}: choose process, docker or external")

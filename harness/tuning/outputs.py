@@ -1,0 +1,107 @@
+"""Study results on disk, always written atomically (a reader never sees half a file)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_csv_atomic(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    write_text_atomic(path, buf.getvalue())
+
+
+PARAMS = (
+    "enable_batching",
+    "max_batch_size",
+    "batch_timeout_micros",
+    "num_batch_threads",
+    "max_enqueued_batches",
+    "allowed_batch_sizes",
+    "enable_large_batch_splitting",
+    "max_execution_batch_size",
+    "intra_op_parallelism",
+    "inter_op_parallelism",
+    "users",
+)
+FIGURES = (
+    "items_per_s",
+    "throughput_rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p999_ms",
+    "error_rate",
+    "requests",
+    "mean_batch_size",
+    "mean_queuing_ms",
+    "stable",
+    "feasible",
+    "generator_cpu",
+)
+
+
+def trial_rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        cfg = a.get("config", {})
+        row = {"number": t.number, "state": t.state.name, "baseline": a.get("baseline", "")}
+        for p in PARAMS:
+            v = cfg.get(p, "")
+            row[p] = json.dumps(v) if isinstance(v, list) else v
+        for f in FIGURES:
+            row[f] = a.get(f, "")
+        row["errors"] = json.dumps(a.get("errors", {}))
+        row["oversize"] = json.dumps(a.get("oversize", []))
+        row["fail_reason"] = a.get("fail_reason", "")
+        row["duration_s"] = round(t.duration.total_seconds(), 1) if t.duration else ""
+        rows.append(row)
+    return rows
+
+
+def write_trials_csv(study, path: Path) -> None:
+    write_csv_atomic(path, trial_rows(study))
+
+
+def summary_table(rows: list[dict], slo_ms: float, tie: bool, gain: float | None) -> str:
+    lines = ["", f"top configs, re-measured (median, range; SLO p99 <= {slo_ms:g} ms)", ""]
+    lines.append(f"{'trial':>5}  {'items/s median':>14}  {'range':>15}  {'p99 ms':>7}  config")
+    for r in rows:
+        from harness.tuning.space import TrialConfig
+
+        desc = r["label"] or TrialConfig.from_dict(r["config"]).describe()
+        rng = f"{r['items_per_s_min']:.0f}-{r['items_per_s_max']:.0f}"
+        flag = "" if r["feasible"] else "  (misses the SLO on re-measure)"
+        lines.append(
+            f"{r['trial']:>5}  {r['items_per_s_median']:>14.0f}  {rng:>15}  {r['p99_ms_median']:>7.1f}  {desc}{flag}"
+        )
+    if tie:
+        lines.append("\nthe top two cannot be told apart: their re-measured ranges overlap")
+    if gain:
+        lines.append(f"\n{gain:.2f}x the throughput of batching off (TF Serving's default)")
+    return "\n".join(lines)

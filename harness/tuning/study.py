@@ -1,0 +1,292 @@
+"""The study driver: baselines, the Optuna search under the SLO, then a noise-aware winner.
+
+Optuna's storage is the study's memory (SQLite in the study folder by default): every finished
+trial is in it the moment it ends, so an interrupted study resumes where it stopped. A trial that
+fails (a config the server refuses, a crash, a load error) is recorded with its reason and the
+study goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+
+from harness.batching import schedulable_cores
+from harness.config import Experiment, to_toml
+from harness.errors import ConfigError, HarnessError
+from harness.tuning import outputs
+from harness.tuning.space import TrialConfig, baselines, suggest
+from harness.tuning.trial import TrialRunner
+
+log = logging.getLogger("harness.tune")
+
+
+class Tuner:
+    def __init__(
+        self, exp: Experiment, results_dir: Path, *, storage: str | None = None, echo=print
+    ) -> None:
+        import optuna
+
+        self.optuna = optuna
+        self.exp = exp
+        name = exp.study.name or default_study_name(exp)
+        self.name = name
+        self.dir = Path(results_dir) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.storage_url = (
+            storage or exp.study.storage or f"sqlite:///{(self.dir / 'study.db').resolve()}"
+        )
+        self.echo = echo
+        self.runner = TrialRunner(exp, self.dir)
+        if not self.runner.backend.can_restart:
+            raise ConfigError(
+                f"the {exp.server.backend} backend cannot restart the server with new batching parameters",
+                hint="tune with the process or docker backend; use 'harness run' to measure an external server",
+            )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pareto = exp.study.mode == "pareto"
+        self.study = optuna.create_study(
+            study_name=name,
+            storage=self.storage_url,
+            load_if_exists=True,
+            directions=["maximize", "minimize"] if pareto else ["maximize"],
+            sampler=self._sampler(),
+        )
+        self._fail_leftover_running()
+        outputs.write_text_atomic(self.dir / "experiment.toml", to_toml(exp))
+
+    def _sampler(self):
+        s = self.exp.study
+        # Constraints reach the samplers through Trial.set_constraint (see _objective).
+        if s.sampler == "random":
+            return self.optuna.samplers.RandomSampler(seed=s.seed)
+        if s.sampler == "nsga2":
+            return self.optuna.samplers.NSGAIISampler(seed=s.seed)
+        return self.optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=8)
+
+    def _fail_leftover_running(self) -> None:
+        """Trials left RUNNING by a killed harness can never finish: mark them failed."""
+        for t in self.study.get_trials(
+            deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)
+        ):
+            self.study._storage.set_trial_user_attr(
+                t._trial_id, "fail_reason", "interrupted (harness killed)"
+            )
+            self.study._storage.set_trial_state_values(
+                t._trial_id, self.optuna.trial.TrialState.FAIL
+            )
+
+    # -- running --------------------------------------------------------------------------------
+
+    def finished(self) -> int:
+        states = self.optuna.trial.TrialState
+        return len(
+            self.study.get_trials(
+                deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)
+            )
+        )
+
+    def run(self, n_trials: int, timeout: float | None = None) -> dict:
+        if not self.study.trials and self.exp.study.baselines:
+            for label, cfg in baselines(self.exp.search, self._cores()).items():
+                self.study.enqueue_trial(
+                    {}, user_attrs={"baseline": label, "config": cfg.as_dict()}
+                )
+        remaining = max(0, n_trials - self.finished())
+        if remaining == 0:
+            self.echo(f"study {self.name}: {self.finished()} trials already done; nothing to run")
+        else:
+            self.echo(
+                f"study {self.name}: {self.finished()} done, running {remaining} more -> {self.dir}"
+            )
+            t0 = time.monotonic()
+            self.study.optimize(
+                self._objective,
+                n_trials=remaining,
+                timeout=timeout,
+                catch=(HarnessError,),
+                callbacks=[self._after_trial],
+            )
+            self.echo(f"search done in {time.monotonic() - t0:.0f}s")
+        outputs.write_trials_csv(self.study, self.dir / "trials.csv")
+        summary = self.pick_winner()
+        return summary
+
+    def _cores(self) -> int:
+        cpus = self.runner.server_cpus
+        return len(cpus) if cpus else schedulable_cores()
+
+    def _objective(self, trial):
+        attrs = trial.user_attrs
+        if "config" in attrs:  # an enqueued baseline: measured as given, not sampled
+            cfg = TrialConfig.from_dict(attrs["config"])
+        else:
+            cfg = suggest(trial, self.exp.search, self._cores())
+            trial.set_user_attr("config", cfg.as_dict())
+        try:
+            result = self.runner.measure(cfg, self.dir / "trials" / f"{trial.number:04d}")
+        except HarnessError as exc:
+            trial.set_user_attr("fail_reason", str(exc).splitlines()[0][:500])
+            raise
+        for k, v in result.items():
+            trial.set_user_attr(k, v)
+        slo = self.exp.slo
+        p99 = result["p99_ms"] if result["p99_ms"] is not None else math.inf
+        constraints = [p99 - slo.p99_ms, result["error_rate"] - slo.max_error_rate]
+        trial.set_user_attr("constraints", constraints)
+        if self.exp.study.mode != "pareto":
+            # infeasible trials inform the sampler instead of being thrown away
+            trial.set_constraint([c if math.isfinite(c) else 1e9 for c in constraints])
+        trial.set_user_attr(
+            "feasible", p99 <= slo.p99_ms and result["error_rate"] <= slo.max_error_rate
+        )
+        if self.exp.study.mode == "pareto":
+            return result["items_per_s"], p99
+        return result["items_per_s"]
+
+    def _after_trial(self, study, trial) -> None:
+        outputs.write_trials_csv(study, self.dir / "trials.csv")
+        attrs = trial.user_attrs
+        cfg = TrialConfig.from_dict(attrs.get("config", {}))
+        label = attrs.get("baseline") or cfg.describe()
+        n = self.finished()
+        total = self.exp.study.trials
+        if trial.state != self.optuna.trial.TrialState.COMPLETE:
+            self.echo(f"[{n:>3}/{total}] {label}: FAILED {attrs.get('fail_reason', '')}")
+            return
+        best = best_feasible(study)
+        best_text = (
+            f"best {best.user_attrs['items_per_s']:.0f} items/s (#{best.number})"
+            if best
+            else "no feasible trial yet"
+        )
+        mark = "ok " if attrs.get("feasible") else "SLO"
+        self.echo(
+            f"[{n:>3}/{total}] {label}: {attrs['items_per_s']:.0f} items/s, p99 {attrs['p99_ms']:.1f} ms, "
+            f"errors {attrs['error_rate']:.1%} {mark} | {best_text}"
+        )
+
+    # -- the winner -----------------------------------------------------------------------------
+
+    def pick_winner(self) -> dict:
+        s = self.exp.study
+        candidates = top_feasible(self.study, s.top_k)
+        if not candidates:
+            summary = {"study": self.name, "winner": None, "reason": "no trial met the SLO"}
+            outputs.write_json_atomic(self.dir / "summary.json", summary)
+            self.echo("no trial met the SLO: relax slo.p99_ms or change the search space")
+            return summary
+        cache = self.dir / "remeasure.json"
+        done = json.loads(cache.read_text()) if cache.exists() else {}
+        rounds: dict[int, list[dict]] = {t.number: done.get(str(t.number), []) for t in candidates}
+        if s.repeats > 1 or len(candidates) > 1:
+            self.echo(
+                f"re-measuring the top {len(candidates)} configs {s.repeats} times, interleaved"
+            )
+            for r in range(s.repeats):
+                for t in candidates:
+                    if len(rounds[t.number]) > r:
+                        continue
+                    cfg = TrialConfig.from_dict(t.user_attrs["config"])
+                    try:
+                        res = self.runner.measure(
+                            cfg, self.dir / "remeasure" / f"{t.number:04d}-{r}"
+                        )
+                    except HarnessError as exc:
+                        res = {"failed": str(exc).splitlines()[0]}
+                    rounds[t.number].append(res)
+                    done[str(t.number)] = rounds[t.number]
+                    outputs.write_json_atomic(cache, done)
+        rows = []
+        for t in candidates:
+            ok = [r for r in rounds[t.number] if "failed" not in r] or [t.user_attrs]
+            ips = [r["items_per_s"] for r in ok]
+            p99 = [r["p99_ms"] for r in ok]
+            rows.append(
+                {
+                    "trial": t.number,
+                    "config": t.user_attrs["config"],
+                    "label": t.user_attrs.get("baseline", ""),
+                    "items_per_s_median": statistics.median(ips),
+                    "items_per_s_min": min(ips),
+                    "items_per_s_max": max(ips),
+                    "p99_ms_median": statistics.median(p99),
+                    "runs": len(ok),
+                    "feasible": statistics.median(p99) <= self.exp.slo.p99_ms,
+                }
+            )
+        rows.sort(key=lambda r: (not r["feasible"], -r["items_per_s_median"]))
+        winner = rows[0]
+        tie = len(rows) > 1 and rows[1]["items_per_s_max"] >= winner["items_per_s_min"]
+        base = baseline_of(self.study, "batching off (TF Serving default)")
+        gain = winner["items_per_s_median"] / base if base else None
+        summary = {
+            "study": self.name,
+            "winner": winner,
+            "candidates": rows,
+            "indistinguishable_from_runner_up": tie,
+            "batching_off_items_per_s": base,
+            "gain_over_batching_off": gain,
+        }
+        outputs.write_json_atomic(self.dir / "summary.json", summary)
+        outputs.write_csv_atomic(
+            self.dir / "remeasure.csv",
+            [
+                {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()}
+                for r in rows
+            ],
+        )
+        cfg = TrialConfig.from_dict(winner["config"])
+        best_file = self.dir / "best_batching_parameters.txt"
+        if cfg.batching is not None:
+            outputs.write_text_atomic(best_file, cfg.batching.to_text())
+        else:
+            outputs.write_text_atomic(
+                best_file,
+                "# batching off serves best: start the server without --enable_batching\n",
+            )
+        self.echo(outputs.summary_table(rows, self.exp.slo.p99_ms, tie, gain))
+        self.echo(f"best parameters: {best_file}")
+        return summary
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def default_study_name(exp: Experiment) -> str:
+    model = exp.model.demo or Path(exp.model.path).name
+    return f"{model}-{exp.load.protocol}-{exp.server.backend}"
+
+
+def completed(study):
+    import optuna
+
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+
+
+def best_feasible(study):
+    feasible = [t for t in completed(study) if t.user_attrs.get("feasible")]
+    return max(feasible, key=lambda t: t.user_attrs["items_per_s"], default=None)
+
+
+def top_feasible(study, k: int):
+    feasible = [t for t in completed(study) if t.user_attrs.get("feasible")]
+    feasible.sort(key=lambda t: -t.user_attrs["items_per_s"])
+    seen, out = set(), []
+    for t in feasible:  # the same config measured twice counts once
+        key = json.dumps(t.user_attrs["config"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out[:k]
+
+
+def baseline_of(study, label: str) -> float | None:
+    for t in completed(study):
+        if t.user_attrs.get("baseline") == label:
+            return t.user_attrs["items_per_s"]
+    return None

@@ -1,0 +1,118 @@
+"""One trial: a fresh server with the trial's config, one measurement, the figures kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from harness.config import Experiment
+from harness.load.runner import LoadSpec, run_load
+from harness.runcmd import default_cpus, parse_cpus
+from harness.servers.base import ServerSpec
+from harness.servers.factory import make_backend
+from harness.tuning import outputs
+from harness.tuning.space import TrialConfig
+
+
+def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[str, Path]:
+    m = exp.model
+    if m.path:
+        return m.name or Path(m.path).name, Path(m.path)
+    from harness.models.export import ensure
+
+    base = models_dir / m.demo
+    if exp.server.backend != "external":
+        ensure(m.demo, base)
+    return m.name or m.demo, base
+
+
+class TrialRunner:
+    def __init__(self, exp: Experiment, study_dir: Path) -> None:
+        self.exp = exp
+        self.backend = make_backend(exp.server)
+        self.model_name, self.model_dir = model_location(exp)
+        self.server_cpus, self.load_cpus = default_cpus(
+            parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus)
+        )
+
+    def measure(self, cfg: TrialConfig, workdir: Path) -> dict:
+        """Start a server with ``cfg``, measure it, stop it; figures as plain values."""
+        exp = self.exp
+        spec = ServerSpec(
+            model_name=self.model_name,
+            model_dir=self.model_dir,
+            batching=cfg.batching,
+            intra_op_parallelism=cfg.intra_op_parallelism,
+            inter_op_parallelism=cfg.inter_op_parallelism,
+            extra_flags=exp.server.extra_flags,
+            cpus=self.server_cpus,
+            memory=exp.server.memory or None,
+            startup_timeout=exp.server.startup_timeout_s,
+        )
+        load = LoadSpec(
+            protocol=exp.load.protocol,
+            users=cfg.users or exp.load.users,
+            rate=exp.load.rate,
+            arrivals=exp.load.arrivals,
+            request_sizes=exp.load.request_sizes,
+            signature_name=exp.model.signature,
+            warmup_s=exp.load.warmup_s,
+            window_s=exp.load.window_s,
+            min_windows=exp.load.min_windows,
+            max_windows=exp.load.max_windows,
+            processes=exp.load.processes,
+            cpus=self.load_cpus,
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        server = self.backend.start(spec, workdir / "server")
+        try:
+            run = run_load(server.endpoint, load, workdir / "load", check_server=server.check_alive)
+            notes = server.notes()
+        finally:
+            server.stop()
+        m = run.measurement
+        result = {
+            "throughput_rps": m.throughput_rps,
+            "items_per_s": m.items_per_s,
+            "p50_ms": _num(m.p50_ms),
+            "p90_ms": _num(m.p90_ms),
+            "p99_ms": _num(m.p99_ms),
+            "p999_ms": _num(m.p999_ms),
+            "requests": m.requests,
+            "errors": m.errors,
+            "error_rate": m.rejection_rate,
+            "stable": run.stable,
+            "generator_cpu": run.generator_cpu,
+            "mean_batch_size": run.server.get("mean_batch_size"),
+            "batch_size_histogram": {
+                str(k): v for k, v in (run.server.get("batch_size_histogram") or {}).items()
+            },
+            "mean_queuing_ms": run.server.get("mean_queuing_ms"),
+            "oversize": run.oversize,
+            "warnings": run.warnings,
+            "notes": notes,
+            "users": load.users,
+        }
+        outputs.write_json_atomic(
+            workdir / "measurement.json",
+            {
+                "config": cfg.as_dict(),
+                **result,
+                "windows": [dataclasses.asdict(w) for w in run.windows],
+                "window_server": run.window_server,
+            },
+        )
+        if cfg.batching is not None:
+            outputs.write_text_atomic(workdir / "batching_parameters.txt", cfg.batching.to_text())
+        return json.loads(json.dumps(result, default=str))
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close:
+            close()
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else v
