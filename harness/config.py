@@ -59,8 +59,8 @@ class SloConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Range:
-    low: float | None = None
-    high: float | None = None
+    low: float | int | None = None
+    high: float | int | None = None
     log: bool = False
     step: int | None = None
     choices: tuple = ()
@@ -206,7 +206,7 @@ def _convert(hint, value, key: str, src: str):
         return _build(Range, value, key, src)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key, src)
-    if origin is tuple:
+    if origin is tuple or hint is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{src}: {key} must be a list, got {value!r}")
         return tuple(value)
@@ -214,6 +214,8 @@ def _convert(hint, value, key: str, src: str):
         if value is None:
             return None
         inner = [a for a in args if a is not type(None)]
+        if int in inner and isinstance(value, int) and not isinstance(value, bool):
+            return value  # keep whole numbers whole where a field takes either
         return _convert(inner[0], value, key, src)
     if hint is bool:
         if not isinstance(value, bool):
@@ -289,7 +291,7 @@ def to_toml(exp: Experiment) -> str:
             parts = [
                 f"{k} = {_toml_value(x)}"
                 for k, x in dataclasses.asdict(v).items()
-                if x not in (None, (), False) or k == "choices" and v.choices
+                if not (x is None or x is False or (isinstance(x, tuple) and not x))
             ]
             lines.append(f"{f.name} = {{ {', '.join(parts)} }}")
         else:

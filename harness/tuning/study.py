@@ -140,7 +140,10 @@ class Tuner:
         trial.set_user_attr("constraints", constraints)
         if self.exp.study.mode != "pareto":
             # infeasible trials inform the sampler instead of being thrown away
-            trial.set_constraint([c if math.isfinite(c) else 1e9 for c in constraints])
+            trial.set_constraint(
+                "p99_over_slo_ms", constraints[0] if math.isfinite(constraints[0]) else 1e9
+            )
+            trial.set_constraint("error_rate_over_limit", constraints[1])
         trial.set_user_attr(
             "feasible", p99 <= slo.p99_ms and result["error_rate"] <= slo.max_error_rate
         )

@@ -1,0 +1,175 @@
+"""Real studies on the tiny model: baselines, a failing config, resume, Ctrl-C."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.batching import BatchingParameters
+from tests.conftest import ROOT
+
+EXPERIMENT = """
+[model]
+path = "{model}"
+name = "m"
+[server]
+binary = "reference"
+cpus = "0"
+# with session parallelism set, any trial that also sets intra-op threads is refused at start
+extra_flags = ["--tensorflow_session_parallelism=1"]
+[load]
+users = 8
+request_sizes = "1:90,8:10"
+warmup_s = 1
+window_s = 1.2
+min_windows = 2
+max_windows = 2
+cpus = "1"
+[slo]
+p99_ms = 200
+max_error_rate = 0.5
+[search]
+max_batch_size = [4, 8]
+batch_timeout_micros = [0, 500]
+num_batch_threads = [1]
+max_enqueued_batches = [100]
+intra_op_parallelism = [0, 1]
+[study]
+name = "t"
+trials = {trials}
+top_k = 2
+repeats = 1
+seed = 1
+"""
+
+
+def tune(tmp_path, *extra, trials=5, timeout=400):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(
+        EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", str(trials))
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "tune",
+            "--experiment",
+            str(exp),
+            "--results-dir",
+            str(tmp_path / "res"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def rows(tmp_path):
+    with open(tmp_path / "res" / "t" / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def model(tmp_path, mlp_base):
+    import shutil
+
+    shutil.copytree(mlp_base, tmp_path / "model")
+
+
+def test_study_runs_records_failures_and_resumes(tmp_path, model):
+    r = tune(tmp_path, trials=7)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    study = tmp_path / "res" / "t"
+    got = rows(tmp_path)
+    assert len(got) == 7
+    assert [g["baseline"] for g in got[:3]] == [
+        "batching off (TF Serving default)",
+        "batching guide CPU start",
+        "commonly copied config",
+    ]
+    assert got[0]["enable_batching"] == "False"
+    complete = [g for g in got if g["state"] == "COMPLETE"]
+    failed = [g for g in got if g["state"] == "FAIL"]
+    assert complete and all(float(g["items_per_s"]) > 0 for g in complete)
+    for g in failed:  # the refused configs say why, and the study went on past them
+        assert g["intra_op_parallelism"] == "1"
+        assert (
+            "Setting all three is an error" in g["fail_reason"]
+            or "exited with code" in g["fail_reason"]
+        )
+    assert all(g["intra_op_parallelism"] != "1" for g in complete)
+    assert (study / "study.db").exists() and (study / "experiment.toml").exists()
+    assert (study / "summary.json").exists()
+    best = (
+        BatchingParameters.read(study / "best_batching_parameters.txt")
+        if "batching off" not in (study / "best_batching_parameters.txt").read_text()
+        else None
+    )
+    if best is not None:
+        assert best.max_batch_size in (4, 8, 100) or best.max_batch_size is not None
+    trial_dir = study / "trials" / "0001"
+    assert (trial_dir / "measurement.json").exists() and (
+        trial_dir / "server" / "server.log"
+    ).exists()
+    assert "oversize" in got[1] and ("8" in got[1]["oversize"] or got[1]["oversize"] == "[]")
+
+    again = tune(tmp_path, trials=7)
+    assert again.returncode == 0
+    assert "nothing to run" in again.stdout
+    assert len(rows(tmp_path)) == 7
+
+    more = tune(tmp_path, trials=8)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert len(rows(tmp_path)) == 8
+
+
+def _refservers_for(path) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"model_base_path={path}"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", "5"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "tune",
+        "--experiment",
+        str(exp),
+        "--results-dir",
+        str(tmp_path / "res"),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    csv_path = tmp_path / "res" / "t" / "trials.csv"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if csv_path.exists() and len(rows(tmp_path)) >= 1:
+            break
+        time.sleep(0.3)
+    time.sleep(2.0)  # now in the middle of the second trial
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command to resume" in err
+    done = [r for r in rows(tmp_path) if r["state"] == "COMPLETE"]
+    assert len(done) >= 1
+    time.sleep(1.0)
+    assert _refservers_for(tmp_path / "model") == []
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    final = rows(tmp_path)
+    assert sum(1 for x in final if x["state"] in ("COMPLETE", "FAIL")) == 5
+    kept = {x["number"]: x for x in final}
+    for d in done:  # every trial finished before the interrupt is still there, unchanged
+        assert kept[d["number"]]["items_per_s"] == d["items_per_s"]
+    assert _refservers_for(tmp_path / "model") == []
