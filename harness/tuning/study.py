@@ -130,7 +130,7 @@ class Tuner:
         try:
             result = self.runner.measure(cfg, self.dir / "trials" / f"{trial.number:04d}")
         except HarnessError as exc:
-            trial.set_user_attr("fail_reason", str(exc).splitlines()[0][:500])
+            trial.set_user_attr("fail_reason", fail_reason(exc))
             raise
         for k, v in result.items():
             trial.set_user_attr(k, v)
@@ -258,6 +258,18 @@ class Tuner:
 
     def close(self) -> None:
         self.runner.close()
+
+
+def fail_reason(exc: Exception) -> str:
+    """One line: what failed, and the last thing the server said about it."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0]
+    said = [ln for ln in lines[1:] if "error" in ln.lower()]
+    if said and said[-1] not in reason:
+        reason += " | " + said[-1]
+    return reason[:500]
 
 
 def default_study_name(exp: Experiment) -> str:

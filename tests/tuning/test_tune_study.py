@@ -1,6 +1,7 @@
 """Real studies on the tiny model: baselines, a failing config, resume, Ctrl-C."""
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -97,27 +98,26 @@ def test_study_runs_records_failures_and_resumes(tmp_path, model):
     complete = [g for g in got if g["state"] == "COMPLETE"]
     failed = [g for g in got if g["state"] == "FAIL"]
     assert complete and all(float(g["items_per_s"]) > 0 for g in complete)
+    assert failed  # with this seed the sampler tries intra-op threads, which the server refuses
     for g in failed:  # the refused configs say why, and the study went on past them
         assert g["intra_op_parallelism"] == "1"
-        assert (
-            "Setting all three is an error" in g["fail_reason"]
-            or "exited with code" in g["fail_reason"]
-        )
+        assert "exited with code 1" in g["fail_reason"]
+        assert "Setting all three is an error" in g["fail_reason"]
     assert all(g["intra_op_parallelism"] != "1" for g in complete)
     assert (study / "study.db").exists() and (study / "experiment.toml").exists()
     assert (study / "summary.json").exists()
-    best = (
-        BatchingParameters.read(study / "best_batching_parameters.txt")
-        if "batching off" not in (study / "best_batching_parameters.txt").read_text()
-        else None
-    )
-    if best is not None:
-        assert best.max_batch_size in (4, 8, 100) or best.max_batch_size is not None
+    best_text = (study / "best_batching_parameters.txt").read_text()
+    if "batching off" not in best_text:
+        assert BatchingParameters.from_text(best_text).max_batch_size in (4, 8)
     trial_dir = study / "trials" / "0001"
-    assert (trial_dir / "measurement.json").exists() and (
-        trial_dir / "server" / "server.log"
-    ).exists()
-    assert "oversize" in got[1] and ("8" in got[1]["oversize"] or got[1]["oversize"] == "[]")
+    assert (trial_dir / "measurement.json").exists()
+    assert (trial_dir / "server" / "server.log").exists()
+    for g in complete:  # 8-row requests are refused where max_batch_size is 4, and that is kept
+        oversize = json.loads(g["oversize"])
+        if g["max_batch_size"] == "4":
+            assert oversize and oversize[0]["size"] == 8 and oversize[0]["limit"] == 4
+        else:
+            assert oversize == []
 
     again = tune(tmp_path, trials=7)
     assert again.returncode == 0
