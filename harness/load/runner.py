@@ -159,7 +159,7 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 def run_load(endpoint: Endpoint, spec: LoadSpec, workdir: Path, *, check_server=None) -> RunResult:
     """Drive ``endpoint`` with ``spec`` and measure; ``check_server()`` raises if the server died."""
     spec.check()
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # Locust runs in workdir: relative paths would land inside it
     record_dir = workdir / "samples"
     shutil.rmtree(record_dir, ignore_errors=True)
     record_dir.mkdir(parents=True)

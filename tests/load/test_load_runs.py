@@ -134,13 +134,13 @@ def test_harness_run_json(mlp_base, tmp_path):
             "--max-windows",
             "3",
             "--workdir",
-            str(tmp_path),
+            "run",  # relative, as users type it: must not land inside Locust's own cwd
             "--json",
         ],
         capture_output=True,
         text=True,
         timeout=180,
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout.strip().splitlines()[-1])
