@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 from harness.batching import BatchingParameters
 from harness.errors import ConfigError
 from harness.load.runner import LoadSpec, run_load
-from harness.servers.base import ServerSpec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", help="take model, server and load from an experiment file (their flags are then ignored; batching flags apply)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override an experiment value")
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", default="ranker", help="a demo model name (exported to --models-dir if missing)"
@@ -84,29 +84,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_cpus(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    cpus: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            cpus.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"CPU list {text!r} is not like 0 or 0-3 or 0,2") from None
-    return tuple(cpus)
-
-
-def default_cpus(server: tuple[int, ...] | None, load: tuple[int, ...] | None):
-    cores = sorted(os.sched_getaffinity(0))
-    if server is None and load is None and len(cores) >= 2:
-        return (cores[0],), tuple(cores[1:])
-    if server is not None and load is None:
-        rest = tuple(c for c in cores if c not in server)
-        return server, rest or None
-    return server, load
-
-
 def batching_from(args) -> BatchingParameters | None:
     if args.batching_file:
         return BatchingParameters.read(args.batching_file)
@@ -123,83 +100,53 @@ def batching_from(args) -> BatchingParameters | None:
     return BatchingParameters(**values) if values else None
 
 
-def make_backend(args):
-    from harness.config import ServerConfig
-    from harness.servers.factory import make_backend as build
+def experiment_from(args):
+    """The experiment to run: a file (with --set overrides) or one built from the flags."""
+    from harness import config
 
-    return build(
-        ServerConfig(
-            backend=args.backend,
-            binary=args.binary,
-            image=args.image,
-            gpus=args.gpus,
-            grpc_target=args.grpc_target or "",
-            rest_url=args.rest_url or "",
-        )
-    )
-
-
-def model_location(args) -> tuple[str, Path]:
-    if args.model_dir:
-        return args.model_name or Path(args.model_dir).name, Path(args.model_dir)
-    from harness.models.catalog import MODELS
-
-    if args.model not in MODELS:
-        raise ConfigError(
-            f"unknown demo model {args.model!r}",
-            hint=f"choose one of {', '.join(MODELS)} or give --model-dir",
-        )
-    base = Path(args.models_dir) / args.model
-    if args.backend != "external":
-        from harness.models.export import ensure
-
-        ensure(args.model, base)
-    return args.model_name or args.model, base
+    if args.experiment:
+        return config.load(args.experiment, args.set or [])
+    model = {"path": args.model_dir, "name": args.model_name or ""} if args.model_dir else {
+        "demo": args.model, "name": args.model_name or ""}
+    server = {"backend": args.backend, "binary": args.binary, "image": args.image, "gpus": args.gpus,
+              "grpc_target": args.grpc_target or "", "rest_url": args.rest_url or "",
+              "cpus": args.server_cpus or ""}
+    load = {"protocol": args.protocol, "users": args.users, "rate": args.rate, "arrivals": args.arrivals,
+            "request_sizes": args.request_sizes, "warmup_s": args.warmup, "window_s": args.window,
+            "min_windows": min(3, args.max_windows), "max_windows": args.max_windows,
+            "processes": args.processes, "cpus": args.load_cpus or ""}
+    data = {"model": model, "server": server, "load": load}
+    for item in args.set or []:
+        config.apply_override(data, item, "--set")
+    return config.from_dict(data, "command line")
 
 
 def run(args) -> int:
-    name, base = model_location(args)
-    server_cpus, load_cpus = default_cpus(parse_cpus(args.server_cpus), parse_cpus(args.load_cpus))
-    spec = ServerSpec(
-        model_name=name, model_dir=base, batching=batching_from(args), cpus=server_cpus
-    )
-    load = LoadSpec(
-        protocol=args.protocol,
-        users=args.users,
-        rate=args.rate,
-        arrivals=args.arrivals,
-        request_sizes=args.request_sizes,
-        warmup_s=args.warmup,
-        window_s=args.window,
-        max_windows=args.max_windows,
-        processes=args.processes,
-        cpus=load_cpus,
-    )
-    load.check()
+    from harness.tuning.space import TrialConfig
+    from harness.tuning.trial import TrialRunner
+
+    exp = experiment_from(args)
     workdir = Path(args.workdir or f"results/runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    steps = sweep_steps(args.sweep, load)
-    backend = make_backend(args)
-    server = backend.start(spec, workdir / "server")
+    runner = TrialRunner(exp, models_dir=Path(args.models_dir))
+    cfg = TrialConfig(batching=batching_from(args))
+    steps = sweep_steps(args.sweep, runner.load_spec(cfg))
     results = []
     try:
-        for i, step in enumerate(steps):
-            r = run_load(
-                server.endpoint, step, workdir / f"load-{i}", check_server=server.check_alive
-            )
-            out = r.summary()
-            out.update(
-                users=step.users, rate=step.rate, protocol=step.protocol, notes=server.notes()
-            )
-            results.append(out)
-            if not args.json:
-                print_table(out, step)
-            if args.slo_p99_ms and not (out["p99_ms"] <= args.slo_p99_ms):
-                break
+        server = runner.backend.start(runner.server_spec(cfg), workdir / "server")
+        try:
+            for i, step in enumerate(steps):
+                r = run_load(server.endpoint, step, workdir / f"load-{i}", check_server=server.check_alive)
+                out = r.summary()
+                out.update(users=step.users, rate=step.rate, protocol=step.protocol, notes=server.notes())
+                results.append(out)
+                if not args.json:
+                    print_table(out, step)
+                if args.slo_p99_ms and not (out["p99_ms"] <= args.slo_p99_ms):
+                    break
+        finally:
+            server.stop()
     finally:
-        server.stop()
-        close = getattr(backend, "close", None)
-        if close:
-            close()
+        runner.close()
     if args.json:
         print(json.dumps(results if args.sweep else results[0], default=_json_default))
     return 0

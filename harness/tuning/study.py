@@ -41,7 +41,7 @@ class Tuner:
             storage or exp.study.storage or f"sqlite:///{(self.dir / 'study.db').resolve()}"
         )
         self.echo = echo
-        self.runner = TrialRunner(exp, self.dir)
+        self.runner = TrialRunner(exp)
         if not self.runner.backend.can_restart:
             raise ConfigError(
                 f"the {exp.server.backend} backend cannot restart the server with new batching parameters",

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 from harness.config import Experiment
+from harness.cpus import default_cpus, parse_cpus
 from harness.load.runner import LoadSpec, run_load
-from harness.runcmd import default_cpus, parse_cpus
 from harness.servers.base import ServerSpec
 from harness.servers.factory import make_backend
 from harness.tuning import outputs
@@ -29,42 +29,36 @@ def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[
 
 
 class TrialRunner:
-    def __init__(self, exp: Experiment, study_dir: Path) -> None:
+    def __init__(self, exp: Experiment, models_dir: Path = Path("models")) -> None:
         self.exp = exp
         self.backend = make_backend(exp.server)
-        self.model_name, self.model_dir = model_location(exp)
+        self.model_name, self.model_dir = model_location(exp, models_dir)
         self.server_cpus, self.load_cpus = default_cpus(
             parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus)
         )
 
-    def measure(self, cfg: TrialConfig, workdir: Path) -> dict:
-        """Start a server with ``cfg``, measure it, stop it; figures as plain values."""
+    def server_spec(self, cfg: TrialConfig) -> ServerSpec:
         exp = self.exp
-        spec = ServerSpec(
-            model_name=self.model_name,
-            model_dir=self.model_dir,
-            batching=cfg.batching,
-            intra_op_parallelism=cfg.intra_op_parallelism,
-            inter_op_parallelism=cfg.inter_op_parallelism,
-            extra_flags=exp.server.extra_flags,
-            cpus=self.server_cpus,
-            memory=exp.server.memory or None,
+        return ServerSpec(
+            model_name=self.model_name, model_dir=self.model_dir, batching=cfg.batching,
+            intra_op_parallelism=cfg.intra_op_parallelism, inter_op_parallelism=cfg.inter_op_parallelism,
+            extra_flags=exp.server.extra_flags, cpus=self.server_cpus, memory=exp.server.memory or None,
             startup_timeout=exp.server.startup_timeout_s,
         )
-        load = LoadSpec(
-            protocol=exp.load.protocol,
-            users=cfg.users or exp.load.users,
-            rate=exp.load.rate,
-            arrivals=exp.load.arrivals,
-            request_sizes=exp.load.request_sizes,
-            signature_name=exp.model.signature,
-            warmup_s=exp.load.warmup_s,
-            window_s=exp.load.window_s,
-            min_windows=exp.load.min_windows,
-            max_windows=exp.load.max_windows,
-            processes=exp.load.processes,
-            cpus=self.load_cpus,
+
+    def load_spec(self, cfg: TrialConfig) -> LoadSpec:
+        load = self.exp.load
+        return LoadSpec(
+            protocol=load.protocol, users=cfg.users or load.users, rate=load.rate, arrivals=load.arrivals,
+            request_sizes=load.request_sizes, signature_name=self.exp.model.signature,
+            warmup_s=load.warmup_s, window_s=load.window_s, min_windows=load.min_windows,
+            max_windows=load.max_windows, processes=load.processes, cpus=self.load_cpus,
         )
+
+    def measure(self, cfg: TrialConfig, workdir: Path) -> dict:
+        """Start a server with ``cfg``, measure it, stop it; figures as plain values."""
+        spec = self.server_spec(cfg)
+        load = self.load_spec(cfg)
         workdir.mkdir(parents=True, exist_ok=True)
         server = self.backend.start(spec, workdir / "server")
         try:
