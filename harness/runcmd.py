@@ -14,8 +14,13 @@ from harness.load.runner import LoadSpec, run_load
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", help="take model, server and load from an experiment file (their flags are then ignored; batching flags apply)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override an experiment value")
+    p.add_argument(
+        "--experiment",
+        help="take model, server and load from an experiment file (their flags are then ignored; batching flags apply)",
+    )
+    p.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override an experiment value"
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", default="ranker", help="a demo model name (exported to --models-dir if missing)"
@@ -106,15 +111,33 @@ def experiment_from(args):
 
     if args.experiment:
         return config.load(args.experiment, args.set or [])
-    model = {"path": args.model_dir, "name": args.model_name or ""} if args.model_dir else {
-        "demo": args.model, "name": args.model_name or ""}
-    server = {"backend": args.backend, "binary": args.binary, "image": args.image, "gpus": args.gpus,
-              "grpc_target": args.grpc_target or "", "rest_url": args.rest_url or "",
-              "cpus": args.server_cpus or ""}
-    load = {"protocol": args.protocol, "users": args.users, "rate": args.rate, "arrivals": args.arrivals,
-            "request_sizes": args.request_sizes, "warmup_s": args.warmup, "window_s": args.window,
-            "min_windows": min(3, args.max_windows), "max_windows": args.max_windows,
-            "processes": args.processes, "cpus": args.load_cpus or ""}
+    model = (
+        {"path": args.model_dir, "name": args.model_name or ""}
+        if args.model_dir
+        else {"demo": args.model, "name": args.model_name or ""}
+    )
+    server = {
+        "backend": args.backend,
+        "binary": args.binary,
+        "image": args.image,
+        "gpus": args.gpus,
+        "grpc_target": args.grpc_target or "",
+        "rest_url": args.rest_url or "",
+        "cpus": args.server_cpus or "",
+    }
+    load = {
+        "protocol": args.protocol,
+        "users": args.users,
+        "rate": args.rate,
+        "arrivals": args.arrivals,
+        "request_sizes": args.request_sizes,
+        "warmup_s": args.warmup,
+        "window_s": args.window,
+        "min_windows": min(3, args.max_windows),
+        "max_windows": args.max_windows,
+        "processes": args.processes,
+        "cpus": args.load_cpus or "",
+    }
     data = {"model": model, "server": server, "load": load}
     for item in args.set or []:
         config.apply_override(data, item, "--set")
@@ -135,9 +158,13 @@ def run(args) -> int:
         server = runner.backend.start(runner.server_spec(cfg), workdir / "server")
         try:
             for i, step in enumerate(steps):
-                r = run_load(server.endpoint, step, workdir / f"load-{i}", check_server=server.check_alive)
+                r = run_load(
+                    server.endpoint, step, workdir / f"load-{i}", check_server=server.check_alive
+                )
                 out = r.summary()
-                out.update(users=step.users, rate=step.rate, protocol=step.protocol, notes=server.notes())
+                out.update(
+                    users=step.users, rate=step.rate, protocol=step.protocol, notes=server.notes()
+                )
                 results.append(out)
                 if not args.json:
                     print_table(out, step)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.codes import CODE_NAMES
 from harness.errors import ModelError
 from harness.refserver.status import ServingError, invalid
 from harness.refserver.tensors import NUMPY_DTYPE, dtype_name
@@ -228,26 +229,6 @@ def _cores() -> int:
     return schedulable_cores()
 
 
-_TF_CODES = {
-    1: "CANCELLED",
-    2: "UNKNOWN",
-    3: "INVALID_ARGUMENT",
-    4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND",
-    6: "ALREADY_EXISTS",
-    7: "PERMISSION_DENIED",
-    8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION",
-    10: "ABORTED",
-    11: "OUT_OF_RANGE",
-    12: "UNIMPLEMENTED",
-    13: "INTERNAL",
-    14: "UNAVAILABLE",
-    15: "DATA_LOSS",
-    16: "UNAUTHENTICATED",
-}
-
-
 def _tf_error_code(exc: Exception) -> str:
     code = getattr(exc, "error_code", None)
-    return _TF_CODES.get(code, "INTERNAL")
+    return CODE_NAMES.get(code, "INTERNAL") if code else "INTERNAL"

@@ -40,19 +40,32 @@ class TrialRunner:
     def server_spec(self, cfg: TrialConfig) -> ServerSpec:
         exp = self.exp
         return ServerSpec(
-            model_name=self.model_name, model_dir=self.model_dir, batching=cfg.batching,
-            intra_op_parallelism=cfg.intra_op_parallelism, inter_op_parallelism=cfg.inter_op_parallelism,
-            extra_flags=exp.server.extra_flags, cpus=self.server_cpus, memory=exp.server.memory or None,
+            model_name=self.model_name,
+            model_dir=self.model_dir,
+            batching=cfg.batching,
+            intra_op_parallelism=cfg.intra_op_parallelism,
+            inter_op_parallelism=cfg.inter_op_parallelism,
+            extra_flags=exp.server.extra_flags,
+            cpus=self.server_cpus,
+            memory=exp.server.memory or None,
             startup_timeout=exp.server.startup_timeout_s,
         )
 
     def load_spec(self, cfg: TrialConfig) -> LoadSpec:
         load = self.exp.load
         return LoadSpec(
-            protocol=load.protocol, users=cfg.users or load.users, rate=load.rate, arrivals=load.arrivals,
-            request_sizes=load.request_sizes, signature_name=self.exp.model.signature,
-            warmup_s=load.warmup_s, window_s=load.window_s, min_windows=load.min_windows,
-            max_windows=load.max_windows, processes=load.processes, cpus=self.load_cpus,
+            protocol=load.protocol,
+            users=cfg.users or load.users,
+            rate=load.rate,
+            arrivals=load.arrivals,
+            request_sizes=load.request_sizes,
+            signature_name=self.exp.model.signature,
+            warmup_s=load.warmup_s,
+            window_s=load.window_s,
+            min_windows=load.min_windows,
+            max_windows=load.max_windows,
+            processes=load.processes,
+            cpus=self.load_cpus,
         )
 
     def measure(self, cfg: TrialConfig, workdir: Path) -> dict:

@@ -173,3 +173,70 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
     for d in done:  # every trial finished before the interrupt is still there, unchanged
         assert kept[d["number"]]["items_per_s"] == d["items_per_s"]
     assert _refservers_for(tmp_path / "model") == []
+
+
+def test_pareto_mode_returns_a_front(tmp_path, model):
+    exp = tmp_path / "exp.toml"
+    text = EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", "4")
+    text = text.replace('extra_flags = ["--tensorflow_session_parallelism=1"]', "")
+    text = text.replace("intra_op_parallelism = [0, 1]", "").replace(
+        'name = "t"', 'name = "t"\nmode = "pareto"'
+    )
+    text = text.replace("[load]", "[load]\nrate = 200")
+    exp.write_text(text)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "tune",
+            "--experiment",
+            str(exp),
+            "--results-dir",
+            str(tmp_path / "res"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    import optuna
+
+    study = optuna.load_study(
+        study_name="t", storage=f"sqlite:///{tmp_path / 'res' / 't' / 'study.db'}"
+    )
+    assert len(study.directions) == 2
+    front = study.best_trials
+    assert front and all(len(t.values) == 2 for t in front)
+    assert (tmp_path / "res" / "t" / "best_batching_parameters.txt").exists()
+
+
+def test_harness_run_from_an_experiment_file(tmp_path, model):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", "1"))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--experiment",
+            str(exp),
+            "--set",
+            "load.users=4",
+            "--max-batch-size",
+            "4",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["users"] == 4
+    assert doc["oversize"] and doc["oversize"][0]["limit"] == 4  # the experiment's 8-row requests
