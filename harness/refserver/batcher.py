@@ -33,8 +33,10 @@ class Job:
         "outputs",
         "error",
         "_done",
+        "_lock",
         "_parts",
         "_pending",
+        "_finished",
     )
 
     def __init__(self, model, signature, inputs: list[np.ndarray], deadline: float | None) -> None:
@@ -44,33 +46,38 @@ class Job:
         self.deadline = deadline
         self.outputs: list[np.ndarray] | None = None
         self.error: ServingError | None = None
-        self._done = threading.Lock()
+        self._done = threading.Lock()  # released once, when the job has its outputs or its error
         self._done.acquire()
-        self._parts: list[tuple[int, list[np.ndarray]]] | None = None
+        self._lock = threading.Lock()  # pieces of a split job may finish on two threads at once
+        self._parts: list[tuple[int, list[np.ndarray]]] = []
         self._pending = 1
+        self._finished = False
 
     def expect_pieces(self, n: int) -> None:
         self._pending = n
-        if n > 1:
-            self._parts = []
+
+    def _finish(self, outputs: list[np.ndarray] | None, error: ServingError | None) -> None:
+        with self._lock:
+            if self._finished:
+                return  # the first outcome wins (a late piece after a timeout, a second failure)
+            self._finished = True
+            self.outputs, self.error = outputs, error
+        self._done.release()
 
     def piece_done(self, start: int, outputs: list[np.ndarray]) -> None:
-        if self._parts is None:
-            self.outputs = outputs
-            self._done.release()
+        if self._pending == 1:
+            self._finish(outputs, None)
             return
-        self._parts.append((start, outputs))  # list.append is atomic under the GIL
-        if len(self._parts) == self._pending and self.error is None:
+        with self._lock:
+            self._parts.append((start, outputs))
+            complete = len(self._parts) == self._pending
+        if complete:
             parts = sorted(self._parts, key=lambda p: p[0])
-            self.outputs = [
-                np.concatenate([p[1][i] for p in parts]) for i in range(len(parts[0][1]))
-            ]
-            self._done.release()
+            merged = [np.concatenate([p[1][i] for p in parts]) for i in range(len(parts[0][1]))]
+            self._finish(merged, None)
 
     def fail(self, error: ServingError) -> None:
-        if self.error is None and self.outputs is None:
-            self.error = error
-            self._done.release()
+        self._finish(None, error)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
