@@ -19,7 +19,6 @@ Batches handed to a thread leave the queue and stop counting toward ``max_enqueu
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 
 from harness.batching import EffectiveBatching
 
@@ -93,10 +92,6 @@ class BatchQueue:
 
     def __len__(self) -> int:
         return len(self._batches)
-
-    @property
-    def queued_rows(self) -> int:
-        return sum(b.size for b in self._batches)
 
     def schedule(self, task: Task, now: float) -> bool:
         """Enqueue ``task`` or raise ``Rejection``.
@@ -203,11 +198,3 @@ class Scheduler:
     def next_due(self) -> float | None:
         dues = [d for d in (q.due_time() for q in self.queues) if d is not None]
         return min(dues) if dues else None
-
-
-def split_rows(sizes: Iterable[int]) -> list[int]:
-    """Row offsets of consecutive pieces (used to cut a batch's outputs back apart)."""
-    offsets = [0]
-    for s in sizes:
-        offsets.append(offsets[-1] + s)
-    return offsets

@@ -37,9 +37,6 @@ class Counter:
         with self._lock:
             self._values[labels] = self._values.get(labels, 0) + amount
 
-    def value(self, *labels: str) -> int:
-        return self._values.get(labels, 0)
-
     def render(self) -> list[str]:
         lines = [f"# TYPE {self.name} counter"]
         for key, v in sorted(self._values.items()):
@@ -64,14 +61,6 @@ class Histogram:
                 cell = self._cells[labels] = [0] * (len(self.bounds) + 1) + [0.0]
             cell[i] += 1
             cell[-1] += value
-
-    def observe_many(self, values, *labels: str) -> None:
-        for v in values:
-            self.observe(v, *labels)
-
-    def count(self, *labels: str) -> int:
-        cell = self._cells.get(labels)
-        return sum(cell[:-1]) if cell else 0
 
     def render(self) -> list[str]:
         lines = [f"# TYPE {self.name} histogram"]

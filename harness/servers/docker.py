@@ -17,7 +17,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from harness.errors import ConfigError, ServerError
+from harness.errors import ServerError
 from harness.servers.base import (
     Endpoint,
     ServerSpec,
@@ -340,8 +340,3 @@ def build_reference_image(client=None, tag: str = REFERENCE_IMAGE) -> str:
         return client.images.get(tag).id
     except docker.errors.DockerException as exc:
         raise ServerError(f"cannot build {tag}: {exc}") from None
-
-
-def check_image_name(image: str) -> None:
-    if not image or any(ch.isspace() for ch in image):
-        raise ConfigError(f"invalid image name {image!r}")
