@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from harness.errors import ConfigError, LoadError
 from harness.load import promscrape, status
 from harness.load.recorder import Samples
 from harness.metrics import Measurement, agree, measure
+from harness.procs import spawn, stop_group
 from harness.servers.base import Endpoint, log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,23 +166,12 @@ def run_load(endpoint: Endpoint, spec: LoadSpec, workdir: Path, *, check_server=
     cmd = locust_command(endpoint, spec, record_dir, run_time)
     log_path = workdir / "locust.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    cpus = set(spec.cpus) if spec.cpus else None
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=workdir,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-            start_new_session=True,
-        )
+    proc = spawn(cmd, log_path, spec.cpus, env=env, cwd=workdir)
     ps = psutil.Process(proc.pid)
     try:
         return _measure_windows(proc, ps, endpoint, spec, record_dir, log_path, check_server)
     finally:
-        _stop(proc)
+        stop_group(proc, 15)  # Locust stops its users and flushes its samples on SIGTERM
 
 
 def _wait_first_sample(
@@ -295,16 +283,3 @@ def _sleep_until(t: float, proc, check_server, log_path: Path) -> None:
         if check_server:
             check_server()
         time.sleep(min(left, 0.25))
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # Locust stops its users and flushes on quit
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass

@@ -88,6 +88,25 @@ class RunningServer(Protocol):
     def stop(self) -> None: ...
 
 
+class ServerHandle:
+    """What every running server shares: notes read from its log, use as a context manager."""
+
+    def logs(self) -> str:
+        return ""
+
+    def notes(self) -> list[str]:
+        return notable_lines(self.logs())
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 class Backend(Protocol):
     name: str
     can_restart: bool

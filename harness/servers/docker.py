@@ -20,9 +20,9 @@ from pathlib import Path
 from harness.errors import ServerError
 from harness.servers.base import (
     Endpoint,
+    ServerHandle,
     ServerSpec,
     log_tail,
-    notable_lines,
     wait_until_available,
     write_config_files,
 )
@@ -67,7 +67,7 @@ class DockerOptions:
     container_prefix: str = "tfs-harness"
 
 
-class DockerServer:
+class DockerServer(ServerHandle):
     def __init__(self, container, endpoint: Endpoint, workdir: Path) -> None:
         self.container = container
         self.endpoint = endpoint
@@ -81,9 +81,6 @@ class DockerServer:
             return self.container.logs().decode(errors="replace")
         except Exception:  # the container may be gone
             return ""
-
-    def notes(self) -> list[str]:
-        return notable_lines(self.logs())
 
     def check_alive(self) -> None:
         docker = _docker()
@@ -117,12 +114,6 @@ class DockerServer:
             pass
         except docker.errors.DockerException:
             pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class DockerBackend:

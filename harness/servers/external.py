@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import ConfigError, ServerError
-from harness.servers.base import Endpoint, ServerSpec, model_state
+from harness.servers.base import Endpoint, ServerHandle, ServerSpec, model_state
 
 
-class ExternalServer:
+class ExternalServer(ServerHandle):
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-
-    def logs(self) -> str:
-        return ""
 
     def notes(self) -> list[str]:
         return ["external server: its batching parameters are whatever it was started with"]

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from harness.errors import ServerError
+from harness.procs import spawn, stop_group
 from harness.servers.base import (
     Endpoint,
+    ServerHandle,
     ServerSpec,
     log_tail,
-    notable_lines,
     wait_until_available,
     write_config_files,
 )
@@ -46,7 +45,7 @@ def server_command(binary: str) -> list[str]:
     return [path]
 
 
-class ProcessServer:
+class ProcessServer(ServerHandle):
     def __init__(self, proc, endpoint: Endpoint, log_path: Path) -> None:
         self.proc = proc
         self.endpoint = endpoint
@@ -58,9 +57,6 @@ class ProcessServer:
         except OSError:
             return ""
 
-    def notes(self) -> list[str]:
-        return notable_lines(self.logs())
-
     def check_alive(self) -> None:
         rc = self.proc.poll()
         if rc is not None:
@@ -70,22 +66,7 @@ class ProcessServer:
             )
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        stop_group(self.proc, timeout)
 
 
 class ProcessBackend:
@@ -144,21 +125,7 @@ class ProcessBackend:
 
     @staticmethod
     def _popen(cmd: list[str], log_path: Path, cpus: tuple[int, ...] | None) -> subprocess.Popen:
-        pinned = set(cpus) if cpus else None
-
-        def pin():
-            if pinned:
-                os.sched_setaffinity(0, pinned)
-
-        with open(log_path, "wb") as log:
-            try:
-                return subprocess.Popen(
-                    cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    preexec_fn=pin,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None
+        try:
+            return spawn(cmd, log_path, cpus)
+        except OSError as exc:
+            raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None

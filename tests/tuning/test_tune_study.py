@@ -47,23 +47,31 @@ seed = 1
 """
 
 
-def tune(tmp_path, *extra, trials=5, timeout=400):
+def write_experiment(tmp_path, trials: int, edit=lambda text: text):
     exp = tmp_path / "exp.toml"
-    exp.write_text(
-        EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", str(trials))
-    )
+    text = EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", str(trials))
+    exp.write_text(edit(text))
+    return exp
+
+
+def tune_cmd(tmp_path, trials: int, *extra, edit=lambda text: text) -> list[str]:
+    exp = write_experiment(tmp_path, trials, edit)
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "tune",
+        "--experiment",
+        str(exp),
+        "--results-dir",
+        str(tmp_path / "res"),
+        *extra,
+    ]
+
+
+def tune(tmp_path, *extra, trials=5, timeout=400, edit=lambda text: text):
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "tune",
-            "--experiment",
-            str(exp),
-            "--results-dir",
-            str(tmp_path / "res"),
-            *extra,
-        ],
+        tune_cmd(tmp_path, trials, *extra, edit=edit),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -135,18 +143,7 @@ def _refservers_for(path) -> list[int]:
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
-    exp = tmp_path / "exp.toml"
-    exp.write_text(EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", "5"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "tune",
-        "--experiment",
-        str(exp),
-        "--results-dir",
-        str(tmp_path / "res"),
-    ]
+    cmd = tune_cmd(tmp_path, 5)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -176,30 +173,14 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
 
 
 def test_pareto_mode_returns_a_front(tmp_path, model):
-    exp = tmp_path / "exp.toml"
-    text = EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", "4")
-    text = text.replace('extra_flags = ["--tensorflow_session_parallelism=1"]', "")
-    text = text.replace("intra_op_parallelism = [0, 1]", "").replace(
-        'name = "t"', 'name = "t"\nmode = "pareto"'
-    )
-    text = text.replace("[load]", "[load]\nrate = 200")
-    exp.write_text(text)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "tune",
-            "--experiment",
-            str(exp),
-            "--results-dir",
-            str(tmp_path / "res"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        cwd=ROOT,
-    )
+    def pareto(text):
+        text = text.replace('extra_flags = ["--tensorflow_session_parallelism=1"]', "")
+        text = text.replace("intra_op_parallelism = [0, 1]", "")
+        return text.replace('name = "t"', 'name = "t"\nmode = "pareto"').replace(
+            "[load]", "[load]\nrate = 200"
+        )
+
+    r = tune(tmp_path, trials=4, edit=pareto)
     assert r.returncode == 0, r.stderr[-3000:]
     import optuna
 
@@ -213,8 +194,7 @@ def test_pareto_mode_returns_a_front(tmp_path, model):
 
 
 def test_harness_run_from_an_experiment_file(tmp_path, model):
-    exp = tmp_path / "exp.toml"
-    exp.write_text(EXPERIMENT.replace("{model}", str(tmp_path / "model")).replace("{trials}", "1"))
+    exp = write_experiment(tmp_path, 1)
     r = subprocess.run(
         [
             sys.executable,
