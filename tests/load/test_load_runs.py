@@ -147,3 +147,11 @@ def test_harness_run_json(mlp_base, tmp_path):
     assert doc["ok"] > 0 and doc["errors"]["INVALID_ARGUMENT"] > 0
     assert doc["oversize"][0] == {"size": 6, "limit": 4, "count": doc["errors"]["INVALID_ARGUMENT"]}
     assert doc["server"]["batches"] > 0
+
+
+def test_two_locust_processes_are_merged(server, tmp_path):
+    spec = LoadSpec(protocol="grpc", users=8, processes=2, **{**FAST, "cpus": None})
+    r = run_load(server.endpoint, spec, tmp_path, check_server=server.check_alive)
+    pids = {p.name.split("-")[1] for p in (tmp_path / "samples").glob("samples-*.npz")}
+    assert len(pids) == 2  # one recorder per Locust worker process, read back as one record
+    assert r.measurement.ok > 100
