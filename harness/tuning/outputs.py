@@ -78,7 +78,11 @@ def trial_rows(study) -> list[dict]:
             row[f] = a.get(f, "")
         row["errors"] = json.dumps(a.get("errors", {}))
         row["oversize"] = json.dumps(a.get("oversize", []))
-        row["fail_reason"] = a.get("fail_reason", "")
+        row["fail_reason"] = a.get("fail_reason", "") or (
+            "interrupted (Ctrl-C, or the harness running it was killed)"
+            if t.state.name == "FAIL"
+            else ""
+        )
         row["duration_s"] = round(t.duration.total_seconds(), 1) if t.duration else ""
         rows.append(row)
     return rows

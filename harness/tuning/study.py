@@ -49,14 +49,18 @@ class Tuner:
             )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         pareto = exp.study.mode == "pareto"
+        # Heartbeats let Optuna fail the RUNNING trial of a killed harness (after the grace
+        # period) without touching trials that another tuner sharing the storage is running.
+        storage = optuna.storages.RDBStorage(
+            self.storage_url, heartbeat_interval=10, grace_period=30
+        )
         self.study = optuna.create_study(
             study_name=name,
-            storage=self.storage_url,
+            storage=storage,
             load_if_exists=True,
             directions=["maximize", "minimize"] if pareto else ["maximize"],
             sampler=self._sampler(),
         )
-        self._fail_leftover_running()
         outputs.write_text_atomic(self.dir / "experiment.toml", to_toml(exp))
 
     def _sampler(self):
@@ -67,18 +71,6 @@ class Tuner:
         if s.sampler == "nsga2":
             return self.optuna.samplers.NSGAIISampler(seed=s.seed)
         return self.optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=8)
-
-    def _fail_leftover_running(self) -> None:
-        """Trials left RUNNING by a killed harness can never finish: mark them failed."""
-        for t in self.study.get_trials(
-            deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)
-        ):
-            self.study._storage.set_trial_user_attr(
-                t._trial_id, "fail_reason", "interrupted (harness killed)"
-            )
-            self.study._storage.set_trial_state_values(
-                t._trial_id, self.optuna.trial.TrialState.FAIL
-            )
 
     # -- running --------------------------------------------------------------------------------
 
