@@ -17,6 +17,14 @@ def parse_cpus(text: str | None) -> tuple[int, ...] | None:
             cpus.extend(range(int(lo), int(hi or lo) + 1))
     except ValueError:
         raise ConfigError(f"CPU list {text!r} is not like 0 or 0-3 or 0,2") from None
+    allowed = os.sched_getaffinity(0)
+    missing = sorted(set(cpus) - allowed)
+    if missing:
+        raise ConfigError(
+            f"CPU list {text!r} names CPU {missing[0]}, which this machine does not give us "
+            f"(available: {','.join(map(str, sorted(allowed)))})",
+            hint="set server.cpus and load.cpus (or --server-cpus/--load-cpus) to available CPUs",
+        )
     return tuple(cpus)
 
 

@@ -84,3 +84,20 @@ def test_round_trip_through_toml(tmp_path):
     exp = config.load(write(tmp_path, GOOD))
     again = config.load(write(tmp_path, config.to_toml(exp)))
     assert again.model == exp.model and again.load == exp.load and again.search == exp.search
+
+
+def test_cpu_lists():
+    import os
+
+    from harness.cpus import default_cpus, parse_cpus
+
+    assert parse_cpus("") is None
+    first = min(os.sched_getaffinity(0))
+    assert parse_cpus(str(first)) == (first,)
+    with pytest.raises(ConfigError, match="is not like 0 or 0-3"):
+        parse_cpus("zero")
+    with pytest.raises(ConfigError, match="which this machine does not give us"):
+        parse_cpus("4096")
+    server, load = default_cpus(None, None)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert server == (first,) and first not in load
