@@ -18,6 +18,12 @@ if [ "$(id -u)" != 0 ]; then
   echo "docker-engine: dockerd must be started as root" >&2
   exit 0
 fi
+# A dockerd killed with its machine's session leaves pid files behind that stop the next start.
+for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+  if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+    rm -f "$pidfile"
+  fi
+done
 echo "docker-engine: starting dockerd" >&2
 nohup dockerd >/tmp/dockerd.log 2>&1 &
 for _ in $(seq 1 60); do
