@@ -19,8 +19,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 # A dockerd killed with its machine's session leaves pid files behind that stop the next start.
+# (A process that is gone, or a zombie not yet reaped, does not hold the engine.)
 for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
-  if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile" 2>/dev/null)
+  state=$(awk '{print $3}' "/proc/${pid:-0}/stat" 2>/dev/null)
+  if [ -z "$state" ] || [ "$state" = Z ]; then
     rm -f "$pidfile"
   fi
 done
