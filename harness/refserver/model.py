@@ -31,9 +31,6 @@ class TensorSpec:
     dtype: int
     shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
 
-    def describe_shape(self) -> str:
-        return "<unknown>" if self.shape is None else str(list(self.shape))
-
 
 @dataclasses.dataclass(frozen=True)
 class Signature:

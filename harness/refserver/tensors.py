@@ -132,12 +132,9 @@ def numpy_to_proto(arr: np.ndarray, tp, dt: int) -> None:
     field = VALUE_FIELD.get(dt)
     if field is None:
         raise invalid(f"output dtype {dtype_name(dt)} cannot be serialized")
-    if dt == DT_HALF:
-        getattr(tp, field).extend(arr.astype(np.float16).view(np.uint16).ravel().tolist())
-    elif dt == DT_STRING:
-        getattr(tp, field).extend(arr.ravel().tolist())
-    else:
-        getattr(tp, field).extend(arr.ravel().tolist())
+    if dt == DT_HALF:  # half_val carries the raw 16-bit patterns
+        arr = arr.astype(np.float16).view(np.uint16)
+    getattr(tp, field).extend(arr.ravel().tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,8 +210,5 @@ def numpy_to_json(arr: np.ndarray):
             return v
 
         return np.vectorize(conv, otypes=[object])(arr).tolist() if arr.size else arr.tolist()
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)):
-            # JSON has no NaN or Infinity; TF Serving writes them as these tokens too.
-            return arr.tolist()
+    # NaN and Infinity come out as those bare tokens, as TF Serving writes them (not strict JSON).
     return arr.tolist()
