@@ -14,6 +14,11 @@ same code in virtual time. The rules follow TensorFlow's shared batch scheduler:
   room, the rest go into new batches of at most ``max_execution_batch_size``.
 
 Batches handed to a thread leave the queue and stop counting toward ``max_enqueued_batches``.
+
+The rules themselves are the scalar functions below (``admit``, ``ready_time``,
+``padded_size``): plain numbers in, plain numbers out. ``BatchQueue`` applies them
+to real tasks for the reference server; the simulator (``harness.sim``) compiles the very same
+functions with numba and applies them to arrays in virtual time. There is no second copy.
 """
 
 from __future__ import annotations
@@ -28,6 +33,71 @@ RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
 QUEUE_TIMEOUT_MESSAGE = "Run() timeout exceeded while waiting in batching queue"
+
+
+# admit() verdicts
+ADMIT_OK = 0
+ADMIT_OVERSIZE = 1  # INVALID_ARGUMENT: the task is larger than max_batch_size
+ADMIT_QUEUE_FULL = 2  # UNAVAILABLE: it would need more than max_enqueued_batches batches
+
+
+def admit(
+    size: int,
+    open_size: int,
+    has_open: bool,
+    queued: int,
+    max_input: int,
+    max_exec: int,
+    max_enqueued: int,
+    splitting: bool,
+) -> tuple[int, int, int]:
+    """Whether a task of ``size`` rows may join a queue, and how many new batches it opens.
+
+    ``open_size`` is the size of the open (last) batch when ``has_open``; ``queued`` the batches
+    waiting. Returns ``(verdict, new_batches, room)``: new_batches 0 means it joins the open
+    batch; with splitting, the first piece fills ``room`` rows of the open batch and the rest go
+    into the new batches, ``max_exec`` rows each. (Self-contained, like every rule here, so that
+    numba can compile it for the simulator.)
+    """
+    room = max_exec - open_size if has_open else 0
+    if size > max_input:
+        return ADMIT_OVERSIZE, 0, room
+    if size <= room:
+        new_batches = 0
+    elif splitting:
+        new_batches = (size - room + max_exec - 1) // max_exec
+    else:
+        new_batches = 1
+    if queued + new_batches > max_enqueued:
+        return ADMIT_QUEUE_FULL, 0, room
+    return ADMIT_OK, new_batches, room
+
+
+def open_batch_ready(open_size: int, max_exec: int, timeout: float) -> bool:
+    """Whether the open batch is ready as soon as it is formed (full, or a zero timeout)."""
+    return ready_time(1, open_size, 0.0, max_exec, timeout) == 0.0
+
+
+def ready_time(
+    queued: int, front_size: int, front_first: float, max_exec: int, timeout: float
+) -> float:
+    """When the front batch of a non-empty queue becomes ready (a past time: ready now).
+
+    A closed batch (one with another behind it) is ready at once; the open one when
+    ``open_batch_ready`` says so, else ``timeout`` seconds after its first task arrived.
+    """
+    if queued > 1 or front_size >= max_exec or timeout == 0:
+        return front_first
+    return front_first + timeout
+
+
+def padded_size(size: int, allowed) -> int:
+    """The size a batch runs at: the smallest allowed size that holds it (``allowed`` ascending;
+    empty: no padding)."""
+    for s in allowed:
+        if s >= size:
+            return s
+    return size
 
 
 class Rejection(Exception):
@@ -72,10 +142,7 @@ class Batch:
 
     def padded_size(self, allowed: tuple[int, ...]) -> int:
         """The size this batch runs at: the smallest allowed size that holds it."""
-        for s in allowed:
-            if s >= self.size:
-                return s
-        return self.size
+        return padded_size(self.size, allowed)
 
 
 class BatchQueue:
@@ -101,27 +168,29 @@ class BatchQueue:
         that is still waiting for its timeout.
         """
         size = task.size
-        if size > self._max_input:
+        batches = self._batches
+        open_batch = batches[-1] if batches else None
+        verdict, new_batches, room = admit(
+            size,
+            open_batch.size if open_batch is not None else 0,
+            open_batch is not None,
+            len(batches),
+            self._max_input,
+            self._max_exec,
+            self.params.max_enqueued_batches,
+            self._splitting,
+        )
+        if verdict == ADMIT_OVERSIZE:
             raise Rejection(
                 INVALID_ARGUMENT,
                 f"Task size {size} is larger than maximum input batch size {self._max_input}",
             )
-        batches = self._batches
-        open_batch = batches[-1] if batches else None
-        room = self._max_exec - open_batch.size if open_batch is not None else 0
-        if size <= room:
-            new_batches = 0
-        elif self._splitting:
-            rest = size - room
-            new_batches = -(-rest // self._max_exec)
-        else:
-            new_batches = 1
-        if len(batches) + new_batches > self.params.max_enqueued_batches:
+        if verdict == ADMIT_QUEUE_FULL:
             raise Rejection(UNAVAILABLE, QUEUE_FULL_MESSAGE)
         task.enqueue_time = now
         if new_batches == 0:
             open_batch.add(task, 0, size, now)
-            return open_batch.size >= self._max_exec or self._timeout == 0
+            return open_batch_ready(open_batch.size, self._max_exec, self._timeout)
         if not self._splitting:
             batch = Batch()
             batch.add(task, 0, size, now)
@@ -129,7 +198,7 @@ class BatchQueue:
             return True
         start = 0
         pieces = 0
-        if open_batch is not None and room > 0:
+        if room > 0:
             open_batch.add(task, 0, room, now)
             start = room
             pieces = 1
@@ -148,9 +217,9 @@ class BatchQueue:
         if not self._batches:
             return None
         front = self._batches[0]
-        if len(self._batches) > 1 or front.size >= self._max_exec or self._timeout == 0:
-            return front.first_enqueue
-        return front.first_enqueue + self._timeout
+        return ready_time(
+            len(self._batches), front.size, front.first_enqueue, self._max_exec, self._timeout
+        )
 
     def pop_ready(self, now: float) -> Batch | None:
         due = self.due_time()
