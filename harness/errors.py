@@ -34,3 +34,7 @@ class ModelError(HarnessError):
 
 class LoadError(HarnessError):
     """The load generator failed."""
+
+
+class ReportError(HarnessError):
+    """A results folder cannot be turned into a report."""

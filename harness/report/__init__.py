@@ -1,0 +1,1 @@
+"""Reports from result files: tables (pandas), then plots (matplotlib), then Markdown and HTML."""

@@ -1,0 +1,219 @@
+"""``harness report results/<study>``: tables first, then plots, then report.md and report.html.
+
+Writes into the study folder: ``report.md``, ``report.html`` (self-contained), ``plots/*.png``
+and ``tables/*.csv`` (the numbers behind every plot, small enough to publish).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import plots, tables
+from harness.report.data import StudyResults, load
+from harness.report.render import Doc, fmt, to_html, to_markdown
+from harness.tuning.outputs import write_csv_atomic, write_text_atomic
+
+SLICE_PARAMS = ["max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches", "users", "max_execution_batch_size"]
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records")) if len(df) else []
+
+
+def compute(res: StudyResults) -> dict:
+    """Every table the report shows, as DataFrames/dicts (no drawing)."""
+    df = tables.trial_table(res)
+    top = tables.top_configs(res, df)
+    focus = tables.focus_trials(top)
+    labels = dict(zip(df["number"], df["label"]))
+    cached_path = res.dir / "tables" / "latency_quantiles.csv"
+    cached = pd.read_csv(cached_path) if cached_path.exists() else None
+    return {
+        "trials": df,
+        "front": tables.pareto_front(df, res.max_error_rate),
+        "top": top,
+        "headline": tables.headline(res, df),
+        "rejections": tables.rejections(res, df),
+        "batch_sizes": tables.batch_sizes(res, focus, labels),
+        "latency_quantiles": tables.latency_quantiles(res, focus, labels, cached),
+        "importance": tables.importance(df[df["kind"] == "search"]),
+        "history": tables.history(df),
+        "environment": tables.environment(res),
+        "notes": tables.notes(res),
+    }
+
+
+def build(study_dir: str | Path) -> dict[str, Path]:
+    res = load(study_dir)
+    t = compute(res)
+    d = res.dir
+    tdir, pdir = d / "tables", d / "plots"
+    for name in ("top", "front", "rejections", "batch_sizes", "latency_quantiles", "importance", "history", "notes"):
+        write_csv_atomic(tdir / f"{name}.csv", _records(t[name])) if len(t[name]) else write_text_atomic(
+            tdir / f"{name}.csv", ",".join(t[name].columns) + "\n"
+        )
+    write_text_atomic(tdir / "headline.json", json.dumps(t["headline"], indent=2, default=str) + "\n")
+    winner = (t["headline"].get("winner") or {}).get("trial")
+    df = t["trials"]
+    search = df[df["kind"] == "search"]
+    images = {
+        "throughput_vs_p99": plots.throughput_vs_p99(df, t["front"], res.slo_p99_ms, winner, pdir / "throughput_vs_p99.png", f"{res.name}: throughput against p99, every trial"),
+        "latency_percentiles": plots.latency_percentiles(t["top"], pdir / "latency_percentiles.png"),
+        "latency_distribution": plots.latency_distribution(t["latency_quantiles"], pdir / "latency_distribution.png"),
+        "rejections": plots.rejections(df, t["rejections"], pdir / "rejections.png"),
+        "batch_sizes": plots.batch_sizes(t["batch_sizes"], pdir / "batch_sizes.png"),
+        "importance": plots.importance(t["importance"], pdir / "importance.png"),
+        "slices": plots.slices(search, SLICE_PARAMS, pdir / "slices.png"),
+        "history": plots.history(t["history"], pdir / "history.png"),
+    }
+    doc = document(res, t, images)
+    write_text_atomic(d / "report.md", to_markdown(doc, d))
+    write_text_atomic(d / "report.html", to_html(doc))
+    return {"markdown": d / "report.md", "html": d / "report.html", **images}
+
+
+def headline_text(h: dict) -> list[str]:
+    """The answers, in sentences: deploy what, gain what, cost what."""
+    w = h.get("winner")
+    if not w:
+        return [f"**No config to deploy yet**: {h.get('reason', 'no winner')}."]
+    out = [
+        f"**Deploy** `{w['config']}` (trial {w['trial']}): re-measured {w.get('runs', 1)} times, "
+        f"**{fmt(w['items_per_s'])} items/s** median (range {fmt(w['items_per_s_min'])}-"
+        f"{fmt(w['items_per_s_max'])}), p99 {fmt(w['p99_ms'], 1)} ms"
+        + (f" against an SLO of {fmt(h['slo_p99_ms'])} ms." if h.get("slo_p99_ms") else ".")
+    ]
+    if h.get("gain_over_batching_off"):
+        out.append(
+            f"**Gain**: {h['gain_over_batching_off']:.2f}x the throughput of TF Serving's default "
+            f"(batching off: {fmt(h['batching_off_items_per_s'])} items/s)."
+        )
+    if h.get("p99_change_ms") is not None:
+        change = h["p99_change_ms"]
+        word = "more" if change > 0 else "less"
+        out.append(
+            f"**Tail latency cost**: p99 {fmt(w['p99_ms'], 1)} ms against "
+            f"{fmt(h['batching_off_p99_ms'], 1)} ms with batching off ({fmt(abs(change), 1)} ms {word}), "
+            "both at the same offered load."
+        )
+    if w.get("indistinguishable_from_runner_up"):
+        out.append(
+            "The top two configs **cannot be told apart** on this machine: their re-measured ranges overlap; either is a fine choice."
+        )
+    return out
+
+
+def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
+    h = t["headline"]
+    doc = Doc(f"Batching study {res.name}")
+    doc.p(" ".join(headline_text(h)))
+    doc.p(
+        f"{h['trials']} trials: {h['complete']} completed, {h['feasible']} within the SLO, {h['failed']} failed. "
+        "Throughput counts items (rows of the input batch) per second that got a correct answer."
+    )
+    if h.get("best_parameters_text"):
+        doc.h("The file to deploy: best_batching_parameters.txt", 3)
+        doc.pre(h["best_parameters_text"])
+        doc.p("Start the server with `--enable_batching --batching_parameters_file=best_batching_parameters.txt`.")
+
+    doc.h("Throughput against tail latency")
+    doc.image(images["throughput_vs_p99"], "Every completed trial; the Pareto front, the SLO line, the baselines and the winner are marked.")
+    front = t["front"]
+    if len(front):
+        doc.p("The Pareto front (no other trial within the error limit has both more throughput and a lower p99):")
+        doc.table(
+            ["trial", "config", "items/s", "p99 ms", "within SLO"],
+            [[int(r["number"]), r["label"], fmt(r["items_per_s"]), fmt(r["p99_ms"], 1), fmt(bool(r["feasible"]))] for _, r in front.iterrows()],
+        )
+
+    doc.h("Top configs against the baselines")
+    top = t["top"]
+    if len(top):
+        doc.table(
+            ["role", "trial", "config", "items/s", "range", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors", "runs", "within SLO"],
+            [
+                [r["role"], int(r["trial"]), r["config"], fmt(r["items_per_s"]), r["items_per_s_range"], fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["p999_ms"], 1), _pct(r["error_rate"]), int(r["runs"]), fmt(bool(r["feasible"]))]
+                for _, r in top.iterrows()
+            ],
+        )
+        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median; baselines are single measurements from the search.")
+    doc.image(images["latency_percentiles"], "Latency percentiles (log scale) of the top configs and the baselines.")
+    doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
+
+    doc.h("Rejections")
+    rej = t["rejections"]
+    if len(rej):
+        inv, una = int(rej["INVALID_ARGUMENT"].sum()), int(rej["UNAVAILABLE"].sum())
+        doc.p(
+            f"{len(rej)} trials had requests rejected: {fmt(inv)} INVALID_ARGUMENT (a request larger than "
+            f"max_batch_size) and {fmt(una)} UNAVAILABLE (the batch queue was full). "
+            f"The request-size mix was `{res.load.get('request_sizes', '1')}`."
+        )
+        doc.table(
+            ["trial", "config", "INVALID_ARGUMENT", "UNAVAILABLE", "rejected", "why", "fix"],
+            [[int(r["trial"]), r["config"], fmt(int(r["INVALID_ARGUMENT"])), fmt(int(r["UNAVAILABLE"])), _pct(r["rejected_share"]), r["cause"], r["fix"]] for _, r in rej.iterrows()],
+        )
+    else:
+        doc.p("No request was rejected in any trial.")
+    doc.image(images["rejections"], "Rejected requests by the trial's max_batch_size, by status code.")
+
+    doc.h("Batches the server really formed")
+    doc.p("From the server's own `:tensorflow:serving:batching_session:processed_batch_size` histogram during the measured windows. A config only helps if real traffic fills its batches.")
+    doc.image(images["batch_sizes"], "Share of batches per batch-size bucket, top configs and baselines.")
+    bs = t["batch_sizes"]
+    if len(bs):
+        mean = {
+            n: (g["batch_size_bucket"] * g["batches"]).sum() / max(g["batches"].sum(), 1)
+            for n, g in bs.groupby("trial", sort=False)
+        }
+        doc.table(
+            ["trial", "config", "batches", "mean bucket size"],
+            [[n, bs[bs["trial"] == n]["config"].iloc[0], fmt(int(bs[bs["trial"] == n]["batches"].sum())), fmt(m, 1)] for n, m in mean.items()],
+        )
+
+    doc.h("What mattered")
+    imp = t["importance"]
+    if len(imp):
+        doc.p("Share of the throughput variance across search trials explained by each parameter alone (a screening figure: it does not capture interactions).")
+        doc.table(["parameter", "importance", "distinct values tried"], [[r["parameter"], _pct(r["importance"]), int(r["distinct_values"])] for _, r in imp.iterrows()])
+    doc.image(images["importance"], "Parameter importance.")
+    doc.image(images["slices"], "Throughput against each parameter.")
+    doc.image(images["history"], "Optimisation history: every trial and the best within the SLO so far.")
+
+    doc.h("Every trial")
+    df = t["trials"]
+    doc.table(
+        ["trial", "state", "config", "items/s", "p50 ms", "p99 ms", "errors", "within SLO", "reason"],
+        [
+            [int(r["number"]), r["state"], r["label"], fmt(r["items_per_s"]), fmt(r.get("p50_ms"), 1), fmt(r["p99_ms"], 1), _pct(r.get("error_rate")), fmt(bool(r["feasible"])) if r["complete"] else "", _clean(r.get("fail_reason"))]
+            for _, r in df.iterrows()
+        ],
+    )
+
+    doc.h("Environment")
+    doc.table(["", ""], [[k, v] for k, v in t["environment"]])
+    notes = t["notes"]
+    doc.h("Notes")
+    if len(notes):
+        doc.table(["kind", "line", "trials"], [[r["kind"], r["line"], int(r["trials"]) or ""] for _, r in notes.iterrows()])
+    else:
+        doc.p("Nothing notable in the server logs.")
+    doc.p("Tables behind every plot are in `tables/`; the raw data is `trials.csv`, `trials/<n>/measurement.json` and `summary.json`.")
+    return doc
+
+
+def _pct(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return "" if f != f else f"{f:.1%}"
+
+
+def _clean(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return str(v)
