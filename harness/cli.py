@@ -54,6 +54,44 @@ def _cmd_run(args) -> int:
     return run(args)
 
 
+def _cmd_report(args) -> int:
+    from harness.report.study import build
+
+    paths = build(args.study_dir)
+    print(paths["html"])
+    print(paths["markdown"])
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from harness.report.compare import build
+
+    out = args.out or str(
+        Path(args.study_dirs[0]).parent / ("compare-" + "-vs-".join(Path(d).name for d in args.study_dirs))
+    )
+    paths = build(args.study_dirs, out)
+    print(paths["html"])
+    print(paths["markdown"])
+    return 0
+
+
+def _report_after_tune(study_dir) -> None:
+    """The report is a view of files already saved: if drawing fails, nothing is lost."""
+    try:
+        from harness.report.study import build
+
+        paths = build(study_dir)
+        print(f"report: {paths['html']}")
+    except Exception as exc:  # noqa: BLE001 - a report failure must not fail a finished study
+        print(
+            f"warning: the report could not be drawn ({type(exc).__name__}: {exc}); "
+            f"the results are saved; retry with: harness report {study_dir}",
+            file=sys.stderr,
+        )
+
+
 def _cmd_tune(args) -> int:
     import dataclasses
     from pathlib import Path
@@ -87,6 +125,8 @@ def _cmd_tune(args) -> int:
         return 130
     finally:
         tuner.close()
+    if not args.no_report:
+        _report_after_tune(tuner.dir)
     return 0
 
 
@@ -133,7 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one experiment value, e.g. --set load.users=32 --set slo.p99_ms=20",
     )
+    tune.add_argument(
+        "--no-report", action="store_true", help="do not draw report.html at the end"
+    )
     tune.set_defaults(func=_cmd_tune)
+
+    report = sub.add_parser(
+        "report", help="draw report.md, report.html and plots from a study folder"
+    )
+    report.add_argument("study_dir", help="a study folder, e.g. results/ranker-grpc")
+    report.set_defaults(func=_cmd_report)
+
+    compare = sub.add_parser("compare", help="studies side by side (REST vs gRPC, two images, ...)")
+    compare.add_argument("study_dirs", nargs="+", help="two or more study folders")
+    compare.add_argument(
+        "--out", help="output folder (default: results/compare-A-vs-B beside the first study)"
+    )
+    compare.set_defaults(func=_cmd_compare)
 
     model = sub.add_parser("model", help="demo SavedModels")
     msub = model.add_subparsers(dest="model_command", required=True)

@@ -15,6 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
+from harness import envinfo
 from harness.batching import schedulable_cores
 from harness.config import Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
@@ -62,6 +63,10 @@ class Tuner:
             sampler=self._sampler(),
         )
         outputs.write_text_atomic(self.dir / "experiment.toml", to_toml(exp))
+        # what this run measures on, for the report (each resumed run records its own)
+        outputs.write_json_atomic(
+            self.dir / "environment.json", envinfo.collect(exp, self.runner.backend)
+        )
 
     def _sampler(self):
         s = self.exp.study
