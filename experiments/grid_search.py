@@ -55,6 +55,11 @@ def main() -> None:
     )
     ap.add_argument("--out", default="results/grid")
     ap.add_argument(
+        "--limit",
+        type=int,
+        help="measure at most this many new configs, then stop (run again to go on)",
+    )
+    ap.add_argument(
         "--compare", nargs="*", default=[], help="study folders to score against the grid"
     )
     args = ap.parse_args()
@@ -67,6 +72,7 @@ def main() -> None:
     if (out / "grid.csv").exists():  # resume a grid that was interrupted
         with open(out / "grid.csv") as f:
             done = {r["config"]: r for r in csv.DictReader(f)}
+    measured = 0
     try:
         for combo in itertools.product(*values.values()):
             params = dict(zip(values, combo))
@@ -74,6 +80,10 @@ def main() -> None:
             if key in done:
                 rows.append(done[key])
                 continue
+            if args.limit is not None and measured >= args.limit:
+                print(f"stopped after {measured} new configs (--limit); run again to go on")
+                return
+            measured += 1
             cfg = TrialConfig(batching=BatchingParameters(**params))
             try:
                 r = runner.measure(
