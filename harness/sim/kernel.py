@@ -1,0 +1,307 @@
+"""The discrete-event loop: one server, one batch queue, virtual time, compiled with numba.
+
+Batch forming is not written here: ``admit``, ``ready_time`` and ``padded_size``
+are ``harness.scheduler``'s own functions, compiled by numba from the same source the reference
+server runs. This module only moves time forward and keeps the books.
+
+Model of the server (see docs/simulator.md):
+
+- ``cores`` CPUs shared fairly (processor sharing) by every running batch and by the front end.
+- The front end (gRPC/REST decode, predict path, response encode) is one FIFO worker: the
+  reference server's request path holds Python's GIL, so request handling is serial. Each request
+  costs ``o_in`` seconds of CPU before it reaches the queue and ``o_out`` after its batch ran; a
+  rejected one costs ``o_rej`` after ``o_in``.
+- A batch of padded size ``b`` costs ``exec_table[b]`` seconds of CPU (times a noise factor),
+  on one of ``threads`` batch threads; more running batches than cores stretch each other.
+- The client adds ``rtt`` seconds to every answer (loopback, waiting). A closed-loop client is
+  one FIFO worker on its own core (Locust: one gevent process) spending ``c_cli`` seconds per
+  request; a user sends its next request as soon as the client has read the answer. An open-loop
+  client sends on schedule and only adds ``rtt + c_cli``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness import scheduler as policy
+
+try:
+    import numba
+
+    def _jit(fn):
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - the same code runs, only slower
+
+    def _jit(fn):
+        return fn
+
+    HAVE_NUMBA = False
+
+_admit = _jit(policy.admit)
+_ready_time = _jit(policy.ready_time)
+_padded_size = _jit(policy.padded_size)
+
+ADMIT_OK = policy.ADMIT_OK
+ADMIT_OVERSIZE = policy.ADMIT_OVERSIZE
+
+# counters[] slots
+C_OK, C_ITEMS, C_OVERSIZE, C_QUEUE_FULL, C_SENT, C_BATCHES, C_TRUNCATED, C_INCOMPLETE = range(8)
+N_COUNTERS = 8
+
+# latency histogram: a float64's bits shifted right by this keep 7 mantissa bits (0.5% bins)
+HIST_SHIFT = 45
+
+# front-end work kinds
+_INGRESS, _EGRESS_OK, _EGRESS_REJ = 0, 1, 2
+
+
+@_jit
+def run(
+    max_input,
+    max_exec,
+    max_enqueued,
+    splitting,
+    timeout_s,
+    threads,
+    allowed,
+    cores,
+    exec_table,
+    exec_noise,
+    o_in,
+    o_out,
+    o_rej,
+    rtt,
+    c_cli,
+    closed,
+    users,
+    arrivals,
+    sizes,
+    t0,
+    t1,
+    t_end,
+    n_cap,
+    lat_hist,
+    hist_key0,
+    batch_hist,
+    counters,
+):
+    """Simulate until ``t_end``; figures count requests sent in ``[t0, t1)``."""
+    inf = math.inf
+    # requests
+    t_send = np.empty(n_cap)
+    t_size = np.empty(n_cap, np.int64)
+    t_pieces = np.zeros(n_cap, np.int64)  # >0: pieces still to run; -1: rejected
+    n_tasks = 0
+    # closed loop: users waiting to send, in time order
+    p_time = np.empty(n_cap + users)
+    p_head = 0
+    p_tail = 0
+    if closed:
+        for _ in range(users):
+            p_time[p_tail] = 0.0
+            p_tail += 1
+    cli_free = 0.0
+    ai = 0
+    n_arr = arrivals.shape[0]
+    n_sizes = sizes.shape[0]
+    # front end FIFO
+    fe_cap = 2 * n_cap + 1
+    fe_kind = np.empty(fe_cap, np.int64)
+    fe_task = np.empty(fe_cap, np.int64)
+    fe_head = 0
+    fe_tail = 0
+    fe_rem = 0.0
+    # the batch queue (only grows; q_head..q_tail-1 are waiting, the last one is open)
+    max_pieces = 2 + (max_input // max_exec if splitting else 0)
+    b_cap = n_cap * max_pieces + 1
+    b_size = np.empty(b_cap, np.int64)
+    b_first = np.empty(b_cap)
+    b_lo = np.empty(b_cap, np.int64)
+    b_hi = np.empty(b_cap, np.int64)
+    q_head = 0
+    q_tail = 0
+    # batch threads
+    r_batch = np.full(threads, -1, np.int64)
+    r_rem = np.zeros(threads)
+    n_run = 0
+    n_started = 0
+    n_noise = exec_noise.shape[0]
+    n_lat = lat_hist.shape[0]
+    # latency histogram bins: the float's exponent and top mantissa bits (log-spaced, no log())
+    fbuf = np.empty(1)
+    ibuf = fbuf.view(np.int64)
+    n_bh = batch_hist.shape[0]
+    now = 0.0
+    while True:
+        # hand ready batches to idle threads (TF: a free thread takes the front batch when due)
+        while n_run < threads and q_head < q_tail:
+            due = _ready_time(q_tail - q_head, b_size[q_head], b_first[q_head], max_exec, timeout_s)
+            if due > now:
+                break
+            k = 0
+            while r_batch[k] >= 0:
+                k += 1
+            padded = _padded_size(b_size[q_head], allowed)
+            r_batch[k] = q_head
+            r_rem[k] = exec_table[padded] * exec_noise[n_started % n_noise]
+            n_started += 1
+            n_run += 1
+            if t0 <= now < t1:
+                counters[C_BATCHES] += 1
+                batch_hist[min(padded, n_bh - 1)] += 1
+            q_head += 1
+        # the next event
+        fe_busy = fe_head < fe_tail
+        part = n_run + (1 if fe_busy else 0)
+        rate = 1.0 if part <= cores else cores / part
+        t_next = inf
+        what = -1
+        if closed:
+            if p_head < p_tail:
+                t_next = p_time[p_head]
+                what = 0
+        elif ai < n_arr:
+            t_next = arrivals[ai]
+            what = 0
+        if fe_busy:
+            t = now + fe_rem / rate
+            if t < t_next:
+                t_next = t
+                what = 1
+        kb = -1
+        for k in range(threads):
+            if r_batch[k] >= 0:
+                t = now + r_rem[k] / rate
+                if t < t_next:
+                    t_next = t
+                    what = 2
+                    kb = k
+        if n_run < threads and q_head < q_tail:
+            t = _ready_time(q_tail - q_head, b_size[q_head], b_first[q_head], max_exec, timeout_s)
+            if t < t_next:
+                t_next = t
+                what = 3
+        if what < 0 or t_next > t_end:
+            break
+        dt = t_next - now
+        if dt > 0.0:
+            step = dt * rate
+            if fe_busy:
+                fe_rem -= step
+            for k in range(threads):
+                if r_batch[k] >= 0:
+                    r_rem[k] -= step
+            now = t_next
+        if what == 0:  # a request arrives
+            if n_tasks >= n_cap:
+                counters[C_TRUNCATED] = 1
+                break
+            i = n_tasks
+            n_tasks += 1
+            t_send[i] = now
+            t_size[i] = sizes[i % n_sizes]
+            if closed:
+                p_head += 1
+            else:
+                ai += 1
+            if t0 <= now < t1:
+                counters[C_SENT] += 1
+            if fe_head == fe_tail:
+                fe_rem = o_in
+            fe_kind[fe_tail] = _INGRESS
+            fe_task[fe_tail] = i
+            fe_tail += 1
+        elif what == 1:  # the front end finished one piece of work
+            kind = fe_kind[fe_head]
+            i = fe_task[fe_head]
+            fe_head += 1
+            if kind == _INGRESS:
+                size = t_size[i]
+                has_open = q_head < q_tail
+                open_size = b_size[q_tail - 1] if has_open else 0
+                verdict, new_batches, room = _admit(
+                    size,
+                    open_size,
+                    has_open,
+                    q_tail - q_head,
+                    max_input,
+                    max_exec,
+                    max_enqueued,
+                    splitting,
+                )
+                if verdict != ADMIT_OK:
+                    t_pieces[i] = -1
+                    if t0 <= t_send[i] < t1:
+                        if verdict == ADMIT_OVERSIZE:
+                            counters[C_OVERSIZE] += 1
+                        else:
+                            counters[C_QUEUE_FULL] += 1
+                    fe_kind[fe_tail] = _EGRESS_REJ
+                    fe_task[fe_tail] = i
+                    fe_tail += 1
+                elif new_batches == 0:
+                    b_size[q_tail - 1] += size
+                    b_hi[q_tail - 1] = i
+                    t_pieces[i] = 1
+                else:
+                    rest = size
+                    pieces = 0
+                    if splitting and room > 0:
+                        b_size[q_tail - 1] += room
+                        b_hi[q_tail - 1] = i
+                        rest -= room
+                        pieces = 1
+                    while rest > 0:
+                        rows = min(max_exec, rest) if splitting else rest
+                        b_size[q_tail] = rows
+                        b_first[q_tail] = now
+                        b_lo[q_tail] = i
+                        b_hi[q_tail] = i
+                        q_tail += 1
+                        rest -= rows
+                        pieces += 1
+                    t_pieces[i] = pieces
+            else:
+                if closed:  # the client reads the answer when it is free, then sends again
+                    read = now + rtt
+                    if cli_free > read:
+                        read = cli_free
+                    read += c_cli
+                    cli_free = read
+                    p_time[p_tail] = read
+                    p_tail += 1
+                else:
+                    read = now + rtt + c_cli
+                if kind == _EGRESS_OK:
+                    t_pieces[i] = -2  # answered
+                    if t0 <= t_send[i] < t1:
+                        counters[C_OK] += 1
+                        counters[C_ITEMS] += t_size[i]
+                        fbuf[0] = read - t_send[i]
+                        b = (ibuf[0] >> HIST_SHIFT) - hist_key0
+                        lat_hist[min(max(b, 0), n_lat - 1)] += 1
+            if fe_head < fe_tail:
+                k2 = fe_kind[fe_head]
+                fe_rem = o_in if k2 == _INGRESS else (o_out if k2 == _EGRESS_OK else o_rej)
+        elif what == 2:  # a batch finished
+            bi = r_batch[kb]
+            r_batch[kb] = -1
+            n_run -= 1
+            if fe_head == fe_tail:
+                fe_rem = o_out
+            for i in range(b_lo[bi], b_hi[bi] + 1):
+                if t_pieces[i] > 0:
+                    t_pieces[i] -= 1
+                    if t_pieces[i] == 0:
+                        fe_kind[fe_tail] = _EGRESS_OK
+                        fe_task[fe_tail] = i
+                        fe_tail += 1
+        # what == 3: a batch came due; the dispatch loop at the top takes it
+    for i in range(n_tasks):
+        if t0 <= t_send[i] < t1 and t_pieces[i] >= 0:
+            counters[C_INCOMPLETE] += 1
+    return n_tasks

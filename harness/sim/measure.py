@@ -1,0 +1,251 @@
+"""``harness profile``: measure what the simulator needs, on the experiment's own server and cores.
+
+Two parts, because they need different instruments:
+
+1. Execution time per batch size: the model is loaded with the reference server's own runner
+   (``LoadedModel``, the callable the batch threads call) in a child process pinned to the
+   server's cores, and each batch size is timed many times (median and the 10th/90th
+   percentiles). Offline, so nothing but the model is timed.
+2. The request path, per protocol, through a real server started by the experiment's backend
+   with batches of one (``max_batch_size`` 1: every request runs alone) and the experiment's load
+   generator on its own cores:
+   - 8 users, requests of 1 row: the server core is saturated; its CPU per request (from the
+     server process's CPU time when the backend has a process here, else 1 / throughput) minus
+     the batch-of-1 execution time is the request path's CPU;
+   - 8 users, requests of 2 rows: every one is refused (INVALID_ARGUMENT) after it was decoded:
+     the CPU of a rejected request;
+   - 1 user: the latency floor; what is left after server CPU and client CPU is the round trip.
+   The load generator's CPU per request comes from its measured CPU share.
+   Splitting the request path's CPU into the part before the queue and the part after it cannot
+   be measured from outside; half and half is assumed (stated in the profile).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.batching import BatchingParameters
+from harness.config import Experiment
+from harness.errors import HarnessError, ServerError
+from harness.sim.profile import Overhead, Profile, environment
+
+ROOT = Path(__file__).resolve().parents[2]
+SPLIT_IN = 0.5  # share of the request path's CPU spent before the batch queue (assumed)
+
+
+def batch_sizes(max_size: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, ...: powers of two and the midpoints, up to ``max_size``."""
+    out = {max_size}
+    p = 1
+    while p <= max_size:
+        out.add(p)
+        if p >= 2 and p + p // 2 <= max_size:
+            out.add(p + p // 2)
+        p *= 2
+    return sorted(out)
+
+
+_OFFLINE = r"""
+import json, os, sys, time
+import numpy as np
+cpus, path, version, sizes, budget = json.loads(sys.argv[1])
+if cpus:
+    os.sched_setaffinity(0, set(cpus))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, %(root)r)
+from harness.refserver.model import LoadedModel
+m = LoadedModel(path, version)
+sig = m.signature(%(signature)r)
+rng = np.random.default_rng(0)
+def feed(b):
+    out = []
+    for spec in sig.inputs.values():
+        shape = [b] + [d if d and d > 0 else 1 for d in spec.shape[1:]]
+        out.append(rng.random(shape).astype(spec.dtype))
+    return out
+res = {}
+for b in sizes:
+    x = feed(b)
+    m.run(sig, x); m.run(sig, x)
+    times = []
+    t_end = time.perf_counter() + budget
+    while len(times) < 5 or (time.perf_counter() < t_end and len(times) < 400):
+        t = time.perf_counter(); m.run(sig, x); times.append(time.perf_counter() - t)
+    times = np.array(times) * 1e6
+    res[b] = {"median": float(np.median(times)), "p10": float(np.percentile(times, 10)),
+              "p90": float(np.percentile(times, 90)), "n": len(times)}
+    print(json.dumps({"size": b, **res[b]}), file=sys.stderr, flush=True)
+print(json.dumps(res))
+"""
+
+
+def offline_exec(
+    model_dir: Path, cpus, max_size: int, signature: str, budget_s: float, echo
+) -> dict[int, dict]:
+    versions = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.name.isdigit())
+    if not versions:
+        raise HarnessError(f"no version directory under {model_dir}")
+    v = versions[-1]
+    sizes = batch_sizes(max_size)
+    arg = json.dumps([list(cpus or []), str(Path(model_dir) / str(v)), v, sizes, budget_s])
+    code = _OFFLINE % {"root": str(ROOT), "signature": signature}
+    echo(f"timing {len(sizes)} batch sizes offline on cpus {list(cpus or [])}: {sizes}")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, arg],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in proc.stderr:
+        if line.startswith("{"):
+            d = json.loads(line)
+            echo(f"  batch {d['size']:>4}: {d['median'] / 1e3:8.2f} ms (n={d['n']})")
+        else:
+            lines.append(line)
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        raise HarnessError("offline timing failed: " + "".join(lines[-5:]).strip())
+    return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def _cpu_seconds(server) -> float | None:
+    proc = getattr(server, "proc", None)
+    if proc is None:
+        return None
+    try:
+        import psutil
+
+        p = psutil.Process(proc.pid)
+        total = sum(p.cpu_times()[:2])
+        for c in p.children(recursive=True):
+            total += sum(c.cpu_times()[:2])
+        return total
+    except Exception:  # noqa: BLE001 - gone or not ours: fall back to throughput
+        return None
+
+
+def _load_run(runner, server, protocol: str, users: int, sizes: str, workdir: Path, seconds: float):
+    import dataclasses
+
+    from harness.load.runner import run_load
+    from harness.tuning.space import TrialConfig
+
+    base = runner.load_spec(TrialConfig(batching=None, users=users))
+    spec = dataclasses.replace(
+        base,
+        protocol=protocol,
+        rate=0.0,
+        request_sizes=sizes,
+        warmup_s=2.0,
+        window_s=seconds,
+        min_windows=2,
+        max_windows=3,
+    )
+    cpu0, t0 = _cpu_seconds(server), time.monotonic()
+    run = run_load(server.endpoint, spec, workdir, check_server=server.check_alive)
+    cpu1, t1 = _cpu_seconds(server), time.monotonic()
+    m = run.measurement
+    rate = m.requests / m.seconds if m.seconds else 0.0
+    share = (cpu1 - cpu0) / (t1 - t0) if cpu0 is not None and cpu1 is not None else None
+    load_cores = len(spec.cpus) if spec.cpus else 1
+    return {
+        "users": users,
+        "request_sizes": sizes,
+        "requests_per_s": rate,
+        "ok_per_s": m.throughput_rps,
+        "p50_ms": m.p50_ms,
+        "errors": m.errors,
+        "server_cpu_share": share,
+        "server_cpu_per_request_us": share / rate * 1e6 if share and rate else None,
+        "client_cpu_per_request_us": run.generator_cpu * load_cores / rate * 1e6 if rate else None,
+    }
+
+
+def request_path(runner, protocol: str, exec1_us: float, workdir: Path, echo) -> Overhead:
+    from harness.tuning.space import TrialConfig
+
+    cfg = TrialConfig(
+        batching=BatchingParameters(
+            max_batch_size=1,
+            batch_timeout_micros=0,
+            num_batch_threads=1,
+            max_enqueued_batches=1_000_000,
+        )
+    )
+    server = runner.backend.start(runner.server_spec(cfg), workdir / f"server-{protocol}")
+    try:
+        busy = _load_run(runner, server, protocol, 8, "1", workdir / f"{protocol}-busy", 3.0)
+        echo(f"  {protocol} 8 users: {busy['ok_per_s']:.0f} req/s")
+        rej = _load_run(runner, server, protocol, 8, "2", workdir / f"{protocol}-reject", 2.0)
+        echo(f"  {protocol} 8 users, all refused: {rej['requests_per_s']:.0f} req/s")
+        one = _load_run(runner, server, protocol, 1, "1", workdir / f"{protocol}-one", 2.0)
+        echo(f"  {protocol} 1 user: p50 {one['p50_ms']:.2f} ms")
+    finally:
+        server.stop()
+    if not busy["ok_per_s"] or not rej["requests_per_s"] or one["p50_ms"] is None:
+        raise ServerError(f"profiling the {protocol} path got no answers: {busy} {rej} {one}")
+    per_ok = busy["server_cpu_per_request_us"] or 1e6 / busy["ok_per_s"]
+    path_us = max(per_ok - exec1_us, 1.0)
+    per_rej = rej["server_cpu_per_request_us"] or 1e6 / rej["requests_per_s"]
+    cpu_in = SPLIT_IN * path_us
+    client = max(busy["client_cpu_per_request_us"] or 0.0, rej["client_cpu_per_request_us"] or 0.0)
+    rtt = max(one["p50_ms"] * 1e3 - exec1_us - path_us - client, 0.0)
+    return Overhead(
+        cpu_in_us=cpu_in,
+        cpu_out_us=path_us - cpu_in,
+        reject_us=max(per_rej - cpu_in, 1.0),
+        rtt_us=rtt,
+        client_us=client,
+        measured={
+            "busy": busy,
+            "reject": rej,
+            "one_user": one,
+            "assumed": f"{SPLIT_IN:.0%} of the request path's CPU is spent before the queue",
+        },
+    )
+
+
+def measure(
+    exp: Experiment,
+    *,
+    protocols: list[str],
+    max_size: int,
+    workdir: Path,
+    budget_s: float = 0.5,
+    echo=print,
+) -> Profile:
+    from harness.tuning.trial import TrialRunner
+
+    runner = TrialRunner(exp)
+    try:
+        cpus = runner.server_cpus
+        exec_us = offline_exec(
+            runner.model_dir, cpus, max_size, exp.model.signature, budget_s, echo
+        )
+        overhead = {}
+        for proto in protocols:
+            echo(f"measuring the {proto} request path through a {exp.server.backend} server")
+            overhead[proto] = request_path(runner, proto, exec_us[1]["median"], workdir, echo)
+    finally:
+        runner.close()
+    env = environment(cpus)
+    env.update(
+        backend=exp.server.backend,
+        binary=exp.server.binary,
+        model_dir=str(runner.model_dir),
+        load_cpus=list(runner.load_cpus or []),
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    return Profile(
+        model=runner.model_name,
+        backend=exp.server.backend,
+        cores=len(cpus) if cpus else (env.get("machine_cores") or 1),
+        exec_us=exec_us,
+        overhead=overhead,
+        environment=env,
+    )

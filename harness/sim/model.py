@@ -1,0 +1,286 @@
+"""Predict a batching config's figures: workload + server model (from a profile) -> Prediction.
+
+``Workload`` draws its random numbers once (arrival times, request sizes, execution noise), so
+every config is simulated against the same traffic: comparisons between configs are not blurred by
+sampling noise, and searching thousands of configs costs only the event loops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from harness.batching import BatchingParameters
+from harness.errors import ConfigError
+from harness.sim import kernel
+from harness.sim.profile import Profile
+
+# latency histogram: bins are a float's exponent and top 7 mantissa bits, from 1 us to ~1000 s
+HIST_KEY0 = int(np.array([1e-6]).view(np.int64)[0] >> kernel.HIST_SHIFT)
+HIST_BINS = int(np.array([1e3]).view(np.int64)[0] >> kernel.HIST_SHIFT) - HIST_KEY0
+BATCHING_OFF_THREADS = 256  # batching off: each request runs at once on its own handler thread
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerModel:
+    """What the simulator knows about the server: costs in seconds, and its CPUs."""
+
+    cores: float
+    exec_table: np.ndarray  # padded batch size -> seconds of CPU (index 0 unused)
+    noise_sigma: float  # log-normal spread of one batch's execution time
+    o_in: float
+    o_out: float
+    o_rej: float
+    rtt: float
+    client: float  # closed loop: client CPU per request (one client core)
+
+    @classmethod
+    def from_profile(
+        cls, profile: Profile, protocol: str, cores: float | None = None, max_size: int = 0
+    ) -> ServerModel:
+        oh = profile.overhead_for(protocol)
+        sizes = profile.sizes()
+        med = np.array([profile.exec_us[s]["median"] for s in sizes]) * 1e-6
+        top = max(max_size, sizes[-1], 1)
+        grid = np.arange(top + 1, dtype=float)
+        table = np.interp(grid, sizes, med)
+        if top > sizes[-1]:  # beyond the profile: the last measured cost per row
+            slope = med[-1] / sizes[-1]
+            if len(sizes) > 1:
+                slope = (med[-1] - med[-2]) / (sizes[-1] - sizes[-2])
+            beyond = grid > sizes[-1]
+            table[beyond] = med[-1] + slope * (grid[beyond] - sizes[-1])
+        spreads = []
+        for s in sizes:
+            e = profile.exec_us[s]
+            if e.get("p90") and e.get("p10") and e["p10"] > 0:
+                spreads.append(math.log(e["p90"] / e["p10"]) / (2 * 1.2816))
+        sigma = float(np.median(spreads)) if spreads else 0.0
+        return cls(
+            cores=float(cores or profile.cores),
+            exec_table=table,
+            noise_sigma=sigma,
+            o_in=oh.cpu_in_us * 1e-6,
+            o_out=oh.cpu_out_us * 1e-6,
+            o_rej=oh.reject_us * 1e-6,
+            rtt=oh.rtt_us * 1e-6,
+            client=oh.client_us * 1e-6,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Workload:
+    """Closed loop with ``users``, or open loop at ``rate`` requests/s (Poisson or constant)."""
+
+    users: int = 0
+    rate: float = 0.0
+    arrivals: str = "poisson"
+    request_sizes: str = "1"
+    warmup_s: float = 2.0
+    window_s: float = 10.0
+    tail_s: float = 1.0  # simulated past the window so late answers are counted
+    seed: int = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.rate <= 0
+
+    def check(self) -> Workload:
+        if self.closed and self.users < 1:
+            raise ConfigError("a workload needs users >= 1 (closed loop) or rate > 0 (open loop)")
+        if self.window_s <= 0 or self.warmup_s < 0:
+            raise ConfigError("workload window_s must be > 0 and warmup_s >= 0")
+        return self
+
+    def describe(self) -> str:
+        how = f"{self.users} users" if self.closed else f"{self.rate:g} req/s {self.arrivals}"
+        return f"{how}, sizes {self.request_sizes}"
+
+
+class Prepared:
+    """A workload's random draws, made once and shared by every config simulated against it."""
+
+    def __init__(self, wl: Workload, server: ServerModel) -> None:
+        from harness.load.payloads import parse_size_mix
+
+        wl.check()
+        self.wl = wl
+        self.server = server
+        rng = np.random.default_rng(wl.seed)
+        self.t0 = wl.warmup_s
+        self.t1 = wl.warmup_s + wl.window_s
+        self.t_end = self.t1 + wl.tail_s
+        mix = parse_size_mix(wl.request_sizes)
+        self.max_request = max(s for s, _ in mix)
+        if wl.closed:
+            self.arrivals = np.empty(0)
+            # the most requests the server can possibly see: every one rejected at the front end
+            per_req = max(server.o_in + min(server.o_rej, server.o_out), 2e-6)
+            cap = int(self.t_end * server.cores / per_req) + wl.users + 16
+            self.n_cap = min(cap, 4_000_000)
+        else:
+            n = int(wl.rate * self.t_end * 1.2) + 64
+            if wl.arrivals == "constant":
+                arr = np.arange(n) / wl.rate
+            else:
+                arr = np.cumsum(rng.exponential(1.0 / wl.rate, n))
+            self.arrivals = arr[arr < self.t_end]
+            self.n_cap = len(self.arrivals) + 1
+        n_sizes = 65536
+        if len(mix) == 1:
+            self.sizes = np.full(1, mix[0][0], np.int64)
+        else:
+            self.sizes = rng.choice(
+                np.array([s for s, _ in mix], np.int64), size=n_sizes, p=[p for _, p in mix]
+            )
+        if server.noise_sigma > 0:
+            self.noise = rng.lognormal(0.0, server.noise_sigma, 4096)
+            self.noise /= np.median(self.noise)
+        else:
+            self.noise = np.ones(1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Prediction:
+    throughput_rps: float
+    items_per_s: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    p999_ms: float | None
+    requests: int  # sent in the window
+    ok: int
+    oversize: int  # INVALID_ARGUMENT: larger than max_batch_size
+    queue_full: int  # UNAVAILABLE: the batch queue was full
+    unanswered: int  # sent in the window, not answered by its end plus the tail
+    error_rate: float
+    batches: int
+    mean_batch_size: float | None  # padded, of the batches started in the window
+    batch_size_histogram: dict[int, int]
+    truncated: bool  # ran out of request slots (should not happen)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["batch_size_histogram"] = {str(k): v for k, v in self.batch_size_histogram.items()}
+        return d
+
+
+def _percentile(hist: np.ndarray, total: int, q: float) -> float | None:
+    if total == 0:
+        return None
+    cum = np.cumsum(hist)
+    rank = q / 100.0 * total
+    b = int(np.searchsorted(cum, rank, side="left"))
+    b = min(b, len(hist) - 1)
+    before = cum[b - 1] if b > 0 else 0
+    frac = (rank - before) / hist[b] if hist[b] else 0.5
+    edges = (np.array([b, b + 1], np.int64) + HIST_KEY0) << kernel.HIST_SHIFT
+    lo, hi = edges.view(np.float64)
+    return (lo + min(max(frac, 0.0), 1.0) * (hi - lo)) * 1e3
+
+
+def _config_args(params: BatchingParameters | None, prep: Prepared, cores: float):
+    """The scalar settings the kernel takes, with TF Serving's defaults filled in."""
+    if params is None:  # batching off: every request runs on its own, at once
+        top = max(prep.max_request, 1)
+        return top, top, 1_000_000, False, 0.0, BATCHING_OFF_THREADS, np.zeros(0, np.int64)
+    eff = params.effective(cores=max(int(cores), 1))
+    return (
+        eff.max_batch_size,
+        eff.max_execution_batch_size,
+        eff.max_enqueued_batches,
+        bool(eff.enable_large_batch_splitting),
+        eff.batch_timeout_micros / 1e6,
+        eff.num_batch_threads,
+        np.array(eff.allowed_batch_sizes, np.int64),
+    )
+
+
+def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
+    """One config against a prepared workload."""
+    srv = prep.server
+    wl = prep.wl
+    max_input, max_exec, max_enq, split, timeout, threads, allowed = _config_args(
+        params, prep, srv.cores
+    )
+    biggest = max(max_exec, int(allowed[-1]) if len(allowed) else 0, prep.max_request)
+    table = srv.exec_table
+    if len(table) <= biggest:
+        raise ConfigError(
+            f"the profile's execution table stops at batch size {len(table) - 1}; "
+            f"this config runs batches of {biggest}",
+            hint="build the server model with max_size covering the search space",
+        )
+    lat_hist = np.zeros(HIST_BINS, np.int64)
+    batch_hist = np.zeros(biggest + 2, np.int64)
+    counters = np.zeros(kernel.N_COUNTERS, np.int64)
+    kernel.run(
+        max_input,
+        max_exec,
+        max_enq,
+        split,
+        timeout,
+        threads,
+        allowed,
+        srv.cores,
+        table,
+        prep.noise,
+        srv.o_in,
+        srv.o_out,
+        srv.o_rej,
+        srv.rtt,
+        srv.client,
+        wl.closed,
+        wl.users if wl.closed else 0,
+        prep.arrivals,
+        prep.sizes,
+        prep.t0,
+        prep.t1,
+        prep.t_end,
+        prep.n_cap,
+        lat_hist,
+        HIST_KEY0,
+        batch_hist,
+        counters,
+    )
+    c = counters
+    ok = int(c[kernel.C_OK])
+    sent = int(c[kernel.C_SENT])
+    n_b = int(c[kernel.C_BATCHES])
+    nz = np.nonzero(batch_hist)[0]
+    hist = {int(s): int(batch_hist[s]) for s in nz}
+    mean_b = float((nz * batch_hist[nz]).sum() / n_b) if n_b else None
+    return Prediction(
+        throughput_rps=ok / wl.window_s,
+        items_per_s=int(c[kernel.C_ITEMS]) / wl.window_s,
+        p50_ms=_percentile(lat_hist, ok, 50),
+        p90_ms=_percentile(lat_hist, ok, 90),
+        p99_ms=_percentile(lat_hist, ok, 99),
+        p999_ms=_percentile(lat_hist, ok, 99.9),
+        requests=sent,
+        ok=ok,
+        oversize=int(c[kernel.C_OVERSIZE]),
+        queue_full=int(c[kernel.C_QUEUE_FULL]),
+        unanswered=int(c[kernel.C_INCOMPLETE]),
+        error_rate=(sent - ok) / sent if sent else 0.0,
+        batches=n_b,
+        mean_batch_size=mean_b,
+        batch_size_histogram=hist,
+        truncated=bool(c[kernel.C_TRUNCATED]),
+    )
+
+
+def simulate_many(
+    configs: list[BatchingParameters | None], prep: Prepared, workers: int = 1
+) -> list[Prediction]:
+    """Many configs against one workload; ``workers`` > 1 runs the compiled loop on several
+    threads at once (it releases the GIL)."""
+    if workers <= 1 or len(configs) < 2:
+        return [simulate(c, prep) for c in configs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    simulate(configs[0], prep)  # compile (or load from cache) before the threads race to it
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda c: simulate(c, prep), configs))
