@@ -55,6 +55,12 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
+def _cmd_worker(args) -> int:
+    from harness.runcmd import worker
+
+    return worker(args)
+
+
     from harness.report.study import build
 
     paths = build(args.study_dir)
@@ -165,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--storage", help="an Optuna storage URL (default: SQLite in the study folder)"
+    worker = sub.add_parser(
+        "worker", help="a Locust load worker for a harness run/tune on another machine"
+    )
+    from harness.runcmd import add_worker_arguments
+
+    add_worker_arguments(worker)
+    worker.set_defaults(func=_cmd_worker)
+
     )
     tune.add_argument("--timeout", type=float, help="stop searching after this many seconds")
     tune.add_argument(

@@ -51,6 +51,9 @@ class LoadConfig:
     cpus: str = ""  # empty: every core the server does not use
 
 
+    remote_workers: int = 0  # workers on other machines (`harness worker --master-host ...`)
+    master_bind_host: str = "127.0.0.1"  # 0.0.0.0 (or an address) to let remote workers in
+    master_port: int = 0  # 0: a free port, or 5557 when remote workers are expected
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SloConfig:
     p99_ms: float = 100.0

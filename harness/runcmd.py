@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -75,7 +76,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window", type=float, default=5.0, help="seconds per measurement window")
     g.add_argument("--max-windows", type=int, default=8)
     g.add_argument(
-        "--processes", type=int, default=1, help="Locust processes (cores for the generator)"
+        "--processes",
+        type=int,
+        default=1,
+        help="local Locust processes; above 1, a master and N worker processes (one core each)",
+    )
+    g.add_argument(
+        "--remote-workers",
+        type=int,
+        default=0,
+        help="also wait for N workers from other machines ('harness worker --master-host THIS')",
+    )
+    g.add_argument(
+        "--master-bind-host",
+        default="127.0.0.1",
+        help="where the Locust master listens (0.0.0.0 or this host's address for remote workers)",
+    )
+    g.add_argument(
+        "--master-port",
+        type=int,
+        default=0,
+        help="the Locust master's port (default: free; 5557 with remote workers)",
     )
     g.add_argument(
         "--load-cpus", help="cores for the generator (default: every core but the server's)"
@@ -137,6 +158,9 @@ def experiment_from(args):
         "max_windows": args.max_windows,
         "processes": args.processes,
         "cpus": args.load_cpus or "",
+        "remote_workers": args.remote_workers,
+        "master_bind_host": args.master_bind_host,
+        "master_port": args.master_port,
     }
     data = {"model": model, "server": server, "load": load}
     for item in args.set or []:
@@ -237,3 +261,63 @@ def _server_line(view: dict) -> str:
     return f"{view['batches']} batches, mean size {view['mean_batch_size']:.1f}" + (
         f", mean queueing {q:.2f} ms" if q is not None else ""
     )
+
+
+# -- harness worker ----------------------------------------------------------------------------
+
+
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--master-host", required=True, help="the machine running harness run/tune")
+    p.add_argument("--master-port", type=int, default=5557, help="its Locust master port")
+    p.add_argument(
+        "--protocol", choices=["grpc", "rest"], default="grpc", help="the experiment's protocol"
+    )
+    p.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--cpus", help="cores for the workers, e.g. 2-7")
+    p.add_argument(
+        "--once", action="store_true", help="serve one measurement, then exit (default: loop)"
+    )
+
+
+def worker(args) -> int:
+    """Keep Locust workers connected to a master: each measurement's master tells its workers
+    to quit when it ends, so a new worker is started for the next one until Ctrl-C."""
+    import subprocess
+
+    from harness.cpus import parse_cpus
+    from harness.load.runner import worker_command
+    from harness.procs import stop_group
+
+    if args.processes < 1:
+        raise ConfigError("--processes must be >= 1")
+    cpus = parse_cpus(args.cpus)
+    cmd = worker_command(args.protocol, args.master_host, args.master_port)
+    if args.processes > 1:
+        cmd += ["--processes", str(args.processes)]
+    print(
+        f"load worker ({args.protocol}, {args.processes} process(es)): connecting to the master "
+        f"at {args.master_host}:{args.master_port}; Ctrl-C to stop",
+        flush=True,
+    )
+    pinned = set(cpus) if cpus else None
+    measurements = 0
+    proc = None
+    try:
+        while True:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, pinned)) if pinned else None,
+            )
+            rc = proc.wait()
+            measurements += 1
+            print(f"worker exited with code {rc} after measurement {measurements}", flush=True)
+            if args.once:
+                return rc
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        if proc is not None:
+            stop_group(proc, 10)
+        print("load worker stopped", flush=True)
+        return 0

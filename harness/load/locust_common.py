@@ -8,13 +8,16 @@ signature. Options are Locust custom arguments, so they work on the command line
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 import gevent
 import numpy as np
 from locust import events
+from locust.runners import MasterRunner, WorkerRunner
 
-from harness.load import payloads, status
+from harness.load import distributed, payloads, status
 from harness.load.recorder import Recorder
 
 
@@ -68,31 +71,111 @@ def _options(parser) -> None:
 
 
 _recorder: Recorder | None = None
+_collector: distributed.Collector | None = None
+_shipped = 0
 
 
 def recorder(environment) -> Recorder:
+    """This process's recorder. A worker keeps rows in memory and ships them to the master."""
     global _recorder
     if _recorder is None:
-        _recorder = Recorder(environment.parsed_options.record_dir or None)
+        ships = isinstance(environment.runner, WorkerRunner)
+        _recorder = Recorder(None if ships else (environment.parsed_options.record_dir or None))
+        if not ships:
 
-        def flush_loop():
+            def flush_loop():
+                while True:
+                    gevent.sleep(1.0)
+                    _recorder.flush()
+
+            gevent.spawn(flush_loop)
+    return _recorder
+
+
+def _ship(environment) -> None:
+    """Worker: send the rows recorded since the last call (possibly none: it says "alive")."""
+    global _shipped
+    if not getattr(environment.parsed_options, "record_dir", ""):
+        return  # the master keeps no record (a plain Locust run by hand)
+    arrays, oversize = recorder(environment).take()
+    t = os.times()
+    _shipped += 1
+    try:
+        environment.runner.send_message(
+            distributed.MESSAGE, distributed.pack(_shipped, arrays, oversize, t.user + t.system)
+        )
+    except Exception as exc:  # the master is gone; the harness sees the gap
+        logging.warning("could not ship samples to the master: %s", exc)
+
+
+@events.init.add_listener
+def _distributed_init(environment, **_kw) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+
+        def ship_loop():
             while True:
                 gevent.sleep(1.0)
-                _recorder.flush()
+                _ship(environment)
 
-        gevent.spawn(flush_loop)
-    return _recorder
+        gevent.spawn(ship_loop)
+    elif isinstance(runner, MasterRunner):
+        _master_init(environment, runner)
+
+
+def _master_init(environment, runner) -> None:
+    global _collector
+    o = environment.parsed_options
+    if o is not None and o.record_dir:
+        _collector = distributed.Collector(o.record_dir, expected=o.expect_workers)
+
+    def on_samples(environment, msg, **_kw):
+        if _collector is not None:
+            _collector.receive(msg.node_id, msg.data, runner.get_worker_index(msg.node_id))
+
+    runner.register_message(distributed.MESSAGE, on_samples)
+
+    @environment.events.worker_connect.add_listener
+    def _joined(client_id, **_kw):
+        if _collector is not None:
+            _collector.joined(client_id, runner.get_worker_index(client_id))
+
+    def watch():
+        while True:
+            gevent.sleep(0.5)
+            if _collector is None:
+                return
+            for node in list(_collector.workers):
+                client = runner.clients.get(node)
+                if client is None:
+                    _collector.lost(node, "it quit or was removed by the master")
+                elif client.state == "missing":
+                    _collector.lost(node, "it missed its heartbeats")
+
+    gevent.spawn(watch)
+
+
+@events.test_start.add_listener
+def _total_users(environment, **_kw) -> None:
+    # Workers only know their own user count; the open-loop rate is shared over all users, so
+    # the master hands the total on with the custom options it sends to every worker.
+    if isinstance(environment.runner, MasterRunner) and environment.parsed_options is not None:
+        environment.parsed_options.total_users = environment.runner.target_user_count
 
 
 @events.quitting.add_listener
 def _final_flush(environment, **_kw) -> None:
-    if _recorder is not None:
+    if isinstance(environment.runner, WorkerRunner):
+        _ship(environment)
+    elif _recorder is not None:
         _recorder.flush()
 
 
 @events.test_stop.add_listener
 def _stop_flush(environment, **_kw) -> None:
-    if _recorder is not None:
+    if isinstance(environment.runner, WorkerRunner):
+        _ship(environment)
+    elif _recorder is not None:
         _recorder.flush()
 
 
@@ -150,7 +233,10 @@ class _PredictUser:
         self._open_loop(o)
 
     def _open_loop(self, o) -> None:
-        users = max(1, getattr(self.environment.runner, "target_user_count", 1) or 1)
+        users = getattr(o, "total_users", 0) or getattr(
+            self.environment.runner, "target_user_count", 1
+        )
+        users = max(1, users or 1)
         rate = o.arrival_rate / users
         next_t = time.time()
         while True:

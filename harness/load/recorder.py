@@ -35,29 +35,38 @@ class Recorder:
     ) -> None:
         self._rows.append((t_intended, latency_us, code, size, late_us))
 
-    def flush(self) -> Path | None:
-        if self.directory is None or (not self._rows and not self.oversize):
-            return None
+    def take(self) -> tuple[dict[str, np.ndarray], list[list[int]]]:
+        """The rows and oversize counts recorded since the last call, as numpy columns."""
         rows, self._rows = self._rows, []
         oversize, self.oversize = self.oversize, Counter()
         arrays = {
             name: np.array([r[i] for r in rows], dtype=dt)
             for i, (name, dt) in enumerate(zip(COLUMNS, DTYPES))
         }
+        return arrays, [[s, lim, n] for (s, lim), n in oversize.items()]
+
+    def flush(self) -> Path | None:
+        if self.directory is None or (not self._rows and not self.oversize):
+            return None
+        arrays, oversize = self.take()
         self._seq += 1
-        path = self.directory / f"samples-{self._prefix}-{self._seq:06d}.npz"
-        tmp = path.with_name("." + path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                **arrays,
-                oversize=np.frombuffer(
-                    json.dumps([[s, lim, n] for (s, lim), n in oversize.items()]).encode(),
-                    dtype=np.uint8,
-                ),
-            )
-        os.replace(tmp, path)
-        return path
+        return write_chunk(self.directory, f"{self._prefix}-{self._seq:06d}", arrays, oversize)
+
+
+def write_chunk(
+    directory: Path, name: str, arrays: dict[str, np.ndarray], oversize: list[list[int]]
+) -> Path:
+    """One chunk file ``samples-<name>.npz``, renamed into place so a reader never sees half."""
+    path = Path(directory) / f"samples-{name}.npz"
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(
+            f,
+            **arrays,
+            oversize=np.frombuffer(json.dumps(oversize).encode(), dtype=np.uint8),
+        )
+    os.replace(tmp, path)
+    return path
 
 
 class Samples:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import psutil
 
 from harness.errors import ConfigError, LoadError
-from harness.load import promscrape, status
+from harness.load import distributed, promscrape, status
 from harness.load.recorder import Samples
 from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group
@@ -41,9 +42,20 @@ class LoadSpec:
     min_windows: int = 3
     max_windows: int = 8
     tolerance: float = 0.10
-    processes: int = 1  # Locust worker processes (more cores for the generator)
+    processes: int = 1  # local Locust processes; above 1 (or with remote workers): master/workers
     cpus: tuple[int, ...] | None = None  # cores for the generator
     request_timeout_s: float = 30.0
+    remote_workers: int = 0  # workers on other machines that connect to our master
+    master_bind_host: str = "127.0.0.1"  # where the master listens for workers
+    master_port: int = 0  # 0: a free port (5557, Locust's default, once remote workers join)
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1 or self.remote_workers > 0
+
+    @property
+    def workers(self) -> int:
+        return self.processes + self.remote_workers if self.distributed else 1
 
     def check(self) -> None:
         if self.protocol not in ("grpc", "rest"):
@@ -61,6 +73,16 @@ class LoadSpec:
             raise ConfigError(
                 "need window_s > 0, warmup_s >= 0 and 1 <= min_windows <= max_windows"
             )
+        if (
+            self.processes < 0
+            or self.remote_workers < 0
+            or self.processes + self.remote_workers < 1
+        ):
+            raise ConfigError(
+                "need processes >= 0 and remote_workers >= 0, with at least one of them > 0"
+            )
+        if not 0 <= self.master_port < 65536:
+            raise ConfigError(f"master_port {self.master_port} is not a port number")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +97,7 @@ class RunResult:
     samples_dir: Path
     warnings: list[str]
     oversize: list[dict]  # INVALID_ARGUMENT "Task size N is larger than ... M": counts by (N, M)
+    workers: list[dict] = dataclasses.field(default_factory=list)  # master/worker mode only
 
     def summary(self) -> dict:
         m = self.measurement.to_dict()
@@ -87,6 +110,8 @@ class RunResult:
             generator_bound=self.generator_bound,
             warnings=self.warnings,
         )
+        if self.workers:
+            m["workers"] = self.workers
         return m
 
 
@@ -98,10 +123,15 @@ def locustfile(protocol: str) -> Path:
 
 
 def locust_command(
-    endpoint: Endpoint, spec: LoadSpec, record_dir: Path, run_time_s: int
+    endpoint: Endpoint,
+    spec: LoadSpec,
+    record_dir: Path,
+    run_time_s: int,
+    master_port: int | None = None,
 ) -> list[str]:
+    """The one Locust process of a plain run, or the master when ``master_port`` is given."""
     host = f"grpc://{endpoint.grpc_target}" if spec.protocol == "grpc" else endpoint.rest_url
-    users = spec.users if spec.rate <= 0 else max(1, spec.processes)
+    users = spec.users if spec.rate <= 0 else max(1, spec.workers)
     cmd = [
         sys.executable,
         "-m",
@@ -135,9 +165,54 @@ def locust_command(
     ]
     if spec.rate > 0:
         cmd += ["--arrival-rate", str(spec.rate), "--arrivals", spec.arrivals]
-    if spec.processes > 1:
-        cmd += ["--processes", str(spec.processes)]
+    if master_port is not None:
+        cmd += [
+            "--master",
+            "--master-bind-host",
+            spec.master_bind_host,
+            "--master-bind-port",
+            str(master_port),
+            "--expect-workers",
+            str(spec.workers),
+            "--expect-workers-max-wait",
+            str(int(WORKER_WAIT_S)),
+        ]
     return cmd
+
+
+WORKER_WAIT_S = 60.0  # how long the master waits for every worker to connect
+
+
+def worker_command(protocol: str, master_host: str, master_port: int) -> list[str]:
+    """A Locust worker: the same command runs beside the harness or on another machine."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile(protocol)),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+        "--loglevel",
+        "WARNING",
+    ]
+
+
+def _master_port(spec: LoadSpec) -> int:
+    if spec.master_port:
+        return spec.master_port
+    if spec.remote_workers:
+        return 5557  # remote workers need a port known in advance: Locust's own default
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _local_master_host(bind: str) -> str:
+    return "127.0.0.1" if bind in ("", "*", "0.0.0.0", "127.0.0.1", "localhost") else bind
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
@@ -155,6 +230,34 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
+class _Procs:
+    """The Locust processes of one measurement: one alone, or a master and its local workers."""
+
+    def __init__(self, master, workers, log_path: Path) -> None:
+        self.master = master
+        self.workers = workers  # [(Popen, log path)]
+        self.log_path = log_path
+
+    def poll(self):
+        """The master's exit code; a local worker that exited raises WorkerLost."""
+        for i, (w, log) in enumerate(self.workers):
+            if w.poll() is not None:
+                raise distributed.WorkerLost(
+                    f"local load worker {i + 1} exited with code {w.returncode} during the "
+                    f"measurement: the window is invalid\n{log_tail(log.read_text(errors='replace'))}"
+                )
+        return self.master.poll()
+
+    @property
+    def returncode(self):
+        return self.master.returncode
+
+    def stop(self) -> None:
+        stop_group(self.master, 15)  # Locust stops its users and flushes its samples on SIGTERM
+        for w, _ in self.workers:
+            stop_group(w, 15)
+
+
 def run_load(endpoint: Endpoint, spec: LoadSpec, workdir: Path, *, check_server=None) -> RunResult:
     """Drive ``endpoint`` with ``spec`` and measure; ``check_server()`` raises if the server died."""
     spec.check()
@@ -163,15 +266,26 @@ def run_load(endpoint: Endpoint, spec: LoadSpec, workdir: Path, *, check_server=
     shutil.rmtree(record_dir, ignore_errors=True)
     record_dir.mkdir(parents=True)
     run_time = int(spec.warmup_s + spec.max_windows * spec.window_s + 30)
-    cmd = locust_command(endpoint, spec, record_dir, run_time)
     log_path = workdir / "locust.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    proc = spawn(cmd, log_path, spec.cpus, env=env, cwd=workdir)
-    ps = psutil.Process(proc.pid)
+    workers = []
+    if not spec.distributed:
+        cmd = locust_command(endpoint, spec, record_dir, run_time)
+        proc = spawn(cmd, log_path, spec.cpus, env=env, cwd=workdir)
+    else:
+        port = _master_port(spec)
+        cmd = locust_command(endpoint, spec, record_dir, run_time + int(WORKER_WAIT_S), port)
+        proc = spawn(cmd, log_path, spec.cpus, env=env, cwd=workdir)
+        wcmd = worker_command(spec.protocol, _local_master_host(spec.master_bind_host), port)
+        cpus = spec.cpus or tuple(sorted(os.sched_getaffinity(0)))
+        for i in range(spec.processes):  # each local worker on its own core, round robin
+            log = workdir / f"locust-worker-{i + 1}.log"
+            workers.append((spawn(wcmd, log, (cpus[i % len(cpus)],), env=env, cwd=workdir), log))
+    procs = _Procs(proc, workers, log_path)
     try:
-        return _measure_windows(proc, ps, endpoint, spec, record_dir, log_path, check_server)
+        return _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server)
     finally:
-        stop_group(proc, 15)  # Locust stops its users and flushes its samples on SIGTERM
+        procs.stop()
 
 
 def _wait_first_sample(
@@ -194,10 +308,19 @@ def _wait_first_sample(
     )
 
 
-def _measure_windows(proc, ps, endpoint, spec, record_dir, log_path, check_server) -> RunResult:
-    first = _wait_first_sample(proc, record_dir, log_path, check_server)
+def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) -> RunResult:
+    ps = psutil.Process(procs.master.pid)
+    wait = 60.0 + (WORKER_WAIT_S if spec.distributed else 0.0)
+    first = _wait_first_sample(procs, record_dir, log_path, check_server, wait)
     start = first + spec.warmup_s
-    _sleep_until(start + 0.5, proc, check_server, log_path)
+    _sleep_until(start + 0.5, procs, check_server, log_path)
+
+    def poll():
+        _check(procs, check_server, log_path)
+
+    if spec.distributed:  # every worker alive and reporting before the first window counts
+        distributed.wait_window(record_dir, start, spec.workers, poll)
+    status0 = distributed.read_status(record_dir)
     windows: list[Measurement] = []
     views: list[dict] = []
     scrape0 = prev = promscrape.scrape(endpoint.metrics_url)
@@ -206,7 +329,9 @@ def _measure_windows(proc, ps, endpoint, spec, record_dir, log_path, check_serve
     for i in range(spec.max_windows):
         edge = start + (i + 1) * spec.window_s
         # wait for the window's requests to be answered and flushed (chunks land every second)
-        _sleep_until(edge + 1.5, proc, check_server, log_path)
+        _sleep_until(edge + 1.5, procs, check_server, log_path)
+        if spec.distributed:  # a worker that died makes this window invalid, not smaller
+            distributed.wait_window(record_dir, edge, spec.workers, poll)
         now_scrape = promscrape.scrape(endpoint.metrics_url)
         samples = Samples.read(record_dir)
         windows.append(measure(samples, edge - spec.window_s, edge))
@@ -226,6 +351,18 @@ def _measure_windows(proc, ps, endpoint, spec, record_dir, log_path, check_serve
     n_cpus = len(spec.cpus) if spec.cpus else (os.cpu_count() or 1)
     gen_cpu = (cpu1 - cpu0) / max(wall1 - wall0, 1e-9) / max(min(n_cpus, max(spec.processes, 1)), 1)
     warnings = []
+    workers = []
+    if spec.distributed:
+        workers = distributed.worker_figures(status0, distributed.read_status(record_dir))
+        shares = [w["cpu"] for w in workers if w["cpu"] is not None]
+        gen_cpu = max(shares, default=gen_cpu)  # the busiest worker decides (one core each)
+        for w in workers:
+            if w["skew_s"] is not None and abs(w["skew_s"]) > distributed.SKEW_WARN_S:
+                warnings.append(
+                    f"worker {w['worker']}'s clock is {w['skew_s'] * 1000:+.0f} ms off the "
+                    "master's (plus network delay): samples may land in the wrong window; "
+                    "sync clocks (NTP)"
+                )
     if not stable:
         warnings.append(
             f"unstable: the last windows differ by more than {spec.tolerance:.0%} "
@@ -254,6 +391,7 @@ def _measure_windows(proc, ps, endpoint, spec, record_dir, log_path, check_serve
         samples_dir=record_dir,
         warnings=warnings,
         oversize=oversize_counts(samples, start, end),
+        workers=workers,
     )
 
 
@@ -270,16 +408,20 @@ def oversize_counts(samples: Samples, t0: float, t1: float) -> list[dict]:
     ]
 
 
+def _check(proc, check_server, log_path: Path) -> None:
+    if proc.poll() is not None:
+        raise LoadError(
+            f"Locust exited early with code {proc.returncode}\n"
+            f"{log_tail(log_path.read_text(errors='replace'))}"
+        )
+    if check_server:
+        check_server()
+
+
 def _sleep_until(t: float, proc, check_server, log_path: Path) -> None:
     while True:
         left = t - time.time()
         if left <= 0:
             return
-        if proc.poll() is not None:
-            raise LoadError(
-                f"Locust exited early with code {proc.returncode}\n"
-                f"{log_tail(log_path.read_text(errors='replace'))}"
-            )
-        if check_server:
-            check_server()
+        _check(proc, check_server, log_path)
         time.sleep(min(left, 0.25))
