@@ -132,3 +132,47 @@ def add_profile_parser(sub) -> None:
     )
     p.add_argument("--force", action="store_true", help="measure again even if a profile exists")
     p.set_defaults(func=cmd_profile)
+
+
+def cmd_plan(args) -> int:
+    from harness.sim import profile as profiles
+    from harness.sim.cli import ensure_profile, load_experiment
+
+    if bool(args.profile) == bool(args.experiment):
+        raise ConfigError("give --profile FILE or --experiment FILE (one of them)")
+    if args.profile:
+        prof = profiles.load(args.profile)
+        protocol = args.protocol or next(iter(prof.overhead))
+        sizes = args.request_sizes or "1"
+    else:
+        exp = load_experiment(args.experiment, args.set)
+        prof = ensure_profile(exp)
+        protocol = args.protocol or exp.load.protocol
+        sizes = args.request_sizes or exp.load.request_sizes
+    from harness.sim.plan import plan, render
+
+    result = plan(
+        prof,
+        rate=args.rate,
+        p99_ms=args.p99,
+        protocol=protocol,
+        sizes=sizes,
+        headroom=args.headroom,
+    )
+    print(render(result))
+    return 0
+
+
+def add_plan_parser(sub) -> None:
+    p = sub.add_parser(
+        "plan", help="batching config and replica count to serve a rate within a p99 (simulated)"
+    )
+    p.add_argument("--rate", type=float, required=True, help="requests per second to serve")
+    p.add_argument("--p99", type=float, required=True, help="p99 latency limit in ms")
+    p.add_argument("--profile", help="a profile JSON from 'harness profile'")
+    p.add_argument("--experiment", help="or an experiment (its profile, measured if missing)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--protocol", choices=["grpc", "rest"])
+    p.add_argument("--request-sizes", help="size mix like 1:50,4:30,16:20 (default 1)")
+    p.add_argument("--headroom", type=float, default=0.2, help="capacity kept spare (default 0.2)")
+    p.set_defaults(func=cmd_plan)

@@ -58,6 +58,7 @@ if cpus:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, %(root)r)
 from harness.refserver.model import LoadedModel
+from harness.refserver.tensors import NUMPY_DTYPE
 m = LoadedModel(path, version)
 sig = m.signature(%(signature)r)
 rng = np.random.default_rng(0)
@@ -65,7 +66,7 @@ def feed(b):
     out = []
     for spec in sig.inputs.values():
         shape = [b] + [d if d and d > 0 else 1 for d in spec.shape[1:]]
-        out.append(rng.random(shape).astype(spec.dtype))
+        out.append(rng.random(shape).astype(NUMPY_DTYPE[spec.dtype]))
     return out
 res = {}
 for b in sizes:

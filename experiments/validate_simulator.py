@@ -1,0 +1,275 @@
+"""Predicted against measured: the simulator's error per config on the reference server.
+
+Each case is measured exactly as a tuning trial is (``TrialRunner.measure``: a fresh server with
+the config, the experiment's Locust load, warm-up then windows until stable) and predicted by the
+simulator from the model's profile (``harness profile``). Resumable: every measurement is kept in
+``results/simulator-validation/measured/<case>.json`` and skipped when present, so the heavy part
+runs in short chunks under the lock:
+
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py profiles
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure --limit 8
+    .venv/bin/python experiments/validate_simulator.py report
+
+``report`` (no server, no lock) writes ``validation.csv`` and ``validation.md`` with the errors.
+Targets: throughput within 10%, p99 within 20%, rejections within 20% where non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.batching import BatchingParameters  # noqa: E402
+from harness.sim.cli import ensure_profile, load_experiment  # noqa: E402
+from harness.tuning import outputs  # noqa: E402
+from harness.tuning.space import TrialConfig  # noqa: E402
+
+OUT = ROOT / "results" / "simulator-validation"
+EXPERIMENTS = {
+    "ranker": "experiments/default.toml",
+    "mobilenet_v2": "experiments/mobilenet_v2.toml",
+}
+
+
+def B(mbs, t, thr, q, **kw):
+    return BatchingParameters(
+        max_batch_size=mbs,
+        batch_timeout_micros=t,
+        num_batch_threads=thr,
+        max_enqueued_batches=q,
+        **kw,
+    )
+
+
+# (case id, model, experiment overrides, config); closed loop unless load.rate is set
+BIG = 1_000_000
+CASES = [
+    ("r-c64-off", "ranker", [], None),
+    ("r-c64-b1", "ranker", [], B(1, 0, 1, BIG)),
+    ("r-c64-b8", "ranker", [], B(8, 0, 1, BIG)),
+    ("r-c64-b32-t0", "ranker", [], B(32, 0, 1, BIG)),
+    ("r-c64-b64-t0", "ranker", [], B(64, 0, 1, BIG)),
+    ("r-c64-b64-t10ms", "ranker", [], B(64, 10_000, 1, BIG)),
+    ("r-c64-b128-t1ms-2thr", "ranker", [], B(128, 1000, 2, BIG)),
+    ("r-c64-b16-t0-2thr", "ranker", [], B(16, 0, 2, BIG)),
+    ("r-c64-b4-q1", "ranker", [], B(4, 0, 1, 1)),
+    ("r-c64-b16-t100ms-q1", "ranker", [], B(16, 100_000, 1, 1)),
+    (
+        "r-c16-mix-b8",
+        "ranker",
+        ["load.users=16", 'load.request_sizes="1:60,4:30,16:10"'],
+        B(8, 1000, 1, BIG),
+    ),
+    ("r-o800-b32-t2ms", "ranker", ["load.rate=800"], B(32, 2000, 1, BIG)),
+    ("r-o800-b8-t0", "ranker", ["load.rate=800"], B(8, 0, 1, BIG)),
+    ("r-o1200-b64-t5ms", "ranker", ["load.rate=1200"], B(64, 5000, 1, BIG)),
+    ("r-o1200-b16-q4", "ranker", ["load.rate=1200"], B(16, 0, 1, 4)),
+    ("m-c32-off", "mobilenet_v2", [], None),
+    ("m-c32-b8-t0", "mobilenet_v2", [], B(8, 0, 1, BIG)),
+    ("m-c32-b32-t10ms", "mobilenet_v2", [], B(32, 10_000, 1, BIG)),
+    ("m-c32-b4-t0-2thr", "mobilenet_v2", [], B(4, 0, 2, BIG)),
+    ("m-c32-b2-q1", "mobilenet_v2", [], B(2, 0, 1, 1)),
+    ("m-o150-b16-t20ms", "mobilenet_v2", ["load.rate=150"], B(16, 20_000, 1, BIG)),
+    ("m-o200-b8-t0", "mobilenet_v2", ["load.rate=200"], B(8, 0, 1, BIG)),
+    ("m-o200-b32-t5ms-q4", "mobilenet_v2", ["load.rate=200"], B(32, 5000, 1, 4)),
+]
+
+
+def experiment(model: str, overrides: list[str]):
+    return load_experiment(EXPERIMENTS[model], overrides)
+
+
+def cmd_profiles(args) -> None:
+    for model, path in EXPERIMENTS.items():
+        exp = load_experiment(path, [])
+        ensure_profile(exp, protocols=["grpc"], max_size=128 if model == "ranker" else 32)
+
+
+def cmd_measure(args) -> None:
+    from harness.tuning.trial import TrialRunner
+
+    todo = [c for c in CASES if not (OUT / "measured" / f"{c[0]}.json").exists()]
+    if args.only:
+        todo = [c for c in todo if c[0] in args.only.split(",")]
+    todo = todo[: args.limit]
+    print(f"{len(todo)} to measure ({len(CASES)} cases)")
+    for cid, model, overrides, params in todo:
+        exp = experiment(model, overrides)
+        runner = TrialRunner(exp)
+        try:
+            t = time.monotonic()
+            cfg = TrialConfig(batching=params)
+            work = Path("/tmp/sim-validation") / cid
+            try:
+                res = runner.measure(cfg, work)
+            except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the rest go on
+                res = {"failed": str(exc).splitlines()[0]}
+            else:
+                meas = json.loads((work / "measurement.json").read_text())
+                res["seconds"] = sum(w["seconds"] for w in meas["windows"])
+            res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            outputs.write_json_atomic(OUT / "measured" / f"{cid}.json", res)
+            print(
+                f"{cid}: {res.get('items_per_s', 0):.0f} items/s, p99 {res.get('p99_ms')}, "
+                f"errors {res.get('errors')} ({time.monotonic() - t:.0f}s)"
+            )
+        finally:
+            runner.close()
+
+
+def predict(model: str, overrides: list[str], params, profile):
+    from harness.sim.model import Prepared, ServerModel, Workload, simulate
+
+    exp = experiment(model, overrides)
+    load = exp.load
+    wl = Workload(
+        users=load.users,
+        rate=load.rate,
+        arrivals=load.arrivals,
+        request_sizes=load.request_sizes,
+        warmup_s=2.0,
+        window_s=20.0,
+    )
+    srv = ServerModel.from_profile(profile, load.protocol, max_size=128)
+    return simulate(params, Prepared(wl, srv)), exp
+
+
+def _err(pred, meas):
+    if pred is None or meas is None:
+        return None
+    if meas == 0:
+        return 0.0 if pred == 0 else None
+    return (pred - meas) / meas
+
+
+def cmd_report(args) -> None:
+    from harness.sim import profile as profiles
+    from harness.sim.cli import profile_path_for
+
+    rows = []
+    profs = {}
+    for cid, model, overrides, params in CASES:
+        f = OUT / "measured" / f"{cid}.json"
+        if not f.exists():
+            continue
+        meas = json.loads(f.read_text())
+        if "failed" in meas:
+            rows.append({"case": cid, "model": model, "failed": meas["failed"]})
+            continue
+        if model not in profs:
+            profs[model] = profiles.load(profile_path_for(experiment(model, [])))
+        pred, exp = predict(model, overrides, params, profs[model])
+        secs = meas["seconds"]
+        m_unav = meas["errors"].get("UNAVAILABLE", 0) / secs
+        m_inv = meas["errors"].get("INVALID_ARGUMENT", 0) / secs
+        p_unav = pred.queue_full / 20.0
+        p_inv = pred.oversize / 20.0
+        load = exp.load
+        rows.append(
+            {
+                "case": cid,
+                "model": model,
+                "workload": f"open {load.rate:g}/s" if load.rate else f"closed {load.users} users",
+                "sizes": load.request_sizes,
+                "config": TrialConfig(batching=params).describe(),
+                "measured_items_per_s": round(meas["items_per_s"], 1),
+                "predicted_items_per_s": round(pred.items_per_s, 1),
+                "items_err": _err(pred.items_per_s, meas["items_per_s"]),
+                "measured_p50_ms": meas["p50_ms"],
+                "predicted_p50_ms": pred.p50_ms,
+                "measured_p99_ms": meas["p99_ms"],
+                "predicted_p99_ms": pred.p99_ms,
+                "p99_err": _err(pred.p99_ms, meas["p99_ms"]),
+                "measured_unavailable_per_s": round(m_unav, 1),
+                "predicted_unavailable_per_s": round(p_unav, 1),
+                "unavailable_err": _err(p_unav, m_unav) if m_unav or p_unav else None,
+                "measured_invalid_per_s": round(m_inv, 1),
+                "predicted_invalid_per_s": round(p_inv, 1),
+                "invalid_err": _err(p_inv, m_inv) if m_inv or p_inv else None,
+                "measured_mean_batch": meas.get("mean_batch_size"),
+                "predicted_mean_batch": pred.mean_batch_size,
+                "stable": meas.get("stable"),
+            }
+        )
+    outputs.write_csv_atomic(OUT / "validation.csv", rows)
+    (OUT / "validation.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+def _pct(v):
+    return "" if v is None else f"{v:+.0%}"
+
+
+def _f(v, nd=1):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def markdown(rows) -> str:
+    ok = [r for r in rows if "failed" not in r]
+    lines = [
+        "# Simulator validation: predicted against measured",
+        "",
+        "Reference server on core 0, Locust on core 1, each case measured as a tuning trial is "
+        "(`TrialRunner.measure`). Errors are (predicted - measured) / measured. Targets: "
+        "throughput within 10%, p99 within 20%, rejections (per second) within 20% where non-zero.",
+        "",
+        "| case | workload | config | items/s meas | pred | err | p99 ms meas | pred | err "
+        "| UNAVAILABLE/s meas | pred | err | INVALID/s meas | pred | err | mean batch meas | pred |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ok:
+        lines.append(
+            f"| {r['case']} | {r['workload']}, sizes {r['sizes']} | {r['config']} "
+            f"| {r['measured_items_per_s']:.0f} | {r['predicted_items_per_s']:.0f} | {_pct(r['items_err'])} "
+            f"| {_f(r['measured_p99_ms'])} | {_f(r['predicted_p99_ms'])} | {_pct(r['p99_err'])} "
+            f"| {r['measured_unavailable_per_s']:.0f} | {r['predicted_unavailable_per_s']:.0f} | {_pct(r['unavailable_err'])} "
+            f"| {r['measured_invalid_per_s']:.0f} | {r['predicted_invalid_per_s']:.0f} | {_pct(r['invalid_err'])} "
+            f"| {_f(r['measured_mean_batch'])} | {_f(r['predicted_mean_batch'])} |"
+        )
+    for r in rows:
+        if "failed" in r:
+            lines.append(f"| {r['case']} | failed: {r['failed']} |")
+
+    def share(key, limit):
+        vals = [abs(r[key]) for r in ok if r[key] is not None]
+        if not vals:
+            return "none"
+        within = sum(v <= limit for v in vals)
+        return (
+            f"{within}/{len(vals)} within {limit:.0%} (median |err| {statistics.median(vals):.0%}, "
+            f"max {max(vals):.0%})"
+        )
+
+    lines += [
+        "",
+        f"- throughput: {share('items_err', 0.10)}",
+        f"- p99: {share('p99_err', 0.20)}",
+        f"- UNAVAILABLE (queue full): {share('unavailable_err', 0.20)}",
+        f"- INVALID_ARGUMENT (oversize): {share('invalid_err', 0.20)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("profiles").set_defaults(func=cmd_profiles)
+    m = sub.add_parser("measure")
+    m.add_argument("--limit", type=int, default=8, help="cases per call (keep a call < 10 min)")
+    m.add_argument("--only", help="comma-separated case ids")
+    m.set_defaults(func=cmd_measure)
+    sub.add_parser("report").set_defaults(func=cmd_report)
+    args = ap.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

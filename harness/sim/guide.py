@@ -1,0 +1,256 @@
+"""``harness tune --guide simulate``: search the simulator first, then measure where it points.
+
+1. The experiment's profile is loaded (or measured once and saved, see ``harness profile``).
+2. Optuna searches the experiment's own space against the simulator (same ``suggest``, same
+   objective and constraints as the real study, thousands of times cheaper).
+3. The real trials go, in this order, to: the predicted best configs, the predicted Pareto front
+   (throughput up, p99 down: the safer points when the prediction is optimistic), and the
+   one-step neighbours of the best few. Predicted feasibility keeps a margin under the SLO
+   (``MARGIN``), because the simulator is a model and the machine is noisy.
+4. Every real trial carries its prediction (``predicted_*`` user attributes and columns in
+   trials.csv), so the prediction's error is visible per trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+
+from harness.config import Experiment, SearchConfig
+from harness.tuning.space import TrialConfig, suggest
+
+MARGIN = 0.15  # predicted p99 must be under (1 - MARGIN) x SLO to count as feasible
+SIM_TRIALS = 400
+
+
+def workload_for(exp: Experiment, users: int | None = None):
+    from harness.sim.model import Workload
+
+    load = exp.load
+    return Workload(
+        users=users or load.users,
+        rate=load.rate,
+        arrivals=load.arrivals,
+        request_sizes=load.request_sizes,
+        warmup_s=2.0,
+        window_s=10.0,
+    )
+
+
+class Guide:
+    def __init__(self, exp: Experiment, profile, cores: int, echo=print) -> None:
+        from harness.sim.model import ServerModel
+
+        self.exp = exp
+        self.profile = profile
+        self.cores = cores
+        self.echo = echo
+        self.server = ServerModel.from_profile(
+            profile, exp.load.protocol, cores=cores, max_size=max(1024, profile.max_size())
+        )
+        self._prepared: dict = {}
+        self._cache: dict[str, dict] = {}
+
+    # -- predictions ----------------------------------------------------------------------------
+
+    def _prep(self, users: int | None):
+        from harness.sim.model import Prepared
+
+        key = users or 0
+        if key not in self._prepared:
+            self._prepared[key] = Prepared(workload_for(self.exp, users), self.server)
+        return self._prepared[key]
+
+    def predict(self, cfg: TrialConfig) -> dict:
+        """The ``predicted_*`` figures for one config (cached)."""
+        from harness.sim.model import simulate
+
+        key = json.dumps(cfg.as_dict(), sort_keys=True)
+        if key not in self._cache:
+            p = simulate(cfg.batching, self._prep(cfg.users))
+            slo = self.exp.slo
+            p99 = p.p99_ms if p.p99_ms is not None else math.inf
+            self._cache[key] = {
+                "predicted_items_per_s": round(p.items_per_s, 1),
+                "predicted_p99_ms": None if p.p99_ms is None else round(p.p99_ms, 2),
+                "predicted_error_rate": round(p.error_rate, 4),
+                "predicted_mean_batch_size": p.mean_batch_size,
+                "predicted_feasible": p99 <= slo.p99_ms * (1 - MARGIN)
+                and p.error_rate <= slo.max_error_rate,
+            }
+        return self._cache[key]
+
+    # -- the simulated search -------------------------------------------------------------------
+
+    def search(
+        self, n_trials: int = SIM_TRIALS, seed: int | None = 0
+    ) -> list[tuple[TrialConfig, dict]]:
+        """Optuna over the simulator; returns every distinct config tried, with its prediction."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        slo = self.exp.slo
+        space = self.exp.search
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(60, n_trials)),
+        )
+        seen: dict[str, tuple[TrialConfig, dict]] = {}
+
+        def objective(trial):
+            cfg = suggest(trial, space, self.cores)
+            pred = self.predict(cfg)
+            seen.setdefault(json.dumps(cfg.as_dict(), sort_keys=True), (cfg, pred))
+            p99 = pred["predicted_p99_ms"] if pred["predicted_p99_ms"] is not None else 1e9
+            trial.set_constraint("p99", p99 - slo.p99_ms * (1 - MARGIN))
+            trial.set_constraint("errors", pred["predicted_error_rate"] - slo.max_error_rate)
+            return pred["predicted_items_per_s"]
+
+        t = time.monotonic()
+        study.optimize(objective, n_trials=n_trials)
+        self.echo(
+            f"simulated {n_trials} trials ({len(seen)} distinct configs) in "
+            f"{time.monotonic() - t:.1f}s"
+        )
+        return list(seen.values())
+
+    def candidates(
+        self, n: int, seed: int | None = 0, sim_trials: int = SIM_TRIALS
+    ) -> list[tuple[TrialConfig, dict, str]]:
+        """Up to ``n`` configs for real trials: (config, prediction, why)."""
+        tried = self.search(sim_trials, seed)
+        feasible = [(c, p) for c, p in tried if p["predicted_feasible"]]
+        feasible.sort(key=lambda cp: -cp[1]["predicted_items_per_s"])
+        out: list[tuple[TrialConfig, dict, str]] = []
+        keys: set[str] = set()
+
+        def add(cfg, pred, why) -> None:
+            k = json.dumps(cfg.as_dict(), sort_keys=True)
+            if k not in keys and len(out) < n:
+                keys.add(k)
+                out.append((cfg, pred, why))
+
+        top = feasible[: max(1, (n + 1) // 2)]
+        for i, (c, p) in enumerate(top):
+            add(c, p, f"predicted best #{i + 1}")
+        for c, p in pareto(tried):
+            if len(out) >= n - max(1, n // 4):
+                break
+            add(c, p, "predicted Pareto front")
+        for c, _ in top[:3]:
+            for nb in neighbours(c, self.exp.search, self.cores):
+                pred = self.predict(nb)
+                if pred["predicted_feasible"]:
+                    add(nb, pred, "neighbour of a predicted best")
+        for c, p in feasible:  # still room: the next best predictions
+            add(c, p, "predicted next best")
+        if not out:  # nothing predicted feasible: the lowest predicted p99 configs
+            tried.sort(key=lambda cp: cp[1]["predicted_p99_ms"] or math.inf)
+            for c, p in tried:
+                add(c, p, "lowest predicted p99 (none predicted within the SLO)")
+        return out
+
+
+def pareto(tried: list[tuple[TrialConfig, dict]]) -> list[tuple[TrialConfig, dict]]:
+    """Configs no other beats on both throughput and p99, among those within the error limit;
+    highest throughput first."""
+    pts = [
+        (c, p)
+        for c, p in tried
+        if p["predicted_p99_ms"] is not None and p["predicted_error_rate"] <= 0.01
+    ]
+    pts.sort(key=lambda cp: (-cp[1]["predicted_items_per_s"], cp[1]["predicted_p99_ms"]))
+    front, best_p99 = [], math.inf
+    for c, p in pts:
+        if p["predicted_p99_ms"] < best_p99:
+            front.append((c, p))
+            best_p99 = p["predicted_p99_ms"]
+    return front
+
+
+def _steps(value, choices, low, high, log: bool):
+    if choices:
+        ch = sorted(choices)
+        i = (
+            ch.index(value)
+            if value in ch
+            else min(range(len(ch)), key=lambda j: abs(ch[j] - value))
+        )
+        return [ch[j] for j in (i - 1, i + 1) if 0 <= j < len(ch)]
+    out = []
+    if value == 0:
+        return [low] if low else []
+    for v in (value * 2, value // 2) if log else (value + 1, value - 1):
+        if low <= v <= high:
+            out.append(int(v))
+    return out
+
+
+def neighbours(cfg: TrialConfig, space: SearchConfig, cores: int) -> list[TrialConfig]:
+    """Configs one step away in one parameter, inside the search space."""
+    b = cfg.batching
+    if b is None:
+        return []
+    out = []
+    for field in (
+        "max_batch_size",
+        "batch_timeout_micros",
+        "num_batch_threads",
+        "max_enqueued_batches",
+    ):
+        r = getattr(space, field)
+        v = getattr(b, field)
+        high = r.high or (cores if field == "num_batch_threads" else r.high)
+        vals = _steps(v, r.choices, r.low or 0, high or 0, r.log)
+        if field == "batch_timeout_micros" and r.zero and v != 0:
+            vals.append(0)
+        for nv in vals:
+            nb = dataclasses.replace(b, **{field: int(nv)})
+            if nb.max_execution_batch_size and nb.max_execution_batch_size > nb.max_batch_size:
+                continue
+            if nb.allowed_batch_sizes and nb.allowed_batch_sizes[-1] != (
+                nb.max_execution_batch_size or nb.max_batch_size
+            ):
+                continue
+            out.append(dataclasses.replace(cfg, batching=nb))
+    return out
+
+
+def make_guide(exp: Experiment, cores: int, echo=print) -> Guide:
+    """The guide with the experiment's profile, measuring it first when there is none."""
+    from harness.sim.cli import ensure_profile
+
+    prof = ensure_profile(exp, echo=echo)
+    return Guide(exp, prof, cores, echo)
+
+
+def describe_prediction(pred: dict) -> str:
+    p99 = pred.get("predicted_p99_ms")
+    return f"predicted {pred['predicted_items_per_s']:.0f} items/s, p99 {p99 if p99 is None else f'{p99:.1f}'} ms"
+
+
+# -- the tuner's hooks (harness.tuning.study calls these when --guide simulate is on) ----------
+
+
+def tuner_guide(tuner) -> Guide:
+    if getattr(tuner, "guide", None) is None:
+        tuner.guide = make_guide(tuner.exp, tuner._cores(), tuner.echo)
+    return tuner.guide
+
+
+def enqueue_guided(tuner, n_trials: int) -> None:
+    """Enqueue the real trials the simulator points at, each with its prediction."""
+    guide = tuner_guide(tuner)
+    picks = guide.candidates(n_trials, seed=tuner.exp.study.seed)
+    tuner.echo(f"the simulator's picks for {len(picks)} real trials:")
+    for cfg, pred, why in picks:
+        tuner.echo(f"  {cfg.describe():45} {describe_prediction(pred)}  [{why}]")
+        tuner.study.enqueue_trial({}, user_attrs={"config": cfg.as_dict(), "guided": why, **pred})
+
+
+def attach_prediction(tuner, trial, cfg: TrialConfig) -> None:
+    """A trial the sampler chose (beyond the simulator's picks) gets its prediction too."""
+    for k, v in tuner_guide(tuner).predict(cfg).items():
+        trial.set_user_attr(k, v)
