@@ -1,0 +1,108 @@
+"""Guided picks, capacity plans and profiles: pure, no server."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from harness.batching import BatchingParameters
+from harness.cli import main
+from harness.config import Experiment, ModelConfig
+from harness.errors import ConfigError
+from harness.sim import profile as profiles
+from harness.sim.guide import Guide, neighbours, pareto
+from harness.sim.plan import plan
+from harness.tuning.space import TrialConfig
+
+
+def ranker_like(max_size=128) -> profiles.Profile:
+    ex = {1: 2900, 2: 3200, 4: 3800, 8: 5000, 16: 7000, 32: 10500, 64: 18000, 128: 35000}
+    return profiles.Profile(
+        model="ranker-like",
+        backend="synthetic",
+        cores=1,
+        exec_us={
+            k: {"median": v, "p10": 0.95 * v, "p90": 1.08 * v}
+            for k, v in ex.items()
+            if k <= max_size
+        },
+        overhead={
+            "grpc": profiles.Overhead(
+                cpu_in_us=110, cpu_out_us=80, reject_us=60, rtt_us=150, client_us=300
+            )
+        },
+        environment={"cpu_model": "test"},
+    )
+
+
+def test_profile_round_trip_and_malformed_files(tmp_path):
+    p = profiles.save(ranker_like(), tmp_path / "p.json")
+    back = profiles.load(p)
+    assert back.exec_us == ranker_like().exec_us and back.overhead == ranker_like().overhead
+    data = json.loads(p.read_text())
+    data["exec_us"]["4"]["median"] = 0
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="not positive"):
+        profiles.load(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="no rest overhead"):
+        back.overhead_for("rest")
+
+
+def test_neighbours_stay_in_the_space():
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    cfg = TrialConfig(
+        batching=BatchingParameters(
+            max_batch_size=64,
+            batch_timeout_micros=1000,
+            num_batch_threads=1,
+            max_enqueued_batches=16,
+        )
+    )
+    got = {json.dumps(n.as_dict(), sort_keys=True) for n in neighbours(cfg, exp.search, cores=2)}
+    mbs = sorted(json.loads(g)["max_batch_size"] for g in got)
+    assert 32 in mbs and 128 in mbs and all(m in exp.search.max_batch_size.choices for m in mbs)
+    assert any(json.loads(g)["batch_timeout_micros"] == 0 for g in got)
+    assert any(json.loads(g)["num_batch_threads"] == 2 for g in got)
+    assert len(got) >= 6
+
+
+def test_guided_picks_are_distinct_predicted_and_best_first():
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    exp = dataclasses.replace(exp, slo=dataclasses.replace(exp.slo, p99_ms=150))
+    g = Guide(exp, ranker_like(), cores=1, echo=lambda *a: None)
+    picks = g.candidates(10, seed=0, sim_trials=120)
+    keys = [json.dumps(c.as_dict(), sort_keys=True) for c, _, _ in picks]
+    assert len(picks) == 10 and len(set(keys)) == 10
+    first = picks[0][1]
+    assert first["predicted_feasible"]
+    assert first["predicted_items_per_s"] == max(
+        p["predicted_items_per_s"] for _, p, _ in picks if p["predicted_feasible"]
+    )
+    # batching pays on this model: the best pick batches, far above batching off
+    off = g.predict(TrialConfig(batching=None))
+    assert first["predicted_items_per_s"] > 3 * off["predicted_items_per_s"]
+    front = pareto([(c, p) for c, p, _ in picks])
+    p99s = [p["predicted_p99_ms"] for _, p in front]
+    assert p99s == sorted(p99s, reverse=True)
+
+
+def test_plan_scales_replicas_with_the_rate_and_keeps_the_slo():
+    prof = ranker_like(max_size=16)
+    small = plan(prof, rate=5_000, p99_ms=50, protocol="grpc", headroom=0.2, echo=None)
+    big = plan(prof, rate=1_000_000, p99_ms=50, protocol="grpc", headroom=0.2, echo=None)
+    cap = small["best"].rate
+    assert cap > 0 and small["best"].params is not None
+    assert small["replicas"] == math.ceil(5_000 / (cap * 0.8))
+    assert big["replicas"] == math.ceil(1_000_000 / (big["best"].rate * 0.8))
+    assert big["replicas"] > 100 * small["replicas"] / 2
+    assert big["predicted_at_plan"].p99_ms <= 50
+    assert any("Poisson" in a for a in big["assumptions"])
+
+
+def test_plan_command_errors_are_one_line(capsys, tmp_path):
+    assert main(["plan", "--rate", "100", "--p99", "10"]) == 1
+    assert "give --profile FILE or --experiment FILE" in capsys.readouterr().err
+    p = profiles.save(ranker_like(max_size=8), tmp_path / "p.json")
+    assert main(["plan", "--rate", "100", "--p99", "1", "--profile", str(p)]) == 1
+    assert "no config serves" in capsys.readouterr().err
