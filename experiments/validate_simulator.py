@@ -258,6 +258,60 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def cmd_study(args) -> None:
+    """Predict every measured trial of an existing study (no server): a second, free check."""
+    from harness.sim import profile as profiles
+    from harness.sim.cli import profile_path_for
+    from harness.sim.guide import workload_for
+    from harness.sim.model import Prepared, ServerModel, simulate
+
+    study = Path(args.dir)
+    exp = load_experiment(str(study / "experiment.toml"), [])
+    prof = profiles.load(args.profile or profile_path_for(exp))
+    srv = ServerModel.from_profile(prof, exp.load.protocol, max_size=1024)
+    preps = {}
+    rows = []
+    for f in sorted(study.glob("trials/*/measurement.json")):
+        m = json.loads(f.read_text())
+        cfg = TrialConfig.from_dict(m["config"])
+        users = m.get("users") or exp.load.users
+        if users not in preps:
+            preps[users] = Prepared(workload_for(exp, users), srv)
+        p = simulate(cfg.batching, preps[users])
+        rows.append(
+            {
+                "trial": f.parent.name,
+                "config": cfg.describe(),
+                "measured_items_per_s": round(m["items_per_s"], 1),
+                "predicted_items_per_s": round(p.items_per_s, 1),
+                "items_err": _err(p.items_per_s, m["items_per_s"]),
+                "measured_p99_ms": m["p99_ms"],
+                "predicted_p99_ms": p.p99_ms,
+                "p99_err": _err(p.p99_ms, m["p99_ms"]),
+                "measured_error_rate": round(m["error_rate"], 4),
+                "predicted_error_rate": round(p.error_rate, 4),
+                "measured_mean_batch": m.get("mean_batch_size"),
+                "predicted_mean_batch": p.mean_batch_size,
+            }
+        )
+    for r in rows:
+        print(
+            f"{r['trial']} {r['config']:42} items {r['measured_items_per_s']:7.0f} {r['predicted_items_per_s']:7.0f} "
+            f"{_pct(r['items_err']):>6} | p99 {_f(r['measured_p99_ms'])} {_f(r['predicted_p99_ms'])} {_pct(r['p99_err']):>6}"
+            f" | err {r['measured_error_rate']:.2f} {r['predicted_error_rate']:.2f}"
+            f" | batch {_f(r['measured_mean_batch'])} {_f(r['predicted_mean_batch'])}"
+        )
+    if args.out:
+        outputs.write_csv_atomic(Path(args.out), rows)
+    vals = [abs(r["items_err"]) for r in rows if r["items_err"] is not None]
+    p99s = [abs(r["p99_err"]) for r in rows if r["p99_err"] is not None]
+    print(
+        f"{len(rows)} trials: throughput within 10%: {sum(v <= 0.1 for v in vals)}/{len(vals)} "
+        f"(median {statistics.median(vals):.0%}); p99 within 20%: {sum(v <= 0.2 for v in p99s)}/{len(p99s)} "
+        f"(median {statistics.median(p99s):.0%})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -267,6 +321,11 @@ def main() -> None:
     m.add_argument("--only", help="comma-separated case ids")
     m.set_defaults(func=cmd_measure)
     sub.add_parser("report").set_defaults(func=cmd_report)
+    st = sub.add_parser("study", help="predict the measured trials of an existing study folder")
+    st.add_argument("dir")
+    st.add_argument("--profile")
+    st.add_argument("--out", help="write the comparison as CSV")
+    st.set_defaults(func=cmd_study)
     args = ap.parse_args()
     args.func(args)
 

@@ -60,6 +60,14 @@ _INGRESS, _EGRESS_OK, _EGRESS_REJ = 0, 1, 2
 
 
 @_jit
+def workspace_size(n_cap, users, max_input, max_exec, splitting):
+    """(float64, int64) workspace lengths ``run`` needs."""
+    fe_cap = 2 * n_cap + 1
+    b_cap = n_cap * (2 + (max_input // max_exec if splitting else 0)) + 1
+    return 2 * n_cap + users + b_cap, 2 * n_cap + 2 * fe_cap + 3 * b_cap
+
+
+@_jit
 def run(
     max_input,
     max_exec,
@@ -88,16 +96,28 @@ def run(
     hist_key0,
     batch_hist,
     counters,
+    wf,
+    wi,
 ):
     """Simulate until ``t_end``; figures count requests sent in ``[t0, t1)``."""
     inf = math.inf
-    # requests
-    t_send = np.empty(n_cap)
-    t_size = np.empty(n_cap, np.int64)
-    t_pieces = np.zeros(n_cap, np.int64)  # >0: pieces still to run; -1: rejected
+    # every array lives in the caller's workspace (reused across configs: no allocation here)
+    fe_cap = 2 * n_cap + 1
+    max_pieces = 2 + (max_input // max_exec if splitting else 0)
+    b_cap = n_cap * max_pieces + 1
+    t_send = wf[:n_cap]
+    p_time = wf[n_cap : 2 * n_cap + users]
+    b_first = wf[2 * n_cap + users : 2 * n_cap + users + b_cap]
+    t_size = wi[:n_cap]
+    t_pieces = wi[n_cap : 2 * n_cap]  # >0: pieces still to run; -1: refused; -2: answered
+    fe_kind = wi[2 * n_cap : 2 * n_cap + fe_cap]
+    fe_task = wi[2 * n_cap + fe_cap : 2 * n_cap + 2 * fe_cap]
+    o = 2 * n_cap + 2 * fe_cap
+    b_size = wi[o : o + b_cap]
+    b_lo = wi[o + b_cap : o + 2 * b_cap]
+    b_hi = wi[o + 2 * b_cap : o + 3 * b_cap]
     n_tasks = 0
     # closed loop: users waiting to send, in time order
-    p_time = np.empty(n_cap + users)
     p_head = 0
     p_tail = 0
     if closed:
@@ -109,19 +129,10 @@ def run(
     n_arr = arrivals.shape[0]
     n_sizes = sizes.shape[0]
     # front end FIFO
-    fe_cap = 2 * n_cap + 1
-    fe_kind = np.empty(fe_cap, np.int64)
-    fe_task = np.empty(fe_cap, np.int64)
     fe_head = 0
     fe_tail = 0
     fe_rem = 0.0
     # the batch queue (only grows; q_head..q_tail-1 are waiting, the last one is open)
-    max_pieces = 2 + (max_input // max_exec if splitting else 0)
-    b_cap = n_cap * max_pieces + 1
-    b_size = np.empty(b_cap, np.int64)
-    b_first = np.empty(b_cap)
-    b_lo = np.empty(b_cap, np.int64)
-    b_hi = np.empty(b_cap, np.int64)
     q_head = 0
     q_tail = 0
     # batch threads
@@ -138,9 +149,11 @@ def run(
     now = 0.0
     while True:
         # hand ready batches to idle threads (TF: a free thread takes the front batch when due)
+        due_next = inf  # when the front batch comes due, if a thread is idle to take it
         while n_run < threads and q_head < q_tail:
             due = _ready_time(q_tail - q_head, b_size[q_head], b_first[q_head], max_exec, timeout_s)
             if due > now:
+                due_next = due
                 break
             k = 0
             while r_batch[k] >= 0:
@@ -180,11 +193,9 @@ def run(
                     t_next = t
                     what = 2
                     kb = k
-        if n_run < threads and q_head < q_tail:
-            t = _ready_time(q_tail - q_head, b_size[q_head], b_first[q_head], max_exec, timeout_s)
-            if t < t_next:
-                t_next = t
-                what = 3
+        if due_next < t_next:
+            t_next = due_next
+            what = 3
         if what < 0 or t_next > t_end:
             break
         dt = t_next - now
@@ -204,6 +215,7 @@ def run(
             n_tasks += 1
             t_send[i] = now
             t_size[i] = sizes[i % n_sizes]
+            t_pieces[i] = 0
             if closed:
                 p_head += 1
             else:

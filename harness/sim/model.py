@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 
@@ -167,6 +168,20 @@ class Prediction:
         return d
 
 
+_local = threading.local()
+
+
+def _workspace(nf: int, ni: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's scratch arrays for the kernel, grown when a config needs more."""
+    wf = getattr(_local, "wf", None)
+    wi = getattr(_local, "wi", None)
+    if wf is None or len(wf) < nf:
+        wf = _local.wf = np.empty(max(nf, 1))
+    if wi is None or len(wi) < ni:
+        wi = _local.wi = np.empty(max(ni, 1), np.int64)
+    return wf, wi
+
+
 def _percentile(hist: np.ndarray, total: int, q: float) -> float | None:
     if total == 0:
         return None
@@ -216,6 +231,8 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
     lat_hist = np.zeros(HIST_BINS, np.int64)
     batch_hist = np.zeros(biggest + 2, np.int64)
     counters = np.zeros(kernel.N_COUNTERS, np.int64)
+    users = wl.users if wl.closed else 0
+    wf, wi = _workspace(*kernel.workspace_size(prep.n_cap, users, max_input, max_exec, split))
     kernel.run(
         max_input,
         max_exec,
@@ -233,7 +250,7 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         srv.rtt,
         srv.client,
         wl.closed,
-        wl.users if wl.closed else 0,
+        users,
         prep.arrivals,
         prep.sizes,
         prep.t0,
@@ -244,6 +261,8 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         HIST_KEY0,
         batch_hist,
         counters,
+        wf,
+        wi,
     )
     c = counters
     ok = int(c[kernel.C_OK])
