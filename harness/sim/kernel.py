@@ -131,13 +131,16 @@ def run(
     # front end FIFO
     fe_head = 0
     fe_tail = 0
-    fe_rem = 0.0
+    # processor sharing in virtual time: every busy participant (running batches, the front end)
+    # advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed vt
+    vt = 0.0
+    fe_fin = 0.0
     # the batch queue (only grows; q_head..q_tail-1 are waiting, the last one is open)
     q_head = 0
     q_tail = 0
     # batch threads
-    r_batch = np.full(threads, -1, np.int64)
-    r_rem = np.zeros(threads)
+    r_batch = np.empty(threads, np.int64)  # the running batches, packed in [0, n_run)
+    r_fin = np.empty(threads)
     n_run = 0
     n_started = 0
     n_noise = exec_noise.shape[0]
@@ -155,12 +158,9 @@ def run(
             if due > now:
                 due_next = due
                 break
-            k = 0
-            while r_batch[k] >= 0:
-                k += 1
             padded = _padded_size(b_size[q_head], allowed)
-            r_batch[k] = q_head
-            r_rem[k] = exec_table[padded] * exec_noise[n_started % n_noise]
+            r_batch[n_run] = q_head
+            r_fin[n_run] = vt + exec_table[padded] * exec_noise[n_started % n_noise]
             n_started += 1
             n_run += 1
             if t0 <= now < t1:
@@ -181,18 +181,17 @@ def run(
             t_next = arrivals[ai]
             what = 0
         if fe_busy:
-            t = now + fe_rem / rate
+            t = now + (fe_fin - vt) / rate
             if t < t_next:
                 t_next = t
                 what = 1
         kb = -1
-        for k in range(threads):
-            if r_batch[k] >= 0:
-                t = now + r_rem[k] / rate
-                if t < t_next:
-                    t_next = t
-                    what = 2
-                    kb = k
+        for k in range(n_run):
+            t = now + (r_fin[k] - vt) / rate
+            if t < t_next:
+                t_next = t
+                what = 2
+                kb = k
         if due_next < t_next:
             t_next = due_next
             what = 3
@@ -200,12 +199,7 @@ def run(
             break
         dt = t_next - now
         if dt > 0.0:
-            step = dt * rate
-            if fe_busy:
-                fe_rem -= step
-            for k in range(threads):
-                if r_batch[k] >= 0:
-                    r_rem[k] -= step
+            vt += dt * rate
             now = t_next
         if what == 0:  # a request arrives
             if n_tasks >= n_cap:
@@ -223,7 +217,7 @@ def run(
             if t0 <= now < t1:
                 counters[C_SENT] += 1
             if fe_head == fe_tail:
-                fe_rem = o_in
+                fe_fin = vt + o_in
             fe_kind[fe_tail] = _INGRESS
             fe_task[fe_tail] = i
             fe_tail += 1
@@ -298,13 +292,14 @@ def run(
                         lat_hist[min(max(b, 0), n_lat - 1)] += 1
             if fe_head < fe_tail:
                 k2 = fe_kind[fe_head]
-                fe_rem = o_in if k2 == _INGRESS else (o_out if k2 == _EGRESS_OK else o_rej)
+                fe_fin = vt + (o_in if k2 == _INGRESS else (o_out if k2 == _EGRESS_OK else o_rej))
         elif what == 2:  # a batch finished
             bi = r_batch[kb]
-            r_batch[kb] = -1
             n_run -= 1
+            r_batch[kb] = r_batch[n_run]
+            r_fin[kb] = r_fin[n_run]
             if fe_head == fe_tail:
-                fe_rem = o_out
+                fe_fin = vt + o_out
             for i in range(b_lo[bi], b_hi[bi] + 1):
                 if t_pieces[i] > 0:
                     t_pieces[i] -= 1
