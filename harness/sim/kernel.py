@@ -13,6 +13,10 @@ Model of the server (see docs/simulator.md):
   rejected one costs ``o_rej`` after ``o_in``.
 - A batch of padded size ``b`` costs ``exec_table[b]`` seconds of CPU (times a noise factor),
   on one of ``threads`` batch threads; more running batches than cores stretch each other.
+- Python's full garbage collection: the reference server is a Python process holding all of
+  TensorFlow's objects, and a full collection walks them all (~0.2 s here) with the GIL held.
+  After every ``gc_every`` answered requests (a refused one counts ``GC_REJECT_WEIGHT``), the
+  request path does ``gc_s`` of work (0 for a server without one, e.g. tensorflow_model_server).
 - The client adds ``rtt`` seconds to every answer (loopback, waiting). A closed-loop client is
   one FIFO worker on its own core (Locust: one gevent process) spending ``c_cli`` seconds per
   request; a user sends its next request as soon as the client has read the answer. An open-loop
@@ -56,13 +60,14 @@ N_COUNTERS = 8
 HIST_SHIFT = 45
 
 # front-end work kinds
-_INGRESS, _EGRESS_OK, _EGRESS_REJ = 0, 1, 2
+_INGRESS, _EGRESS_OK, _EGRESS_REJ, _GC = 0, 1, 2, 3
+GC_REJECT_WEIGHT = 0.35  # a refused request leaves about a third of a served one's garbage
 
 
 @_jit
 def workspace_size(n_cap, users, max_input, max_exec, splitting):
     """(float64, int64) workspace lengths ``run`` needs."""
-    fe_cap = 2 * n_cap + 1
+    fe_cap = 2 * n_cap + 1025
     b_cap = n_cap * (2 + (max_input // max_exec if splitting else 0)) + 1
     return 2 * n_cap + users + b_cap, 2 * n_cap + 2 * fe_cap + 3 * b_cap
 
@@ -84,6 +89,8 @@ def run(
     o_rej,
     rtt,
     c_cli,
+    gc_every,
+    gc_s,
     closed,
     users,
     arrivals,
@@ -102,7 +109,7 @@ def run(
     """Simulate until ``t_end``; figures count requests sent in ``[t0, t1)``."""
     inf = math.inf
     # every array lives in the caller's workspace (reused across configs: no allocation here)
-    fe_cap = 2 * n_cap + 1
+    fe_cap = 2 * n_cap + 1025
     max_pieces = 2 + (max_input // max_exec if splitting else 0)
     b_cap = n_cap * max_pieces + 1
     t_send = wf[:n_cap]
@@ -131,6 +138,8 @@ def run(
     # front end FIFO
     fe_head = 0
     fe_tail = 0
+    garbage = 0.0  # requests' garbage since the last full collection
+    n_gc = 0
     # processor sharing in virtual time: every busy participant (running batches, the front end)
     # advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed vt
     vt = 0.0
@@ -271,7 +280,17 @@ def run(
                         rest -= rows
                         pieces += 1
                     t_pieces[i] = pieces
-            else:
+            elif kind != _GC:
+                # Python's full garbage collection: with TensorFlow loaded it walks every object
+                # (~0.2 s here) holding the GIL, so the request path stalls for that long
+                if gc_every > 0.0:
+                    garbage += 1.0 if kind == _EGRESS_OK else GC_REJECT_WEIGHT
+                    if garbage >= gc_every and n_gc < 1024:
+                        garbage -= gc_every
+                        n_gc += 1
+                        fe_kind[fe_tail] = _GC
+                        fe_task[fe_tail] = -1
+                        fe_tail += 1
                 if closed:  # the client reads the answer when it is free, then sends again
                     read = now + rtt
                     if cli_free > read:
@@ -292,7 +311,14 @@ def run(
                         lat_hist[min(max(b, 0), n_lat - 1)] += 1
             if fe_head < fe_tail:
                 k2 = fe_kind[fe_head]
-                fe_fin = vt + (o_in if k2 == _INGRESS else (o_out if k2 == _EGRESS_OK else o_rej))
+                if k2 == _INGRESS:
+                    fe_fin = vt + o_in
+                elif k2 == _EGRESS_OK:
+                    fe_fin = vt + o_out
+                elif k2 == _EGRESS_REJ:
+                    fe_fin = vt + o_rej
+                else:
+                    fe_fin = vt + gc_s
         elif what == 2:  # a batch finished
             bi = r_batch[kb]
             n_run -= 1

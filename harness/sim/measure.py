@@ -16,6 +16,9 @@ Two parts, because they need different instruments:
      the CPU of a rejected request;
    - 1 user: the latency floor; what is left after server CPU and client CPU is the round trip.
    The load generator's CPU per request comes from its measured CPU share.
+3. Pauses: a Python server holding TensorFlow pauses for a full garbage collection (~0.2 s
+   here) every few thousand requests. The collection's cost is timed offline; how often a busy
+   server pauses is counted from the gaps in its answers under a batching config at full speed.
    Splitting the request path's CPU into the part before the queue and the part after it cannot
    be measured from outside; half and half is assumed (stated in the profile).
 """
@@ -80,13 +83,19 @@ for b in sizes:
     res[b] = {"median": float(np.median(times)), "p10": float(np.percentile(times, 10)),
               "p90": float(np.percentile(times, 90)), "n": len(times)}
     print(json.dumps({"size": b, **res[b]}), file=sys.stderr, flush=True)
-print(json.dumps(res))
+import gc
+pauses = []
+for _ in range(3):
+    t = time.perf_counter(); gc.collect(); pauses.append((time.perf_counter() - t) * 1e3)
+print(json.dumps({"exec": res, "gc_ms": sorted(pauses)[1], "objects": len(gc.get_objects())}))
 """
 
 
 def offline_exec(
     model_dir: Path, cpus, max_size: int, signature: str, budget_s: float, echo
-) -> dict[int, dict]:
+) -> tuple[dict[int, dict], dict]:
+    """Execution time per batch size, and how long a full garbage collection takes in a Python
+    process holding the model (what the reference server's collections cost)."""
     versions = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.name.isdigit())
     if not versions:
         raise HarnessError(f"no version directory under {model_dir}")
@@ -111,7 +120,9 @@ def offline_exec(
     out = proc.stdout.read()
     if proc.wait() != 0:
         raise HarnessError("offline timing failed: " + "".join(lines[-5:]).strip())
-    return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+    data = json.loads(out.strip().splitlines()[-1])
+    exec_us = {int(k): v for k, v in data["exec"].items()}
+    return exec_us, {"offline_pause_ms": data["gc_ms"], "offline_objects": data["objects"]}
 
 
 def _cpu_seconds(server) -> float | None:
@@ -152,6 +163,7 @@ def _load_run(runner, server, protocol: str, users: int, sizes: str, workdir: Pa
     cpu1, t1 = _cpu_seconds(server), time.monotonic()
     m = run.measurement
     rate = m.requests / m.seconds if m.seconds else 0.0
+    gaps = _stalls(run.samples_dir)
     share = (cpu1 - cpu0) / (t1 - t0) if cpu0 is not None and cpu1 is not None else None
     load_cores = len(spec.cpus) if spec.cpus else 1
     return {
@@ -164,6 +176,50 @@ def _load_run(runner, server, protocol: str, users: int, sizes: str, workdir: Pa
         "server_cpu_share": share,
         "server_cpu_per_request_us": share / rate * 1e6 if share and rate else None,
         "client_cpu_per_request_us": run.generator_cpu * load_cores / rate * 1e6 if rate else None,
+        "answered": gaps[0],
+        "stalls_ms": gaps[1],
+    }
+
+
+def _stalls(samples_dir, min_gap_s: float = 0.08) -> tuple[int, list[float]]:
+    """Answered requests, and the gaps (ms) in which a busy server answered nothing: its pauses."""
+    import numpy as np
+
+    from harness.load.recorder import Samples
+
+    s = Samples.read(samples_dir)
+    if not len(s):
+        return 0, []
+    done = np.sort(s["t_intended"] + s["latency_us"] / 1e6)
+    gaps = np.diff(done)
+    return len(done), [round(float(g) * 1e3, 1) for g in gaps[gaps > min_gap_s]]
+
+
+def gc_stalls(runner, protocol: str, workdir: Path, echo) -> dict:
+    """How often a busy server pauses: a batching config at full speed for ~12 s, and the gaps
+    in its answers longer than 80 ms counted."""
+    from harness.tuning.space import TrialConfig
+
+    cfg = TrialConfig(
+        batching=BatchingParameters(
+            max_batch_size=32,
+            batch_timeout_micros=0,
+            num_batch_threads=1,
+            max_enqueued_batches=1_000_000,
+        )
+    )
+    server = runner.backend.start(runner.server_spec(cfg), workdir / "server-stalls")
+    try:
+        run = _load_run(runner, server, protocol, 32, "1", workdir / "stalls", 5.0)
+    finally:
+        server.stop()
+    n, gaps = run["answered"], run["stalls_ms"]
+    echo(f"  busy server: {n} answers, {len(gaps)} pauses {gaps[:6]} ms")
+    return {
+        "every_requests": n / len(gaps) if gaps else 0.0,
+        "pause_ms_seen": sorted(gaps)[len(gaps) // 2] if gaps else None,
+        "answered": n,
+        "pauses": len(gaps),
     }
 
 
@@ -225,13 +281,18 @@ def measure(
     runner = TrialRunner(exp)
     try:
         cpus = runner.server_cpus
-        exec_us = offline_exec(
+        exec_us, gc = offline_exec(
             runner.model_dir, cpus, max_size, exp.model.signature, budget_s, echo
         )
         overhead = {}
         for proto in protocols:
             echo(f"measuring the {proto} request path through a {exp.server.backend} server")
             overhead[proto] = request_path(runner, proto, exec_us[1]["median"], workdir, echo)
+        gc.update(gc_stalls(runner, protocols[0], workdir, echo))
+        # the pause as the busy server showed it, else the offline collection's time
+        gc["pause_ms"] = gc.get("pause_ms_seen") or gc["offline_pause_ms"]
+        if not gc["every_requests"]:
+            gc["pause_ms"] = 0.0  # no pause seen: model none
     finally:
         runner.close()
     env = environment(cpus)
@@ -249,4 +310,5 @@ def measure(
         exec_us=exec_us,
         overhead=overhead,
         environment=env,
+        gc=gc,
     )

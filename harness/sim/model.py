@@ -36,6 +36,8 @@ class ServerModel:
     o_rej: float
     rtt: float
     client: float  # closed loop: client CPU per request (one client core)
+    gc_every: float = 0.0  # answered requests between full garbage collections (0: none)
+    gc_s: float = 0.0  # one full collection's CPU time
 
     @classmethod
     def from_profile(
@@ -68,6 +70,8 @@ class ServerModel:
             o_rej=oh.reject_us * 1e-6,
             rtt=oh.rtt_us * 1e-6,
             client=oh.client_us * 1e-6,
+            gc_every=profile.gc.get("every_requests", 0.0) if profile.gc else 0.0,
+            gc_s=profile.gc.get("pause_ms", 0.0) / 1e3 if profile.gc else 0.0,
         )
 
 
@@ -249,6 +253,8 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         srv.o_rej,
         srv.rtt,
         srv.client,
+        srv.gc_every,
+        srv.gc_s,
         wl.closed,
         users,
         prep.arrivals,

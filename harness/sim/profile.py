@@ -47,6 +47,9 @@ class Profile:
     exec_us: dict[int, dict]  # padded batch size -> {"median", "p10", "p90", "n"} in us
     overhead: dict[str, Overhead]  # protocol -> costs
     environment: dict
+    # the server process's full garbage collections: {"pause_ms", "every_requests", ...}; empty
+    # for a server that has none (tensorflow_model_server is C++)
+    gc: dict = dataclasses.field(default_factory=dict)
     path: str = ""
 
     def sizes(self) -> list[int]:
@@ -74,6 +77,7 @@ class Profile:
             "exec_us": {str(k): v for k, v in sorted(self.exec_us.items())},
             "overhead": {k: dataclasses.asdict(v) for k, v in self.overhead.items()},
             "environment": self.environment,
+            "gc": self.gc,
         }
 
     @classmethod
@@ -93,6 +97,7 @@ class Profile:
                 exec_us=exec_us,
                 overhead=overhead,
                 environment=data.get("environment", {}),
+                gc=dict(data.get("gc") or {}),
                 path=path,
             )
         except (KeyError, TypeError, ValueError) as exc:

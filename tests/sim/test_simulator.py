@@ -1,5 +1,7 @@
 """The simulator against cases whose answer is known, and against the server's own queue."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,15 @@ def test_the_kernel_forms_the_same_batches_as_the_servers_queue():
     want = sorted((s, ref.count(s)) for s in set(ref))
     assert sum(v for _, v in got) == len(ref)
     assert got == want
+
+
+def test_garbage_collection_pauses_set_the_tail_not_the_median():
+    srv = server(exec_ms=1, o_in=1e-4, o_out=1e-4)
+    paused = dataclasses.replace(srv, gc_every=2000, gc_s=0.2)
+    wl = Workload(users=16, warmup_s=1, window_s=8)
+    cfg1 = cfg(max_batch_size=8)
+    calm = simulate(cfg1, Prepared(wl, srv))
+    hit = simulate(cfg1, Prepared(wl, paused))
+    assert hit.p50_ms == pytest.approx(calm.p50_ms, rel=0.1)
+    assert hit.p999_ms > calm.p999_ms + 150
+    assert hit.throughput_rps < calm.throughput_rps
