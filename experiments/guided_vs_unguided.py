@@ -51,6 +51,9 @@ def read_grid(path: Path) -> dict[tuple, dict]:
     return table
 
 
+MISSING = {"items_per_s": 0.0, "p99_ms": float("inf"), "error_rate": 1.0, "feasible": False}
+
+
 def key_of(cfg) -> tuple:
     b = cfg.batching
     return tuple(int(getattr(b, k)) for k in KEYS)
@@ -71,7 +74,7 @@ def unguided(exp, table, trials: int, seed: int, sampler: str = "tpe") -> list[f
 
     def objective(trial):
         nonlocal best
-        r = table[key_of(suggest(trial, exp.search, 1))]
+        r = table.get(key_of(suggest(trial, exp.search, 1)), MISSING)
         trial.set_constraint("p99", r["p99_ms"] - exp.slo.p99_ms if r["p99_ms"] < 1e12 else 1e9)
         trial.set_constraint("err", r["error_rate"] - exp.slo.max_error_rate)
         if r["feasible"]:
@@ -90,7 +93,7 @@ def guided(exp, table, profile, trials: int, seed: int) -> tuple[list[float], li
     picks = g.candidates(trials, seed=seed)
     best, curve, rows = 0.0, [], []
     for cfg, pred, why in picks:
-        r = table[key_of(cfg)]
+        r = table.get(key_of(cfg), MISSING)
         if r["feasible"]:
             best = max(best, r["items_per_s"])
         curve.append(best)

@@ -132,7 +132,20 @@ class Guide:
                 keys.add(k)
                 out.append((cfg, pred, why))
 
-        top = feasible[: max(1, (n + 1) // 2)]
+        # the predicted best half of the budget, spread out: near-ties (within 2%) are noise to
+        # the simulator, so at most two picks share a max_batch_size
+        feasible.sort(
+            key=lambda cp: (
+                -round(math.log(max(cp[1]["predicted_items_per_s"], 1e-9)) / math.log(1.02)),
+                cp[1]["predicted_p99_ms"] or math.inf,
+            )
+        )
+        top, per_mbs = [], {}
+        for c, p in feasible:
+            mbs = c.batching.max_batch_size if c.batching else 0
+            if per_mbs.get(mbs, 0) < 2 and len(top) < max(1, (n + 1) // 2):
+                per_mbs[mbs] = per_mbs.get(mbs, 0) + 1
+                top.append((c, p))
         for i, (c, p) in enumerate(top):
             add(c, p, f"predicted best #{i + 1}")
         for c, p in pareto(tried):
