@@ -5,6 +5,11 @@
 
 Options: --model-name, --signature-name, --request-sizes, --arrival-rate (open loop),
 --arrivals, --request-timeout, --record-dir (also as LOCUST_... variables and in the web UI).
+
+As a worker of a harness run or tune on another machine (options come from the master; the
+samples are shipped to it over Locust's own channel, see docs/distributed.md):
+
+    locust -f locustfiles/grpc.py --worker --master-host HARNESS_HOST --master-port 5557
 """
 
 import os

@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/docker-engine.sh
+# PostgreSQL's binaries for the shared-study tests (each test session starts a private cluster)
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
 export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q "$@"

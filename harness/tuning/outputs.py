@@ -109,3 +109,6 @@ def summary_table(rows: list[dict], slo_ms: float, tie: bool, gain: float | None
     if gain:
         lines.append(f"\n{gain:.2f}x the throughput of batching off (TF Serving's default)")
     return "\n".join(lines)
+        # parallel tuning: the tuner that ran it; a repeated config takes the earlier figures
+        row["tuner"] = a.get("tuner", "")
+        row["duplicate_of"] = a.get("duplicate_of", "")

@@ -19,8 +19,9 @@ from harness import envinfo
 from harness.batching import schedulable_cores
 from harness.config import Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
-from harness.tuning import outputs
+from harness.tuning import outputs, parallel
 from harness.tuning.space import TrialConfig, baselines, suggest
+from harness.tuning.storage import StudyLock, open_storage
 from harness.tuning.trial import TrialRunner
 
 log = logging.getLogger("harness.tune")
@@ -50,32 +51,34 @@ class Tuner:
             )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         pareto = exp.study.mode == "pareto"
-        # Heartbeats let Optuna fail the RUNNING trial of a killed harness (after the grace
-        # period) without touching trials that another tuner sharing the storage is running.
-        storage = optuna.storages.RDBStorage(
-            self.storage_url, heartbeat_interval=10, grace_period=30
-        )
+        # Several tuners may share this storage (see harness.tuning.parallel and storage).
+        self.lock = StudyLock(self.storage_url, name)
+        self.tuner = parallel.tuner_id()
         self.study = optuna.create_study(
             study_name=name,
-            storage=storage,
+            storage=open_storage(self.storage_url),
             load_if_exists=True,
             directions=["maximize", "minimize"] if pareto else ["maximize"],
             sampler=self._sampler(),
         )
+        self.study.sampler = self._sampler(parallel.register(self.study, self.lock, self.tuner))
         outputs.write_text_atomic(self.dir / "experiment.toml", to_toml(exp))
         # what this run measures on, for the report (each resumed run records its own)
         outputs.write_json_atomic(
             self.dir / "environment.json", envinfo.collect(exp, self.runner.backend)
         )
 
-    def _sampler(self):
+    def _sampler(self, tuner_index: int = 0):
         s = self.exp.study
+        # the second tuner of a shared study must not draw the first one's random start-up configs
+        seed = None if s.seed is None else s.seed + 1000 * tuner_index
         # Constraints reach the samplers through Trial.set_constraint (see _objective).
         if s.sampler == "random":
-            return self.optuna.samplers.RandomSampler(seed=s.seed)
+            return self.optuna.samplers.RandomSampler(seed=seed)
         if s.sampler == "nsga2":
-            return self.optuna.samplers.NSGAIISampler(seed=s.seed)
-        return self.optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=8)
+            return self.optuna.samplers.NSGAIISampler(seed=seed)
+        # constant_liar: trials other tuners are running count as bad, so they are not re-proposed
+        return self.optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -87,31 +90,40 @@ class Tuner:
             )
         )
 
-    def run(self, n_trials: int, timeout: float | None = None) -> dict:
-        if not self.study.trials and self.exp.study.baselines:
+    def _enqueue_first(self, n_trials: int) -> None:
+        """The study's first trials (baselines); called once per study, under the study lock."""
+        if self.exp.study.baselines:
             for label, cfg in baselines(self.exp.search, self._cores()).items():
                 self.study.enqueue_trial(
                     {}, user_attrs={"baseline": label, "config": cfg.as_dict()}
                 )
+
+    def run(self, n_trials: int, timeout: float | None = None) -> dict:
         remaining = max(0, n_trials - self.finished())
         if remaining == 0:
             self.echo(f"study {self.name}: {self.finished()} trials already done; nothing to run")
         else:
             self.echo(
-                f"study {self.name}: {self.finished()} done, running {remaining} more -> {self.dir}"
+                f"study {self.name}: {self.finished()} done, up to {remaining} more -> {self.dir}"
+                f" (tuner {self.tuner})"
             )
             t0 = time.monotonic()
-            self.study.optimize(
-                self._objective,
-                n_trials=remaining,
-                timeout=timeout,
-                catch=(HarnessError,),
-                callbacks=[self._after_trial],
-            )
-            self.echo(f"search done in {time.monotonic() - t0:.0f}s")
+            ran = parallel.run_trials(self, n_trials, timeout)
+            self.echo(f"search done in {time.monotonic() - t0:.0f}s ({ran} trials by this tuner)")
         outputs.write_trials_csv(self.study, self.dir / "trials.csv")
-        summary = self.pick_winner()
-        return summary
+        # The winner step runs once, in the tuner that finishes last (no trial left running).
+        busy = parallel.running_elsewhere(self.study)
+        if busy:
+            self.echo(
+                f"{busy} trial(s) still running on other tuners: the last tuner to finish "
+                "re-measures the winner (or run this command again once they are done)"
+            )
+            return {"study": self.name, "winner": None, "reason": "other tuners still running"}
+        with self.lock.hold("winner", wait=False) as mine:
+            if not mine:
+                self.echo("another tuner is re-measuring the winner; see its summary")
+                return {"study": self.name, "winner": None, "reason": "another tuner chose it"}
+            return self.pick_winner()
 
     def _cores(self) -> int:
         cpus = self.runner.server_cpus
@@ -255,6 +267,7 @@ class Tuner:
 
     def close(self) -> None:
         self.runner.close()
+        self.lock.close()
 
 
 def fail_reason(exc: Exception) -> str:
