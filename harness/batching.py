@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 from harness import textproto
@@ -28,6 +29,7 @@ _PLAIN = ("allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name
 _FIELDS = set(_WRAPPED_INT) | set(_WRAPPED_BOOL) | set(_PLAIN)
 
 DEFAULT_MAX_BATCH_SIZE = 1000
+_INT64 = (-(2**63), 2**63 - 1)
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
 
 
@@ -144,14 +146,28 @@ class BatchingParameters:
     def write(self, path: str | os.PathLike) -> Path:
         """Write the file atomically (a reader never sees half a file)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_text())
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.to_text())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         return path
 
     @classmethod
     def from_text(cls, text: str, source: str = "<batching parameters>") -> BatchingParameters:
-        msg = textproto.parse(text, source)
+        try:
+            msg = textproto.parse(text, source)
+        except (ValueError, RecursionError) as exc:  # bad escapes, absurd nesting
+            raise ConfigError(
+                f"{source}: cannot parse text proto ({type(exc).__name__}: {str(exc)[:80]})",
+                hint="fix the syntax; see TF Serving's batching guide for the format",
+            ) from None
         textproto.check_fields(msg, _FIELDS, "tensorflow.serving.BatchingParameters", source)
         values: dict = {}
         for name in _WRAPPED_INT + _WRAPPED_BOOL:
@@ -167,6 +183,8 @@ class BatchingParameters:
                 value = want()
             if want is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{source}: {name} must be an integer; got {value!r}")
+            if want is int and not _INT64[0] <= value <= _INT64[1]:
+                raise ConfigError(f"{source}: {name} is out of range for int64; got {value}")
             if want is bool and not isinstance(value, bool):
                 raise ConfigError(f"{source}: {name} must be true or false; got {value!r}")
             values[name] = value
@@ -176,6 +194,8 @@ class BatchingParameters:
                 raise ConfigError(
                     f"{source}: allowed_batch_sizes entries must be integers; got {s!r}"
                 )
+            if not _INT64[0] <= s <= _INT64[1]:
+                raise ConfigError(f"{source}: allowed_batch_sizes entry {s} is out of range")
         values["allowed_batch_sizes"] = tuple(sizes)
         pad = textproto.single(msg, "pad_variable_length_inputs", source)
         if pad is not None:
@@ -194,6 +214,11 @@ class BatchingParameters:
         path = Path(path)
         try:
             text = path.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"batching parameters file {path} is not UTF-8 text",
+                hint="check --batching_parameters_file",
+            ) from None
         except OSError as exc:
             raise ConfigError(
                 f"cannot read batching parameters file {path}: {exc.strerror or exc}",

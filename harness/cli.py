@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from harness.errors import HarnessError
@@ -136,6 +137,20 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+_signals_seen = []
+
+
+def _interrupted(signum, frame):
+    """The first SIGINT or SIGTERM stops the work; a second one while servers and Locust are
+    being stopped is only acknowledged (leaving them running is what we want to avoid); a third
+    quits at once (the next start removes what is left)."""
+    _signals_seen.append(signum)
+    if len(_signals_seen) == 2:
+        print("stopping servers and load generators; signal again to quit at once", file=sys.stderr)
+        return
+    raise KeyboardInterrupt
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -251,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         rest = argv[argv.index("serve") + 1 :]
         return serve_main(rest)
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, a CI runner, systemd) stops as Ctrl-C does: servers and Locust are stopped
+    # and finished trials kept, instead of dying with children left running.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         return args.func(args)
     except HarnessError as exc:

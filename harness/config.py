@@ -6,6 +6,8 @@ Unknown keys, wrong types and impossible ranges are errors that name the key and
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -47,13 +49,13 @@ class LoadConfig:
     window_s: float = 3.0
     min_windows: int = 3
     max_windows: int = 5
-    processes: int = 1
+    processes: int = 1  # local Locust processes; above 1: a master and N workers
     cpus: str = ""  # empty: every core the server does not use
-
-
     remote_workers: int = 0  # workers on other machines (`harness worker --master-host ...`)
     master_bind_host: str = "127.0.0.1"  # 0.0.0.0 (or an address) to let remote workers in
     master_port: int = 0  # 0: a free port, or 5557 when remote workers are expected
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SloConfig:
     p99_ms: float = 100.0
@@ -121,6 +123,19 @@ class Experiment:
                     f"{src}: model.demo {m.demo!r} is not a demo model ({', '.join(MODELS)})"
                 )
         _one_of(src, "server.backend", self.server.backend, ("process", "docker", "external"))
+        if m.name and not _MODEL_NAME.fullmatch(m.name):
+            raise ConfigError(
+                f"{src}: model.name {_show(m.name)} may hold only letters, digits, '.', '_' and '-'",
+                hint="it is used in URLs, paths and server flags",
+            )
+        for key, value in (("server.cpus", self.server.cpus), ("load.cpus", self.load.cpus)):
+            if value and not _CPU_LIST.fullmatch(value):
+                raise ConfigError(f"{src}: {key} = {_show(value)} is not like \"0\", \"0-3\" or \"0,2\"")
+        _positive(src, "server.startup_timeout_s", self.server.startup_timeout_s)
+        if not 1 <= self.load.processes <= 64:
+            raise ConfigError(f"{src}: load.processes must be between 1 and 64")
+        if self.load.users > 100_000:
+            raise ConfigError(f"{src}: load.users must be at most 100000, got {self.load.users}")
         if self.server.backend == "external" and not (
             self.server.grpc_target and self.server.rest_url
         ):
@@ -147,7 +162,7 @@ class Experiment:
         for f in dataclasses.fields(SearchConfig):
             r = getattr(self.search, f.name)
             if isinstance(r, Range) and not (f.name == "users" and r == Range(choices=())):
-                _check_range(src, f"search.{f.name}", r)
+                _check_range(src, f"search.{f.name}", r, _SEARCH_MIN[f.name])
         _one_of(src, "study.sampler", self.study.sampler, ("tpe", "random", "nsga2"))
         _one_of(src, "study.mode", self.study.mode, ("constrained", "pareto"))
         _positive(src, "study.trials", self.study.trials)
@@ -158,18 +173,29 @@ class Experiment:
 
 def _one_of(src, key, value, allowed):
     if value not in allowed:
-        raise ConfigError(f"{src}: {key} = {value!r} is not one of {', '.join(allowed)}")
+        raise ConfigError(f"{src}: {key} = {_show(value)} is not one of {', '.join(allowed)}")
 
 
 def _positive(src, key, value):
     if not value > 0:
-        raise ConfigError(f"{src}: {key} must be > 0, got {value!r}")
+        raise ConfigError(f"{src}: {key} must be > 0, got {_show(value)}")
 
 
-def _check_range(src, key, r: Range) -> None:
+def _check_range(src, key, r: Range, minimum: int = 0) -> None:
+    values = [("choices", v) for v in r.choices] + [("low", r.low), ("high", r.high)]
+    for what, v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{src}: {key}: {what} must be whole numbers, got {_show(v)}")
+        if not float(v).is_integer():
+            raise ConfigError(f"{src}: {key}: {what} must be whole numbers, got {v}")
+    if r.step is not None and (r.step < 1 or r.log):
+        raise ConfigError(f"{src}: {key}: step must be >= 1 and cannot go with a log scale")
     if r.choices:
         if r.low is not None or r.high is not None:
             raise ConfigError(f"{src}: {key}: give either choices or low/high, not both")
+        _check_minimum(src, key, r, minimum)
         return
     if r.low is None or r.high is None:
         raise ConfigError(f"{src}: {key}: give choices = [...] or low and high")
@@ -177,6 +203,33 @@ def _check_range(src, key, r: Range) -> None:
         raise ConfigError(f"{src}: {key}: low ({r.low}) is above high ({r.high})")
     if r.log and r.low <= 0:
         raise ConfigError(f"{src}: {key}: a log scale needs low > 0, got {r.low}")
+    _check_minimum(src, key, r, minimum)
+
+
+def _check_minimum(src, key, r: Range, minimum: int) -> None:
+    for what, v in [("choices", v) for v in r.choices] + [("low", r.low), ("high", r.high)]:
+        if v is not None and v < minimum and not (what == "high" and v == 0):
+            raise ConfigError(f"{src}: {key}: {what} must be >= {minimum}, got {v}")
+
+
+# The smallest value each searched parameter may take (num_batch_threads' high = 0: the cores).
+_SEARCH_MIN = {
+    "max_batch_size": 1,
+    "batch_timeout_micros": 0,
+    "num_batch_threads": 1,
+    "max_enqueued_batches": 1,
+    "intra_op_parallelism": 0,
+    "inter_op_parallelism": 0,
+    "users": 1,
+}
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
+
+
+def _show(value, width: int = 60) -> str:
+    """A value for a one-line message: repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -211,7 +264,9 @@ def _convert(hint, value, key: str, src: str):
         return _build(hint, value, key, src)
     if origin is tuple or hint is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"{src}: {key} must be a list, got {value!r}")
+            raise ConfigError(f"{src}: {key} must be a list, got {_show(value)}")
+        if args and args[0] is str and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{src}: {key} must be a list of strings, got {_show(value)}")
         return tuple(value)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None:
@@ -222,19 +277,21 @@ def _convert(hint, value, key: str, src: str):
         return _convert(inner[0], value, key, src)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{src}: {key} must be true or false, got {value!r}")
+            raise ConfigError(f"{src}: {key} must be true or false, got {_show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{src}: {key} must be an integer, got {value!r}")
+            raise ConfigError(f"{src}: {key} must be an integer, got {_show(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{src}: {key} must be a number, got {value!r}")
+            raise ConfigError(f"{src}: {key} must be a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{src}: {key} must be a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{src}: {key} must be a string, got {value!r}")
+            raise ConfigError(f"{src}: {key} must be a string, got {_show(value)}")
         return value
     return value
 
@@ -248,13 +305,16 @@ def load(path: str | Path, overrides: list[str] = ()) -> Experiment:
     """Read an experiment file; ``overrides`` are ``section.key=value`` (TOML values)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read experiment file {path}: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: invalid TOML: {first}") from None
     for item in overrides:
         apply_override(data, item, str(path))
     return from_dict(data, str(path))

@@ -26,6 +26,7 @@ from harness.servers.base import (
     wait_until_available,
     write_config_files,
 )
+from harness.servers.watchdog import Watchdog
 
 LABEL = "org.tfs-harness.managed"
 OWNER_LABEL = "org.tfs-harness.owner-pid"
@@ -73,6 +74,7 @@ class DockerServer(ServerHandle):
         self.endpoint = endpoint
         self.workdir = workdir
         self._final_logs: str | None = None
+        self.watchdog: Watchdog | None = None  # armed once the model is AVAILABLE
 
     def logs(self) -> str:
         if self._final_logs is not None:
@@ -96,6 +98,16 @@ class DockerServer(ServerHandle):
                 f"container {self.container.name} exited with code {code}{oom}\n{log_tail(self.logs())}",
                 hint=f"the full log is kept in {self.workdir / 'server.log'} after the trial",
             )
+        if state.get("Paused"):
+            raise ServerError(
+                f"container {self.container.name} is paused: it cannot answer\n{log_tail(self.logs())}",
+                hint="the trial is failed; the container is removed and a fresh one starts next",
+            )
+        if self.watchdog is not None:
+            try:
+                self.watchdog.check()
+            except ServerError as exc:
+                raise ServerError(f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint) from None
 
     def stop(self) -> None:
         docker = _docker()
@@ -124,6 +136,10 @@ class DockerBackend:
         self.options = options or DockerOptions()
         self.client = client or connect()
         self.removed_leftovers = remove_leftovers(self.client)
+
+    def preflight(self) -> None:
+        """Refuse a study up front when no trial could start (the image is missing)."""
+        self._image()
 
     def _image(self):
         docker = _docker()
@@ -207,6 +223,9 @@ class DockerBackend:
                 },
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
+                read_only=True,  # the root file system; /tmp is a tmpfs
+                privileged=False,
+                network_mode="bridge",  # never the host's network: ports go to 127.0.0.1
                 **kwargs,
             )
         except docker.errors.APIError as exc:
@@ -221,6 +240,7 @@ class DockerBackend:
             endpoint = self._endpoint(container, spec.model_name)
             server = DockerServer(container, endpoint, workdir)
             wait_until_available(server, spec.startup_timeout)
+            server.watchdog = Watchdog(endpoint.rest_url, spec.model_name)
         except BaseException:
             try:
                 container.remove(force=True)

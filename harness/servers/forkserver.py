@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from harness.errors import ServerError
+from harness.procs import marked_env
 
 
 class ForkedProcess:
@@ -73,6 +74,7 @@ class ForkServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
+            env=marked_env(),  # forked servers inherit our owner marker (see harness.procs)
             start_new_session=True,
         )
         if log is not subprocess.DEVNULL:
@@ -156,6 +158,31 @@ def _write_exit(path: str, status: int) -> None:
     os.replace(tmp, path)
 
 
+def _stop_children(children: dict[int, str]) -> None:
+    for pid in list(children):
+        for sig in (signal.SIGTERM, signal.SIGCONT):
+            try:
+                os.killpg(pid, sig)  # each child leads its own session and group
+            except (ProcessLookupError, PermissionError):
+                pass
+    end = time.monotonic() + 5
+    while children and time.monotonic() < end:
+        for pid in list(children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                children.pop(pid, None)
+                continue
+            if done:
+                _write_exit(children.pop(pid), status)
+        time.sleep(0.05)
+    for pid in children:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     from harness.refserver.server import main as server_main
@@ -183,7 +210,10 @@ def main() -> None:
             continue
         line = stdin.readline()
         if not line:
-            return  # our client went away; children are its to stop
+            # Our client went away. After a clean close its servers are already stopped; after
+            # a crash or a SIGKILL of the harness nobody else will stop them.
+            _stop_children(children)
+            return
         cmd = json.loads(line)
         pid = os.fork()
         if pid == 0:

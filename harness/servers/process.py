@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import ServerError
-from harness.procs import spawn, stop_group
+from harness.procs import process_state, spawn, stop_group
 from harness.servers.base import (
     Endpoint,
     ServerHandle,
@@ -19,8 +19,17 @@ from harness.servers.base import (
     write_config_files,
 )
 from harness.servers.forkserver import ForkServer
+from harness.servers.watchdog import Watchdog
 
 TF_BINARY = "tensorflow_model_server"
+PORT_ATTEMPTS = 3
+# What TF Serving and the reference server say when a port is taken.
+_CLASH = ("port is in use", "address already in use", "failed to bind", "could not bind")
+
+
+def _port_clash(text: str) -> bool:
+    low = text.lower()
+    return any(c in low for c in _CLASH)
 
 
 def free_port() -> int:
@@ -50,6 +59,7 @@ class ProcessServer(ServerHandle):
         self.proc = proc
         self.endpoint = endpoint
         self.log_path = log_path
+        self.watchdog: Watchdog | None = None  # armed once the model is AVAILABLE
 
     def logs(self) -> str:
         try:
@@ -64,6 +74,17 @@ class ProcessServer(ServerHandle):
                 f"server process exited with code {rc}\n{log_tail(self.logs())}",
                 hint=f"the full log is {self.log_path}",
             )
+        if process_state(self.proc.pid) == "T":
+            raise ServerError(
+                f"server process {self.proc.pid} is stopped (SIGSTOP or a debugger): it cannot "
+                f"answer\n{log_tail(self.logs())}",
+                hint="the trial is failed; the server is stopped and a fresh one starts next",
+            )
+        if self.watchdog is not None:
+            try:
+                self.watchdog.check()
+            except ServerError as exc:
+                raise ServerError(f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_group(self.proc, timeout)
@@ -90,13 +111,23 @@ class ProcessBackend:
 
     def start(self, spec: ServerSpec, workdir: Path) -> ProcessServer:
         workdir = Path(workdir)
-        batching, monitoring = write_config_files(spec, workdir)
-        grpc_port, rest_port = free_port(), free_port()
         model_dir = Path(spec.model_dir).resolve()
         if not model_dir.is_dir():
             raise ServerError(
                 f"model directory {model_dir} does not exist", hint="export the model first"
             )
+        # Ports are picked free, then handed to the server: another process may take one in
+        # between. A server that could not listen is retried on fresh ports.
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start_once(spec, workdir, model_dir)
+            except ServerError as exc:
+                if attempt + 1 == PORT_ATTEMPTS or not _port_clash(str(exc)):
+                    raise
+
+    def _start_once(self, spec: ServerSpec, workdir: Path, model_dir: Path) -> ProcessServer:
+        batching, monitoring = write_config_files(spec, workdir)
+        grpc_port, rest_port = free_port(), free_port()
         cmd = [
             *self.command,
             f"--port={grpc_port}",
@@ -111,6 +142,7 @@ class ProcessBackend:
             proc = self._forks.spawn(cmd[len(self.command) :], log_path, spec.cpus)
         else:
             proc = self._popen(cmd, log_path, spec.cpus)
+        (workdir / "server.pid").write_text(f"{proc.pid}\n")
         server = ProcessServer(
             proc,
             Endpoint(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", spec.model_name),
@@ -121,6 +153,7 @@ class ProcessBackend:
         except BaseException:
             server.stop()
             raise
+        server.watchdog = Watchdog(server.endpoint.rest_url, spec.model_name)
         return server
 
     @staticmethod

@@ -6,15 +6,43 @@ import csv
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader (or a crash, a SIGKILL, a full disk) never leaves half a
+    file: a temporary file beside it, flushed to disk, then renamed over it. Each write has its
+    own temporary name, so concurrent writers never clobber each other's half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # an interrupt mid-write leaves the old file and no temporary
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _sync_dir(path.parent)
+
+
+def _sync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -62,6 +90,11 @@ FIGURES = (
     "stable",
     "feasible",
     "generator_cpu",
+    # tune --guide simulate: the simulator's prediction beside each measured trial
+    "predicted_items_per_s",
+    "predicted_p99_ms",
+    "predicted_error_rate",
+    "guided",
 )
 
 
@@ -84,6 +117,9 @@ def trial_rows(study) -> list[dict]:
             else ""
         )
         row["duration_s"] = round(t.duration.total_seconds(), 1) if t.duration else ""
+        # parallel tuning: the tuner that ran it; a repeated config takes the earlier figures
+        row["tuner"] = a.get("tuner", "")
+        row["duplicate_of"] = a.get("duplicate_of", "")
         rows.append(row)
     return rows
 
@@ -109,6 +145,3 @@ def summary_table(rows: list[dict], slo_ms: float, tie: bool, gain: float | None
     if gain:
         lines.append(f"\n{gain:.2f}x the throughput of batching off (TF Serving's default)")
     return "\n".join(lines)
-        # parallel tuning: the tuner that ran it; a repeated config takes the earlier figures
-        row["tuner"] = a.get("tuner", "")
-        row["duplicate_of"] = a.get("duplicate_of", "")

@@ -49,7 +49,14 @@ class Tuner:
                 f"the {exp.server.backend} backend cannot restart the server with new batching parameters",
                 hint="tune with the process or docker backend; use 'harness run' to measure an external server",
             )
+        preflight = getattr(self.runner.backend, "preflight", None)
+        if preflight:  # refuse the study now when no trial could start (a missing image)
+            preflight()
+        if self.runner.removed_leftovers:
+            echo(f"removed {len(self.runner.removed_leftovers)} leftovers of a killed run")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        for handler in logging.getLogger("optuna").handlers:
+            handler.addFilter(_no_tracebacks)
         pareto = exp.study.mode == "pareto"
         # Several tuners may share this storage (see harness.tuning.parallel and storage).
         self.lock = StudyLock(self.storage_url, name)
@@ -140,6 +147,10 @@ class Tuner:
             result = self.runner.measure(cfg, self.dir / "trials" / f"{trial.number:04d}")
         except HarnessError as exc:
             trial.set_user_attr("fail_reason", fail_reason(exc))
+            # the whole story (the server's last log lines) beside the trial's other files
+            outputs.write_text_atomic(
+                self.dir / "trials" / f"{trial.number:04d}" / "failure.txt", f"{exc}\n"
+            )
             raise
         for k, v in result.items():
             trial.set_user_attr(k, v)
@@ -268,6 +279,18 @@ class Tuner:
     def close(self) -> None:
         self.runner.close()
         self.lock.close()
+
+
+def _no_tracebacks(record: logging.LogRecord) -> bool:
+    """Optuna logs every failed trial with a traceback: we print the reason ourselves (and
+    write it to trials.csv and failure.txt), and Ctrl-C is not an error at all."""
+    if record.exc_info:
+        if isinstance(record.exc_info[1], KeyboardInterrupt):
+            return False
+        record.exc_info = None
+        record.exc_text = None
+        return False  # the trial's reason is echoed by _after_trial
+    return "failed with value None" not in record.getMessage()
 
 
 def fail_reason(exc: Exception) -> str:

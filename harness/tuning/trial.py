@@ -9,7 +9,9 @@ from pathlib import Path
 
 from harness.config import Experiment
 from harness.cpus import default_cpus, parse_cpus
+from harness.errors import ConfigError
 from harness.load.runner import LoadSpec, run_load
+from harness.procs import reap_orphans
 from harness.servers.base import ServerSpec
 from harness.servers.factory import make_backend
 from harness.tuning import outputs
@@ -19,6 +21,11 @@ from harness.tuning.space import TrialConfig
 def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[str, Path]:
     m = exp.model
     if m.path:
+        if exp.server.backend != "external" and not Path(m.path).is_dir():
+            raise ConfigError(
+                f"{exp.source}: model.path {m.path} is not a directory",
+                hint="give the SavedModel base path (holding version directories), or export one",
+            )
         return m.name or Path(m.path).name, Path(m.path)
     from harness.models.export import ensure
 
@@ -31,7 +38,10 @@ def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[
 class TrialRunner:
     def __init__(self, exp: Experiment, models_dir: Path = Path("models")) -> None:
         self.exp = exp
+        # servers and Locust processes a killed harness left running (see harness.procs)
+        self.removed_leftovers = reap_orphans()
         self.backend = make_backend(exp.server)
+        self.removed_leftovers += getattr(self.backend, "removed_leftovers", [])
         self.model_name, self.model_dir = model_location(exp, models_dir)
         self.server_cpus, self.load_cpus = default_cpus(
             parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus)
