@@ -109,6 +109,8 @@ def describe(prof) -> str:
             f"refusal {o.cpu_in_us + o.reject_us:.0f} us, round trip {o.rtt_us:.0f} us, "
             f"client {o.client_us:.0f} us/request"
         )
+    if prof.batch_overhead_us:
+        lines.append(f"per-batch server overhead beyond the model: {prof.batch_overhead_us:.0f} us")
     if prof.gc.get("pause_ms"):
         lines.append(
             f"pauses (full garbage collection): {prof.gc['pause_ms']:.0f} ms every "

@@ -69,7 +69,7 @@ def workspace_size(n_cap, users, max_input, max_exec, splitting):
     """(float64, int64) workspace lengths ``run`` needs."""
     fe_cap = 2 * n_cap + 1025
     b_cap = n_cap * (2 + (max_input // max_exec if splitting else 0)) + 1
-    return 2 * n_cap + users + b_cap, 2 * n_cap + 2 * fe_cap + 3 * b_cap
+    return 2 * n_cap + users + b_cap + fe_cap, 2 * n_cap + 2 * fe_cap + 3 * b_cap
 
 
 @_jit
@@ -115,6 +115,7 @@ def run(
     t_send = wf[:n_cap]
     p_time = wf[n_cap : 2 * n_cap + users]
     b_first = wf[2 * n_cap + users : 2 * n_cap + users + b_cap]
+    fe_time = wf[2 * n_cap + users + b_cap : 2 * n_cap + users + b_cap + fe_cap]
     t_size = wi[:n_cap]
     t_pieces = wi[n_cap : 2 * n_cap]  # >0: pieces still to run; -1: refused; -2: answered
     fe_kind = wi[2 * n_cap : 2 * n_cap + fe_cap]
@@ -124,7 +125,7 @@ def run(
     b_lo = wi[o + b_cap : o + 2 * b_cap]
     b_hi = wi[o + 2 * b_cap : o + 3 * b_cap]
     n_tasks = 0
-    # closed loop: users waiting to send, in time order
+    # arrivals, in time order: the given times (open loop) or users ready to send (closed loop)
     p_head = 0
     p_tail = 0
     if closed:
@@ -135,9 +136,14 @@ def run(
     ai = 0
     n_arr = arrivals.shape[0]
     n_sizes = sizes.shape[0]
-    # front end FIFO
+    # The front end serves, oldest first, two streams: arrivals (read straight from the arrival
+    # times, so an arrival is an event only when the front end is idle) and the answers and
+    # collections queued in the FIFO below, each with the time it was queued.
     fe_head = 0
     fe_tail = 0
+    fe_busy = False
+    cur_kind = 0
+    cur_task = 0
     garbage = 0.0  # requests' garbage since the last full collection
     n_gc = 0
     # processor sharing in virtual time: every busy participant (running batches, the front end)
@@ -176,24 +182,61 @@ def run(
                 counters[C_BATCHES] += 1
                 batch_hist[min(padded, n_bh - 1)] += 1
             q_head += 1
+        # an idle front end takes the oldest waiting work
+        if not fe_busy:
+            t_arr = inf
+            if closed:
+                if p_head < p_tail:
+                    t_arr = p_time[p_head]
+            elif ai < n_arr:
+                t_arr = arrivals[ai]
+            t_q = fe_time[fe_head] if fe_head < fe_tail else inf
+            if t_q <= now and t_q <= t_arr:
+                cur_kind = fe_kind[fe_head]
+                cur_task = fe_task[fe_head]
+                fe_head += 1
+                fe_busy = True
+                if cur_kind == _EGRESS_OK:
+                    fe_fin = vt + o_out
+                elif cur_kind == _EGRESS_REJ:
+                    fe_fin = vt + o_rej
+                else:
+                    fe_fin = vt + gc_s
+            elif t_arr <= now:
+                if n_tasks >= n_cap:
+                    counters[C_TRUNCATED] = 1
+                    break
+                i = n_tasks
+                n_tasks += 1
+                t_send[i] = t_arr
+                t_size[i] = sizes[i % n_sizes]
+                t_pieces[i] = 0
+                if closed:
+                    p_head += 1
+                else:
+                    ai += 1
+                if t0 <= t_arr < t1:
+                    counters[C_SENT] += 1
+                cur_kind = _INGRESS
+                cur_task = i
+                fe_busy = True
+                fe_fin = vt + o_in
         # the next event
-        fe_busy = fe_head < fe_tail
         part = n_run + (1 if fe_busy else 0)
         rate = 1.0 if part <= cores else cores / part
         t_next = inf
         what = -1
-        if closed:
-            if p_head < p_tail:
-                t_next = p_time[p_head]
-                what = 0
-        elif ai < n_arr:
-            t_next = arrivals[ai]
-            what = 0
         if fe_busy:
-            t = now + (fe_fin - vt) / rate
-            if t < t_next:
-                t_next = t
-                what = 1
+            t_next = now + (fe_fin - vt) / rate
+            what = 1
+        else:  # idle: it wakes for the next arrival (queued answers come with batch events)
+            if closed:
+                if p_head < p_tail:
+                    t_next = p_time[p_head]
+                    what = 0
+            elif ai < n_arr:
+                t_next = arrivals[ai]
+                what = 0
         kb = -1
         for k in range(n_run):
             t = now + (r_fin[k] - vt) / rate
@@ -210,30 +253,10 @@ def run(
         if dt > 0.0:
             vt += dt * rate
             now = t_next
-        if what == 0:  # a request arrives
-            if n_tasks >= n_cap:
-                counters[C_TRUNCATED] = 1
-                break
-            i = n_tasks
-            n_tasks += 1
-            t_send[i] = now
-            t_size[i] = sizes[i % n_sizes]
-            t_pieces[i] = 0
-            if closed:
-                p_head += 1
-            else:
-                ai += 1
-            if t0 <= now < t1:
-                counters[C_SENT] += 1
-            if fe_head == fe_tail:
-                fe_fin = vt + o_in
-            fe_kind[fe_tail] = _INGRESS
-            fe_task[fe_tail] = i
-            fe_tail += 1
-        elif what == 1:  # the front end finished one piece of work
-            kind = fe_kind[fe_head]
-            i = fe_task[fe_head]
-            fe_head += 1
+        if what == 1:  # the front end finished its piece of work
+            fe_busy = False
+            kind = cur_kind
+            i = cur_task
             if kind == _INGRESS:
                 size = t_size[i]
                 has_open = q_head < q_tail
@@ -255,9 +278,10 @@ def run(
                             counters[C_OVERSIZE] += 1
                         else:
                             counters[C_QUEUE_FULL] += 1
-                    fe_kind[fe_tail] = _EGRESS_REJ
-                    fe_task[fe_tail] = i
-                    fe_tail += 1
+                    # the refusal is answered at once, before anything queued
+                    cur_kind = _EGRESS_REJ
+                    fe_busy = True
+                    fe_fin = vt + o_rej
                 elif new_batches == 0:
                     b_size[q_tail - 1] += size
                     b_hi[q_tail - 1] = i
@@ -290,6 +314,7 @@ def run(
                         n_gc += 1
                         fe_kind[fe_tail] = _GC
                         fe_task[fe_tail] = -1
+                        fe_time[fe_tail] = now
                         fe_tail += 1
                 if closed:  # the client reads the answer when it is free, then sends again
                     read = now + rtt
@@ -309,30 +334,20 @@ def run(
                         fbuf[0] = read - t_send[i]
                         b = (ibuf[0] >> HIST_SHIFT) - hist_key0
                         lat_hist[min(max(b, 0), n_lat - 1)] += 1
-            if fe_head < fe_tail:
-                k2 = fe_kind[fe_head]
-                if k2 == _INGRESS:
-                    fe_fin = vt + o_in
-                elif k2 == _EGRESS_OK:
-                    fe_fin = vt + o_out
-                elif k2 == _EGRESS_REJ:
-                    fe_fin = vt + o_rej
-                else:
-                    fe_fin = vt + gc_s
-        elif what == 2:  # a batch finished
+        elif what == 2:  # a batch finished: its finished requests queue for their answers
             bi = r_batch[kb]
             n_run -= 1
             r_batch[kb] = r_batch[n_run]
             r_fin[kb] = r_fin[n_run]
-            if fe_head == fe_tail:
-                fe_fin = vt + o_out
             for i in range(b_lo[bi], b_hi[bi] + 1):
                 if t_pieces[i] > 0:
                     t_pieces[i] -= 1
                     if t_pieces[i] == 0:
                         fe_kind[fe_tail] = _EGRESS_OK
                         fe_task[fe_tail] = i
+                        fe_time[fe_tail] = now
                         fe_tail += 1
+        # what == 0: the idle front end takes the arrival at the top of the loop
         # what == 3: a batch came due; the dispatch loop at the top takes it
     for i in range(n_tasks):
         if t0 <= t_send[i] < t1 and t_pieces[i] >= 0:

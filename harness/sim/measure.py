@@ -141,7 +141,16 @@ def _cpu_seconds(server) -> float | None:
         return None
 
 
-def _load_run(runner, server, protocol: str, users: int, sizes: str, workdir: Path, seconds: float):
+def _load_run(
+    runner,
+    server,
+    protocol: str,
+    users: int,
+    sizes: str,
+    workdir: Path,
+    seconds: float,
+    min_gap_s: float = 0.08,
+):
     import dataclasses
 
     from harness.load.runner import run_load
@@ -163,7 +172,7 @@ def _load_run(runner, server, protocol: str, users: int, sizes: str, workdir: Pa
     cpu1, t1 = _cpu_seconds(server), time.monotonic()
     m = run.measurement
     rate = m.requests / m.seconds if m.seconds else 0.0
-    gaps = _stalls(run.samples_dir)
+    gaps = _stalls(run.samples_dir, min_gap_s)
     share = (cpu1 - cpu0) / (t1 - t0) if cpu0 is not None and cpu1 is not None else None
     load_cores = len(spec.cpus) if spec.cpus else 1
     return {
@@ -178,6 +187,7 @@ def _load_run(runner, server, protocol: str, users: int, sizes: str, workdir: Pa
         "client_cpu_per_request_us": run.generator_cpu * load_cores / rate * 1e6 if rate else None,
         "answered": gaps[0],
         "stalls_ms": gaps[1],
+        "mean_batch_size": run.server.get("mean_batch_size"),
     }
 
 
@@ -195,14 +205,18 @@ def _stalls(samples_dir, min_gap_s: float = 0.08) -> tuple[int, list[float]]:
     return len(done), [round(float(g) * 1e3, 1) for g in gaps[gaps > min_gap_s]]
 
 
-def gc_stalls(runner, protocol: str, workdir: Path, echo) -> dict:
-    """How often a busy server pauses: a batching config at full speed for ~12 s, and the gaps
-    in its answers longer than 80 ms counted."""
+def gc_stalls(runner, protocol: str, exec_us: dict[int, dict], workdir: Path, echo) -> dict:
+    """How often a busy server pauses: a batching config at full speed for ~12 s (the largest
+    batch that runs in 20 ms, so answers flow steadily), and the gaps in its answers longer than
+    80 ms (or four batches) counted."""
     from harness.tuning.space import TrialConfig
 
+    quick = [s for s in sorted(exec_us) if exec_us[s]["median"] <= 20_000] or [1]
+    mbs = quick[-1]
+    min_gap_s = max(0.08, 4 * exec_us[mbs]["median"] / 1e6)
     cfg = TrialConfig(
         batching=BatchingParameters(
-            max_batch_size=32,
+            max_batch_size=mbs,
             batch_timeout_micros=0,
             num_batch_threads=1,
             max_enqueued_batches=1_000_000,
@@ -210,17 +224,40 @@ def gc_stalls(runner, protocol: str, workdir: Path, echo) -> dict:
     )
     server = runner.backend.start(runner.server_spec(cfg), workdir / "server-stalls")
     try:
-        run = _load_run(runner, server, protocol, 32, "1", workdir / "stalls", 5.0)
+        run = _load_run(
+            runner, server, protocol, 2 * mbs + 4, "1", workdir / "stalls", 5.0, min_gap_s
+        )
     finally:
         server.stop()
     n, gaps = run["answered"], run["stalls_ms"]
-    echo(f"  busy server: {n} answers, {len(gaps)} pauses {gaps[:6]} ms")
+    echo(
+        f"  busy batching server: {run['ok_per_s']:.0f} req/s, mean batch "
+        f"{run['mean_batch_size']}, {n} answers, {len(gaps)} pauses {gaps[:6]} ms"
+    )
     return {
         "every_requests": n / len(gaps) if gaps else 0.0,
         "pause_ms_seen": sorted(gaps)[len(gaps) // 2] if gaps else None,
         "answered": n,
         "pauses": len(gaps),
+        "busy_run": run,
     }
+
+
+def batch_overhead(exec_us: dict[int, dict], path_us: float, gc: dict) -> float:
+    """Server CPU per batch beyond the model and the requests' own path (merging inputs,
+    splitting outputs, thread hand-offs), from the busy batching run: its CPU per request times
+    its mean batch, less the batch's execution, its requests' path and the collections' share."""
+    import numpy as np
+
+    run = gc.get("busy_run") or {}
+    per_req = run.get("server_cpu_per_request_us")
+    b = run.get("mean_batch_size")
+    if not per_req or not b:
+        return 0.0
+    sizes = sorted(exec_us)
+    exec_b = float(np.interp(b, sizes, [exec_us[s]["median"] for s in sizes]))
+    gc_us = gc["pause_ms"] * 1e3 / gc["every_requests"] if gc.get("every_requests") else 0.0
+    return max(per_req * b - exec_b - b * (path_us + gc_us), 0.0)
 
 
 def request_path(runner, protocol: str, exec1_us: float, workdir: Path, echo) -> Overhead:
@@ -246,11 +283,19 @@ def request_path(runner, protocol: str, exec1_us: float, workdir: Path, echo) ->
         server.stop()
     if not busy["ok_per_s"] or not rej["requests_per_s"] or one["p50_ms"] is None:
         raise ServerError(f"profiling the {protocol} path got no answers: {busy} {rej} {one}")
+    return derive(busy, rej, one, exec1_us)
+
+
+def derive(busy: dict, rej: dict, one: dict, exec1_us: float) -> Overhead:
+    """The request path's costs from the three runs (see the module's docstring)."""
     per_ok = busy["server_cpu_per_request_us"] or 1e6 / busy["ok_per_s"]
     path_us = max(per_ok - exec1_us, 1.0)
     per_rej = rej["server_cpu_per_request_us"] or 1e6 / rej["requests_per_s"]
     cpu_in = SPLIT_IN * path_us
-    client = max(busy["client_cpu_per_request_us"] or 0.0, rej["client_cpu_per_request_us"] or 0.0)
+    # the client's CPU per request at its busiest (the refusal run): at low rates a gevent loop's
+    # fixed costs inflate the per-request figure
+    seen = [r["client_cpu_per_request_us"] for r in (busy, rej) if r["client_cpu_per_request_us"]]
+    client = min(seen) if seen else 0.0
     rtt = max(one["p50_ms"] * 1e3 - exec1_us - path_us - client, 0.0)
     return Overhead(
         cpu_in_us=cpu_in,
@@ -288,11 +333,14 @@ def measure(
         for proto in protocols:
             echo(f"measuring the {proto} request path through a {exp.server.backend} server")
             overhead[proto] = request_path(runner, proto, exec_us[1]["median"], workdir, echo)
-        gc.update(gc_stalls(runner, protocols[0], workdir, echo))
+        gc.update(gc_stalls(runner, protocols[0], exec_us, workdir, echo))
         # the pause as the busy server showed it, else the offline collection's time
         gc["pause_ms"] = gc.get("pause_ms_seen") or gc["offline_pause_ms"]
         if not gc["every_requests"]:
             gc["pause_ms"] = 0.0  # no pause seen: model none
+        oh = overhead[protocols[0]]
+        per_batch = batch_overhead(exec_us, oh.cpu_in_us + oh.cpu_out_us, gc)
+        echo(f"  per-batch overhead beyond the model: {per_batch:.0f} us")
     finally:
         runner.close()
     env = environment(cpus)
@@ -311,4 +359,5 @@ def measure(
         overhead=overhead,
         environment=env,
         gc=gc,
+        batch_overhead_us=per_batch,
     )

@@ -55,6 +55,7 @@ class ServerModel:
                 slope = (med[-1] - med[-2]) / (sizes[-1] - sizes[-2])
             beyond = grid > sizes[-1]
             table[beyond] = med[-1] + slope * (grid[beyond] - sizes[-1])
+        table[1:] += profile.batch_overhead_us * 1e-6
         spreads = []
         for s in sizes:
             e = profile.exec_us[s]

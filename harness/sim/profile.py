@@ -50,6 +50,8 @@ class Profile:
     # the server process's full garbage collections: {"pause_ms", "every_requests", ...}; empty
     # for a server that has none (tensorflow_model_server is C++)
     gc: dict = dataclasses.field(default_factory=dict)
+    # server CPU per batch beyond the model (merge, split, hand-offs), from a busy batching run
+    batch_overhead_us: float = 0.0
     path: str = ""
 
     def sizes(self) -> list[int]:
@@ -78,6 +80,7 @@ class Profile:
             "overhead": {k: dataclasses.asdict(v) for k, v in self.overhead.items()},
             "environment": self.environment,
             "gc": self.gc,
+            "batch_overhead_us": self.batch_overhead_us,
         }
 
     @classmethod
@@ -98,6 +101,7 @@ class Profile:
                 overhead=overhead,
                 environment=data.get("environment", {}),
                 gc=dict(data.get("gc") or {}),
+                batch_overhead_us=float(data.get("batch_overhead_us") or 0.0),
                 path=path,
             )
         except (KeyError, TypeError, ValueError) as exc:
