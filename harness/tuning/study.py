@@ -29,12 +29,20 @@ log = logging.getLogger("harness.tune")
 
 class Tuner:
     def __init__(
-        self, exp: Experiment, results_dir: Path, *, storage: str | None = None, echo=print
+        self,
+        exp: Experiment,
+        results_dir: Path,
+        *,
+        storage: str | None = None,
+        echo=print,
+        guide: str | None = None,
     ) -> None:
         import optuna
 
         self.optuna = optuna
         self.exp = exp
+        self.guide_mode = guide  # "simulate": the simulator picks the real trials (harness.sim)
+        self.guide = None
         name = exp.study.name or default_study_name(exp)
         self.name = name
         self.dir = Path(results_dir) / name
@@ -99,7 +107,11 @@ class Tuner:
 
     def _enqueue_first(self, n_trials: int) -> None:
         """The study's first trials (baselines); called once per study, under the study lock."""
-        if self.exp.study.baselines:
+        if self.guide_mode == "simulate":
+            from harness.sim.guide import enqueue_guided
+
+            enqueue_guided(self, n_trials)
+        elif self.exp.study.baselines:
             for label, cfg in baselines(self.exp.search, self._cores()).items():
                 self.study.enqueue_trial(
                     {}, user_attrs={"baseline": label, "config": cfg.as_dict()}
@@ -143,6 +155,10 @@ class Tuner:
         else:
             cfg = suggest(trial, self.exp.search, self._cores())
             trial.set_user_attr("config", cfg.as_dict())
+        if self.guide_mode == "simulate" and "predicted_items_per_s" not in attrs:
+            from harness.sim.guide import attach_prediction
+
+            attach_prediction(self, trial, cfg)
         try:
             result = self.runner.measure(cfg, self.dir / "trials" / f"{trial.number:04d}")
         except HarnessError as exc:
@@ -188,9 +204,14 @@ class Tuner:
             else "no feasible trial yet"
         )
         mark = "ok " if attrs.get("feasible") else "SLO"
+        predicted = (
+            f" (predicted {attrs['predicted_items_per_s']:.0f}, p99 {attrs['predicted_p99_ms']})"
+            if "predicted_items_per_s" in attrs
+            else ""
+        )
         self.echo(
             f"[{n:>3}/{total}] {label}: {attrs['items_per_s']:.0f} items/s, p99 {attrs['p99_ms']:.1f} ms, "
-            f"errors {attrs['error_rate']:.1%} {mark} | {best_text}"
+            f"errors {attrs['error_rate']:.1%} {mark}{predicted} | {best_text}"
         )
 
     # -- the winner -----------------------------------------------------------------------------
