@@ -15,8 +15,8 @@ Model of the server (see docs/simulator.md):
   on one of ``threads`` batch threads; more running batches than cores stretch each other.
 - Python's full garbage collection: the reference server is a Python process holding all of
   TensorFlow's objects, and a full collection walks them all (~0.2 s here) with the GIL held.
-  After every ``gc_every`` answered requests (a refused one counts ``GC_REJECT_WEIGHT``), the
-  request path does ``gc_s`` of work (0 for a server without one, e.g. tensorflow_model_server).
+  Each answer adds the number of requests inside the server to a garbage count (a refused one
+  ``GC_REJECT_WEIGHT`` of that); at ``gc_every`` the request path does ``gc_s`` of work (0 for a server without one, e.g. tensorflow_model_server).
 - The client adds ``rtt`` seconds to every answer (loopback, waiting). A closed-loop client is
   one FIFO worker on its own core (Locust: one gevent process) spending ``c_cli`` seconds per
   request; a user sends its next request as soon as the client has read the answer. An open-loop
@@ -144,8 +144,9 @@ def run(
     fe_busy = False
     cur_kind = 0
     cur_task = 0
-    garbage = 0.0  # requests' garbage since the last full collection
+    garbage = 0.0  # garbage promoted since the last full collection (see below)
     n_gc = 0
+    n_live = 0  # requests inside the server (taken by the front end, not yet answered)
     # processor sharing in virtual time: every busy participant (running batches, the front end)
     # advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed vt
     vt = 0.0
@@ -211,6 +212,7 @@ def run(
                 t_send[i] = t_arr
                 t_size[i] = sizes[i % n_sizes]
                 t_pieces[i] = 0
+                n_live += 1
                 if closed:
                     p_head += 1
                 else:
@@ -306,9 +308,11 @@ def run(
                     t_pieces[i] = pieces
             elif kind != _GC:
                 # Python's full garbage collection: with TensorFlow loaded it walks every object
-                # (~0.2 s here) holding the GIL, so the request path stalls for that long
+                # (~0.2 s here) holding the GIL, so the request path stalls for that long. What
+                # reaches the oldest generation is what the younger collections find alive: the
+                # objects of the requests inside the server, so each answer adds n_live.
                 if gc_every > 0.0:
-                    garbage += 1.0 if kind == _EGRESS_OK else GC_REJECT_WEIGHT
+                    garbage += n_live * (1.0 if kind == _EGRESS_OK else GC_REJECT_WEIGHT)
                     if garbage >= gc_every and n_gc < 1024:
                         garbage -= gc_every
                         n_gc += 1
@@ -316,6 +320,7 @@ def run(
                         fe_task[fe_tail] = -1
                         fe_time[fe_tail] = now
                         fe_tail += 1
+                n_live -= 1
                 if closed:  # the client reads the answer when it is free, then sends again
                     read = now + rtt
                     if cli_free > read:

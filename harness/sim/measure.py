@@ -25,6 +25,7 @@ Two parts, because they need different instruments:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -243,23 +244,6 @@ def gc_stalls(runner, protocol: str, exec_us: dict[int, dict], workdir: Path, ec
     }
 
 
-def batch_overhead(exec_us: dict[int, dict], path_us: float, gc: dict) -> float:
-    """Server CPU per batch beyond the model and the requests' own path (merging inputs,
-    splitting outputs, thread hand-offs), from the busy batching run: its CPU per request times
-    its mean batch, less the batch's execution, its requests' path and the collections' share."""
-    import numpy as np
-
-    run = gc.get("busy_run") or {}
-    per_req = run.get("server_cpu_per_request_us")
-    b = run.get("mean_batch_size")
-    if not per_req or not b:
-        return 0.0
-    sizes = sorted(exec_us)
-    exec_b = float(np.interp(b, sizes, [exec_us[s]["median"] for s in sizes]))
-    gc_us = gc["pause_ms"] * 1e3 / gc["every_requests"] if gc.get("every_requests") else 0.0
-    return max(per_req * b - exec_b - b * (path_us + gc_us), 0.0)
-
-
 def request_path(runner, protocol: str, exec1_us: float, workdir: Path, echo) -> Overhead:
     from harness.tuning.space import TrialConfig
 
@@ -312,6 +296,50 @@ def derive(busy: dict, rej: dict, one: dict, exec1_us: float) -> Overhead:
     )
 
 
+def calibrate(prof: Profile) -> Profile:
+    """Split the server's CPU into per-request and per-batch parts from the served runs.
+
+    Two busy runs give two equations (collections' share taken out of both): batches of one,
+    ``cpu_1 = exec(1) + per_batch + path``, and the batching run with mean batch B,
+    ``B * cpu_B = exec(B) + per_batch + B * path``. Served, a batch costs more than the model
+    offline (hand-offs between the request, batch and TensorFlow threads, merging, splitting),
+    and that cost is per batch, so it must not be charged per request.
+    """
+    import numpy as np
+
+    gc = prof.gc
+    run = gc.get("busy_run") or {}
+    sizes = sorted(prof.exec_us)
+    med = [prof.exec_us[s]["median"] for s in sizes]
+    e1 = prof.exec_us[sizes[0]]["median"]
+    g = gc["pause_ms"] * 1e3 / gc["every_requests"] if gc.get("every_requests") else 0.0
+    first = next(iter(prof.overhead))
+    per_batch = 0.0
+    b, c_b = run.get("mean_batch_size"), run.get("server_cpu_per_request_us")
+    c_1 = prof.overhead[first].measured.get("busy", {}).get("server_cpu_per_request_us")
+    if b and c_b and c_1 and b > 1.5:
+        e_b = float(np.interp(b, sizes, med))
+        path = ((c_b - g) * b - (c_1 - g) - e_b + e1) / (b - 1)
+        per_batch = max((c_1 - g) - e1 - max(path, 1.0), 0.0)
+    overhead = {}
+    for proto, oh in prof.overhead.items():
+        m = oh.measured
+        busy, rej, one = m["busy"], m["reject"], m["one_user"]
+        c1 = busy["server_cpu_per_request_us"] or 1e6 / busy["ok_per_s"]
+        path = max(c1 - g - e1 - per_batch, 1.0)
+        cpu_in = SPLIT_IN * path
+        per_rej = rej["server_cpu_per_request_us"] or 1e6 / rej["requests_per_s"]
+        rtt = max(one["p50_ms"] * 1e3 - (e1 + per_batch + path) - oh.client_us, 0.0)
+        overhead[proto] = dataclasses.replace(
+            oh,
+            cpu_in_us=cpu_in,
+            cpu_out_us=path - cpu_in,
+            reject_us=max(per_rej - 0.35 * g - cpu_in, 1.0),
+            rtt_us=rtt,
+        )
+    return dataclasses.replace(prof, overhead=overhead, batch_overhead_us=per_batch)
+
+
 def measure(
     exp: Experiment,
     *,
@@ -334,13 +362,11 @@ def measure(
             echo(f"measuring the {proto} request path through a {exp.server.backend} server")
             overhead[proto] = request_path(runner, proto, exec_us[1]["median"], workdir, echo)
         gc.update(gc_stalls(runner, protocols[0], exec_us, workdir, echo))
-        # the pause as the busy server showed it, else the offline collection's time
-        gc["pause_ms"] = gc.get("pause_ms_seen") or gc["offline_pause_ms"]
+        # a collection's CPU is what it costs offline; the gaps a busy server shows are longer
+        # because batches share the core meanwhile, which the simulator models itself
+        gc["pause_ms"] = gc["offline_pause_ms"]
         if not gc["every_requests"]:
             gc["pause_ms"] = 0.0  # no pause seen: model none
-        oh = overhead[protocols[0]]
-        per_batch = batch_overhead(exec_us, oh.cpu_in_us + oh.cpu_out_us, gc)
-        echo(f"  per-batch overhead beyond the model: {per_batch:.0f} us")
     finally:
         runner.close()
     env = environment(cpus)
@@ -351,7 +377,7 @@ def measure(
         load_cpus=list(runner.load_cpus or []),
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    return Profile(
+    prof = Profile(
         model=runner.model_name,
         backend=exp.server.backend,
         cores=len(cpus) if cpus else (env.get("machine_cores") or 1),
@@ -359,5 +385,7 @@ def measure(
         overhead=overhead,
         environment=env,
         gc=gc,
-        batch_overhead_us=per_batch,
     )
+    prof = calibrate(prof)
+    echo(f"  per-batch server cost beyond the model: {prof.batch_overhead_us:.0f} us")
+    return prof

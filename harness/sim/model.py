@@ -36,7 +36,7 @@ class ServerModel:
     o_rej: float
     rtt: float
     client: float  # closed loop: client CPU per request (one client core)
-    gc_every: float = 0.0  # answered requests between full garbage collections (0: none)
+    gc_every: float = 0.0  # collection threshold in request-answers x requests inside (0: none)
     gc_s: float = 0.0  # one full collection's CPU time
 
     @classmethod
@@ -71,9 +71,18 @@ class ServerModel:
             o_rej=oh.reject_us * 1e-6,
             rtt=oh.rtt_us * 1e-6,
             client=oh.client_us * 1e-6,
-            gc_every=profile.gc.get("every_requests", 0.0) if profile.gc else 0.0,
+            gc_every=gc_units(profile.gc),
             gc_s=profile.gc.get("pause_ms", 0.0) / 1e3 if profile.gc else 0.0,
         )
+
+
+def gc_units(gc: dict) -> float:
+    """The kernel's collection threshold: answers between pauses times requests inside the
+    server, as the profile's busy run saw them (pauses come faster with more requests inside)."""
+    if not gc or not gc.get("every_requests"):
+        return 0.0
+    live = (gc.get("busy_run") or {}).get("users") or 1
+    return gc["every_requests"] * live
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

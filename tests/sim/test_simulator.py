@@ -161,7 +161,7 @@ def test_the_kernel_forms_the_same_batches_as_the_servers_queue():
 
 def test_garbage_collection_pauses_set_the_tail_not_the_median():
     srv = server(exec_ms=1, o_in=1e-4, o_out=1e-4)
-    paused = dataclasses.replace(srv, gc_every=2000, gc_s=0.2)
+    paused = dataclasses.replace(srv, gc_every=2000 * 16, gc_s=0.2)
     wl = Workload(users=16, warmup_s=1, window_s=8)
     cfg1 = cfg(max_batch_size=8)
     calm = simulate(cfg1, Prepared(wl, srv))
