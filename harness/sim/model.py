@@ -63,7 +63,7 @@ class ServerModel:
                 spreads.append(math.log(e["p90"] / e["p10"]) / (2 * 1.2816))
         sigma = float(np.median(spreads)) if spreads else 0.0
         return cls(
-            cores=float(cores or profile.cores),
+            cores=float(cores or profile.cores) * profile.utilisation(),
             exec_table=table,
             noise_sigma=sigma,
             o_in=oh.cpu_in_us * 1e-6,

@@ -60,6 +60,17 @@ class Profile:
     def max_size(self) -> int:
         return max(self.exec_us)
 
+    def utilisation(self) -> float:
+        """The share of its cores a saturated server keeps busy (the rest is waiting on thread
+        hand-offs); measured in the busy runs, 1.0 when unknown."""
+        shares = [
+            r.get("server_cpu_share")
+            for r in [o.measured.get("busy", {}) for o in self.overhead.values()]
+            + [self.gc.get("busy_run") or {}]
+        ]
+        shares = [x for x in shares if x]
+        return min(max(sum(shares) / len(shares), 0.5), 1.0) if shares else 1.0
+
     def overhead_for(self, protocol: str) -> Overhead:
         try:
             return self.overhead[protocol]
