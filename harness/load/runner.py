@@ -309,7 +309,7 @@ def _wait_first_sample(
 
 
 def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) -> RunResult:
-    ps = psutil.Process(procs.master.pid)
+    ps = [psutil.Process(p.pid) for p in (procs.master, *(w for w, _ in procs.workers))]
     wait = 60.0 + (WORKER_WAIT_S if spec.distributed else 0.0)
     first = _wait_first_sample(procs, record_dir, log_path, check_server, wait)
     start = first + spec.warmup_s
@@ -324,7 +324,7 @@ def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) 
     windows: list[Measurement] = []
     views: list[dict] = []
     scrape0 = prev = promscrape.scrape(endpoint.metrics_url)
-    cpu0, wall0 = _cpu_seconds(ps), time.time()
+    cpu0, wall0 = sum(map(_cpu_seconds, ps)), time.time()
     stable = False
     for i in range(spec.max_windows):
         edge = start + (i + 1) * spec.window_s
@@ -344,18 +344,20 @@ def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) 
             ):
                 stable = True
                 break
-    cpu1, wall1 = _cpu_seconds(ps), time.time()
+    cpu1, wall1 = sum(map(_cpu_seconds, ps)), time.time()
     end = start + len(windows) * spec.window_s
     samples = Samples.read(record_dir)
     overall = measure(samples, start, end)
     n_cpus = len(spec.cpus) if spec.cpus else (os.cpu_count() or 1)
+    # the local load processes (master and local workers) over the cores they may use
     gen_cpu = (cpu1 - cpu0) / max(wall1 - wall0, 1e-9) / max(min(n_cpus, max(spec.processes, 1)), 1)
     warnings = []
     workers = []
     if spec.distributed:
         workers = distributed.worker_figures(status0, distributed.read_status(record_dir))
         shares = [w["cpu"] for w in workers if w["cpu"] is not None]
-        gen_cpu = max(shares, default=gen_cpu)  # the busiest worker decides (one core each)
+        # the busiest worker (one process, one core) or the local cores, whichever is fuller
+        gen_cpu = max([gen_cpu, *shares])
         for w in workers:
             if w["skew_s"] is not None and abs(w["skew_s"]) > distributed.SKEW_WARN_S:
                 warnings.append(
