@@ -8,10 +8,12 @@ are shipped to the master, never written by the worker). Bounded in time: window
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -20,7 +22,14 @@ from harness.batching import BatchingParameters
 from harness.load.distributed import WorkerLost
 from harness.load.runner import LoadSpec, run_load
 from harness.servers import ProcessBackend, ServerSpec
-from tests.conftest import ROOT, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,14 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from harness.errors import ConfigError
 from harness.tuning import storage
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 EXPERIMENT = """
 [model]
