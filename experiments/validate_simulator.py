@@ -136,6 +136,7 @@ def predict(model: str, overrides: list[str], params, profile):
         request_sizes=load.request_sizes,
         warmup_s=2.0,
         window_s=20.0,
+        tail_s=10.0,  # overloaded configs: late answers still count, as the harness waits for them
     )
     srv = ServerModel.from_profile(profile, load.protocol, max_size=128)
     return simulate(params, Prepared(wl, srv)), exp

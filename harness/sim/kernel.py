@@ -8,7 +8,10 @@ Model of the server (see docs/simulator.md):
 
 - ``cores`` CPUs shared fairly (processor sharing) by every running batch and by the front end.
 - The front end (gRPC/REST decode, predict path, response encode) is one FIFO worker: the
-  reference server's request path holds Python's GIL, so request handling is serial. Each request
+  reference server's request path holds Python's GIL, so request handling is serial. When it
+  competes with running batches for a core it weighs ``fe_weight`` batches: besides the thread
+  holding the GIL, gRPC's own threads (polling, HTTP/2) are runnable, and the OS shares the core
+  per runnable thread. Each request
   costs ``o_in`` seconds of CPU before it reaches the queue and ``o_out`` after its batch ran; a
   rejected one costs ``o_rej`` after ``o_in``.
 - A batch of padded size ``b`` costs ``exec_table[b]`` seconds of CPU (times a noise factor),
@@ -91,6 +94,7 @@ def run(
     c_cli,
     gc_every,
     gc_s,
+    fe_weight,
     closed,
     users,
     arrivals,
@@ -150,6 +154,7 @@ def run(
     # processor sharing in virtual time: every busy participant (running batches, the front end)
     # advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed vt
     vt = 0.0
+    fv = 0.0  # the front end's own virtual time (its share differs from a batch's)
     fe_fin = 0.0
     # the batch queue (only grows; q_head..q_tail-1 are waiting, the last one is open)
     q_head = 0
@@ -198,11 +203,11 @@ def run(
                 fe_head += 1
                 fe_busy = True
                 if cur_kind == _EGRESS_OK:
-                    fe_fin = vt + o_out
+                    fe_fin = fv + o_out
                 elif cur_kind == _EGRESS_REJ:
-                    fe_fin = vt + o_rej
+                    fe_fin = fv + o_rej
                 else:
-                    fe_fin = vt + gc_s
+                    fe_fin = fv + gc_s
             elif t_arr <= now:
                 if n_tasks >= n_cap:
                     counters[C_TRUNCATED] = 1
@@ -222,14 +227,24 @@ def run(
                 cur_kind = _INGRESS
                 cur_task = i
                 fe_busy = True
-                fe_fin = vt + o_in
+                fe_fin = fv + o_in
         # the next event
-        part = n_run + (1 if fe_busy else 0)
-        rate = 1.0 if part <= cores else cores / part
+        # shares of the cores: each running batch weighs 1, a busy front end ``fe_weight``
+        rate = 1.0
+        rate_fe = 1.0
+        if n_run + (1 if fe_busy else 0) > cores:
+            if fe_busy:
+                rate = cores / (n_run + fe_weight)
+                rate_fe = fe_weight * rate
+                if rate_fe > 1.0:
+                    rate_fe = 1.0
+                    rate = (cores - 1.0) / n_run
+            else:
+                rate = cores / n_run
         t_next = inf
         what = -1
         if fe_busy:
-            t_next = now + (fe_fin - vt) / rate
+            t_next = now + (fe_fin - fv) / rate_fe
             what = 1
         else:  # idle: it wakes for the next arrival (queued answers come with batch events)
             if closed:
@@ -254,6 +269,7 @@ def run(
         dt = t_next - now
         if dt > 0.0:
             vt += dt * rate
+            fv += dt * rate_fe
             now = t_next
         if what == 1:  # the front end finished its piece of work
             fe_busy = False
@@ -283,7 +299,7 @@ def run(
                     # the refusal is answered at once, before anything queued
                     cur_kind = _EGRESS_REJ
                     fe_busy = True
-                    fe_fin = vt + o_rej
+                    fe_fin = fv + o_rej
                 elif new_batches == 0:
                     b_size[q_tail - 1] += size
                     b_hi[q_tail - 1] = i

@@ -21,7 +21,8 @@ from harness.sim.profile import Profile
 # latency histogram: bins are a float's exponent and top 7 mantissa bits, from 1 us to ~1000 s
 HIST_KEY0 = int(np.array([1e-6]).view(np.int64)[0] >> kernel.HIST_SHIFT)
 HIST_BINS = int(np.array([1e3]).view(np.int64)[0] >> kernel.HIST_SHIFT) - HIST_KEY0
-BATCHING_OFF_THREADS = 256  # batching off: each request runs at once on its own handler thread
+BATCHING_OFF_THREADS = 256
+FE_WEIGHT = 2.0  # see kernel: the GIL holder plus gRPC's own threads against one batch thread  # batching off: each request runs at once on its own handler thread
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,7 @@ class ServerModel:
     client: float  # closed loop: client CPU per request (one client core)
     gc_every: float = 0.0  # collection threshold in request-answers x requests inside (0: none)
     gc_s: float = 0.0  # one full collection's CPU time
+    fe_weight: float = FE_WEIGHT  # the request path's share of a core against one batch
 
     @classmethod
     def from_profile(
@@ -265,6 +267,7 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         srv.client,
         srv.gc_every,
         srv.gc_s,
+        srv.fe_weight,
         wl.closed,
         users,
         prep.arrivals,
