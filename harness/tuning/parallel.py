@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import time
+import warnings
 
 from harness.errors import HarnessError
 from harness.tuning.space import TrialConfig, suggest
@@ -75,6 +76,11 @@ def _heartbeat(study, trial):
 def run_trials(tuner, n_trials: int, timeout: float | None = None) -> int:
     """Run trials until the study holds ``n_trials``; returns how many this tuner ran."""
     import optuna
+
+    # We run Optuna's heartbeat ourselves around each trial (see _heartbeat); its warnings that
+    # heartbeats are "meant for Study.optimize" and "experimental" are noise here.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     study = tuner.study
     states = optuna.trial.TrialState
