@@ -5,6 +5,7 @@ Messages are the ``tensorflow-serving-api`` package's own, so any TF Serving cli
 
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -20,7 +21,22 @@ from harness.refserver.predict import Predictor, select_outputs
 from harness.refserver.status import ServingError
 from harness.refserver.tensors import numpy_to_proto, proto_to_numpy
 
+log = logging.getLogger("harness.refserver")
 monotonic = time.monotonic
+
+
+def _one_line_decode_errors(record: logging.LogRecord) -> bool:
+    """grpc logs a traceback for every request it cannot parse (it answers INTERNAL, as TF
+    Serving's C++ core does): keep one line, so garbage from a client cannot flood the log."""
+    if record.exc_info and record.getMessage().startswith("Exception deserializing"):
+        record.msg = f"{record.getMessage()} {record.exc_info[1]}"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
+logging.getLogger("grpc._common").addFilter(_one_line_decode_errors)
 _CODES = {c.name: c for c in grpc.StatusCode}
 
 
@@ -57,6 +73,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as err:
             p.record(name, err.code, started, "GRPC")
             _abort(context, err)
+        except Exception as exc:  # a bug of ours: answer INTERNAL, log it, keep serving
+            log.exception("Predict failed")
+            p.record(name, "INTERNAL", started, "GRPC")
+            context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}")
         response = predict_pb2.PredictResponse()
         ms = response.model_spec
         ms.name = name

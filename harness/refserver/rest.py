@@ -87,7 +87,13 @@ class RestServer:
                 keep_alive = _keep_alive(version, headers)
                 body = b""
                 if headers.get("transfer-encoding", "").lower() == "chunked":
-                    body = await self._read_chunked(reader)
+                    try:
+                        body = await self._read_chunked(reader)
+                    except ValueError:
+                        await self._send(
+                            writer, 400, _error_body("Malformed chunked body"), close=True
+                        )
+                        return
                     if body is None:
                         await self._send(writer, 413, self._too_large(), close=True)
                         return
@@ -122,10 +128,9 @@ class RestServer:
         total = 0
         while True:
             line = await reader.readuntil(b"\r\n")
-            try:
-                n = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise ConnectionError("bad chunk size") from None
+            n = int(line.split(b";")[0].strip(), 16)  # ValueError: the caller answers 400
+            if n < 0:
+                raise ValueError("negative chunk size")
             if n == 0:
                 await reader.readuntil(b"\r\n")
                 return b"".join(parts)
@@ -181,6 +186,9 @@ class RestServer:
             return await self._predict(name, version, label, body)
         except ServingError as err:
             return err.http_status, _error_body(err.message), "application/json"
+        except Exception as exc:  # a bug of ours: answer 500 and keep serving
+            log.exception("REST %s %s failed", method, path)
+            return 500, _error_body(f"Internal error: {type(exc).__name__}"), "application/json"
 
     def _status(self, name, version, label) -> dict:
         out = []
@@ -213,6 +221,8 @@ class RestServer:
                 doc = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise invalid(f"JSON Parse error: {exc}") from None
+            except RecursionError:
+                raise invalid("JSON Parse error: the document is nested too deeply") from None
             if not isinstance(doc, dict):
                 raise invalid("JSON Value: request body must be a JSON object")
             sig_name = doc.get("signature_name", "")

@@ -67,6 +67,9 @@ VALUE_FIELD = {
 _ALL_VALUE_FIELDS = sorted(set(VALUE_FIELD.values()))
 
 MAX_ELEMENTS = 1 << 31  # refuse tensors that claim more elements than any request can carry
+# A single value is expanded over the whole shape (as TF does); a tiny message must not make
+# the server allocate gigabytes, so the expansion is bounded.
+MAX_BROADCAST_ELEMENTS = 1 << 24
 
 
 def dtype_name(dt: int) -> str:
@@ -108,13 +111,21 @@ def proto_to_numpy(tp, alias: str) -> np.ndarray:
     if dt == DT_STRING:
         arr = np.empty(n, dtype=object)
         arr[:] = list(values)
-    elif dt == DT_HALF:
-        arr = np.array(values, dtype=np.uint16).view(np.float16)
+    elif dt == DT_HALF:  # half_val carries the raw 16-bit patterns in int32 slots
+        arr = np.array(values, dtype=np.int64).astype(np.uint16).view(np.float16)
+    elif field == "int_val" and npdt.itemsize < 4:
+        # int8/uint8/int16/uint16 travel in int32 slots; TF keeps the low bits, as a cast does
+        arr = np.array(values, dtype=np.int64).astype(npdt)
     else:
         arr = np.array(values, dtype=npdt)
     if n == count:
         return arr.reshape(shape)
     if n == 1 and count > 0:  # TF broadcasts a single value over the whole shape
+        if count > MAX_BROADCAST_ELEMENTS:
+            raise invalid(
+                f"input {alias!r}: one value for shape {list(shape)} would expand to {count} "
+                f"elements; the reference server expands at most {MAX_BROADCAST_ELEMENTS}"
+            )
         return np.full(shape, arr[0], dtype=arr.dtype)
     if n == 0 and count == 0:
         return arr.reshape(shape)
@@ -185,6 +196,8 @@ def json_to_numpy(value, alias: str, dt: int) -> np.ndarray:
         if arr.size and arr.dtype != np.bool_:
             raise invalid(f"input {alias!r}: expected true/false values for DT_BOOL")
         return arr.astype(np.bool_)
+    if arr.dtype == np.bool_ and arr.size:
+        raise invalid(f"input {alias!r}: expected numbers for {dtype_name(dt)}, got booleans")
     if npdt.kind in "iu" and arr.dtype.kind == "f":
         if arr.size and not np.all(np.equal(np.mod(arr, 1), 0)):
             raise invalid(f"input {alias!r}: expected integers for {dtype_name(dt)}, got fractions")
