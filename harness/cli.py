@@ -55,13 +55,13 @@ def _cmd_run(args) -> int:
     return run(args)
 
 
-def _cmd_report(args) -> int:
 def _cmd_worker(args) -> int:
     from harness.runcmd import worker
 
     return worker(args)
 
 
+def _cmd_report(args) -> int:
     from harness.report.study import build
 
     paths = build(args.study_dir)
@@ -117,7 +117,7 @@ def _cmd_tune(args) -> int:
     if args.trials:
         study = dataclasses.replace(study, trials=args.trials)
     exp = dataclasses.replace(exp, study=study).check()
-    tuner = Tuner(exp, Path(args.results_dir), storage=args.storage)
+    tuner = Tuner(exp, Path(args.results_dir), storage=args.storage, guide=args.guide)
     try:
         tuner.run(exp.study.trials, timeout=args.timeout)
     except KeyboardInterrupt:
@@ -171,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     run.set_defaults(func=_cmd_run)
 
+    worker = sub.add_parser(
+        "worker", help="a Locust load worker for a harness run/tune on another machine"
+    )
+    from harness.runcmd import add_worker_arguments
+
+    add_worker_arguments(worker)
+    worker.set_defaults(func=_cmd_worker)
+
     tune = sub.add_parser("tune", help="search batching parameters with Optuna under a latency SLO")
     tune.add_argument(
         "--experiment", default="experiments/default.toml", help="an experiment file (TOML)"
@@ -186,16 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--storage", help="an Optuna storage URL (default: SQLite in the study folder)"
-    worker = sub.add_parser(
-        "worker", help="a Locust load worker for a harness run/tune on another machine"
-    )
-    from harness.runcmd import add_worker_arguments
-
-    add_worker_arguments(worker)
-    worker.set_defaults(func=_cmd_worker)
-
     )
     tune.add_argument("--timeout", type=float, help="stop searching after this many seconds")
+    tune.add_argument(
+        "--guide",
+        choices=["simulate"],
+        help="simulate: search the simulator first (profile made or loaded), then spend the real "
+        "trials on its predicted best, Pareto front and neighbours (docs/simulator.md)",
+    )
     tune.add_argument(
         "--set",
         action="append",
@@ -219,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="output folder (default: results/compare-A-vs-B beside the first study)"
     )
     compare.set_defaults(func=_cmd_compare)
+
+    from harness.sim.cli import add_plan_parser, add_profile_parser
+
+    add_profile_parser(sub)
+    add_plan_parser(sub)
 
     model = sub.add_parser("model", help="demo SavedModels")
     msub = model.add_subparsers(dest="model_command", required=True)
