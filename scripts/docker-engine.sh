@@ -29,7 +29,15 @@ for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
   fi
 done
 echo "docker-engine: starting dockerd" >&2
-nohup dockerd >/tmp/dockerd.log 2>&1 &
+# dockerd outlives this script: it must not inherit our open files (a lock held by the caller,
+# such as `flock LOCK bash scripts/test.sh`, would stay held for as long as dockerd runs).
+(
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+  done 2>/dev/null
+  exec setsid nohup dockerd </dev/null >/tmp/dockerd.log 2>&1
+) &
 for _ in $(seq 1 60); do
   docker info >/dev/null 2>&1 && exit 0
   sleep 0.5
