@@ -8,10 +8,8 @@ study goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import statistics
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from harness import envinfo
 from harness.batching import schedulable_cores
 from harness.config import Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
-from harness.tuning import outputs, parallel
+from harness.tuning import outputs, parallel, winner
 from harness.tuning.space import TrialConfig, baselines, suggest
 from harness.tuning.storage import StudyLock, open_storage
 from harness.tuning.trial import TrialRunner
@@ -217,85 +215,7 @@ class Tuner:
     # -- the winner -----------------------------------------------------------------------------
 
     def pick_winner(self) -> dict:
-        s = self.exp.study
-        candidates = top_feasible(self.study, s.top_k)
-        if not candidates:
-            summary = {"study": self.name, "winner": None, "reason": "no trial met the SLO"}
-            outputs.write_json_atomic(self.dir / "summary.json", summary)
-            self.echo("no trial met the SLO: relax slo.p99_ms or change the search space")
-            return summary
-        cache = self.dir / "remeasure.json"
-        done = json.loads(cache.read_text()) if cache.exists() else {}
-        rounds: dict[int, list[dict]] = {t.number: done.get(str(t.number), []) for t in candidates}
-        if s.repeats > 1 or len(candidates) > 1:
-            self.echo(
-                f"re-measuring the top {len(candidates)} configs {s.repeats} times, interleaved"
-            )
-            for r in range(s.repeats):
-                for t in candidates:
-                    if len(rounds[t.number]) > r:
-                        continue
-                    cfg = TrialConfig.from_dict(t.user_attrs["config"])
-                    try:
-                        res = self.runner.measure(
-                            cfg, self.dir / "remeasure" / f"{t.number:04d}-{r}"
-                        )
-                    except HarnessError as exc:
-                        res = {"failed": str(exc).splitlines()[0]}
-                    rounds[t.number].append(res)
-                    done[str(t.number)] = rounds[t.number]
-                    outputs.write_json_atomic(cache, done)
-        rows = []
-        for t in candidates:
-            ok = [r for r in rounds[t.number] if "failed" not in r] or [t.user_attrs]
-            ips = [r["items_per_s"] for r in ok]
-            p99 = [r["p99_ms"] for r in ok]
-            rows.append(
-                {
-                    "trial": t.number,
-                    "config": t.user_attrs["config"],
-                    "label": t.user_attrs.get("baseline", ""),
-                    "items_per_s_median": statistics.median(ips),
-                    "items_per_s_min": min(ips),
-                    "items_per_s_max": max(ips),
-                    "p99_ms_median": statistics.median(p99),
-                    "runs": len(ok),
-                    "feasible": statistics.median(p99) <= self.exp.slo.p99_ms,
-                }
-            )
-        rows.sort(key=lambda r: (not r["feasible"], -r["items_per_s_median"]))
-        winner = rows[0]
-        tie = len(rows) > 1 and rows[1]["items_per_s_max"] >= winner["items_per_s_min"]
-        base = baseline_of(self.study, "batching off (TF Serving default)")
-        gain = winner["items_per_s_median"] / base if base else None
-        summary = {
-            "study": self.name,
-            "winner": winner,
-            "candidates": rows,
-            "indistinguishable_from_runner_up": tie,
-            "batching_off_items_per_s": base,
-            "gain_over_batching_off": gain,
-        }
-        outputs.write_json_atomic(self.dir / "summary.json", summary)
-        outputs.write_csv_atomic(
-            self.dir / "remeasure.csv",
-            [
-                {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()}
-                for r in rows
-            ],
-        )
-        cfg = TrialConfig.from_dict(winner["config"])
-        best_file = self.dir / "best_batching_parameters.txt"
-        if cfg.batching is not None:
-            outputs.write_text_atomic(best_file, cfg.batching.to_text())
-        else:
-            outputs.write_text_atomic(
-                best_file,
-                "# batching off serves best: start the server without --enable_batching\n",
-            )
-        self.echo(outputs.summary_table(rows, self.exp.slo.p99_ms, tie, gain))
-        self.echo(f"best parameters: {best_file}")
-        return summary
+        return winner.pick_winner(self)
 
     def close(self) -> None:
         self.runner.close()
@@ -331,31 +251,6 @@ def default_study_name(exp: Experiment) -> str:
     return f"{model}-{exp.load.protocol}-{exp.server.backend}"
 
 
-def completed(study):
-    import optuna
-
-    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-
-
 def best_feasible(study):
-    feasible = [t for t in completed(study) if t.user_attrs.get("feasible")]
+    feasible = [t for t in winner.completed(study) if t.user_attrs.get("feasible")]
     return max(feasible, key=lambda t: t.user_attrs["items_per_s"], default=None)
-
-
-def top_feasible(study, k: int):
-    feasible = [t for t in completed(study) if t.user_attrs.get("feasible")]
-    feasible.sort(key=lambda t: -t.user_attrs["items_per_s"])
-    seen, out = set(), []
-    for t in feasible:  # the same config measured twice counts once
-        key = json.dumps(t.user_attrs["config"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(t)
-    return out[:k]
-
-
-def baseline_of(study, label: str) -> float | None:
-    for t in completed(study):
-        if t.user_attrs.get("baseline") == label:
-            return t.user_attrs["items_per_s"]
-    return None

@@ -1,0 +1,96 @@
+"""Winner selection on a real Optuna study, with scripted re-measurements.
+
+The re-measurements are scripted (a table of figures per config) so the rule itself is tested:
+choose by the median, never crown a config whose re-measured median misses the SLO, try the
+next group when a whole group misses it, and say so when nothing holds.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import optuna
+import pytest
+
+from harness.config import SloConfig, StudyConfig
+from harness.tuning.winner import pick_winner
+
+
+def cfg(mbs: int) -> dict:
+    return {
+        "enable_batching": True,
+        "max_batch_size": mbs,
+        "batch_timeout_micros": 0,
+        "max_enqueued_batches": 16,
+        "num_batch_threads": 1,
+        "intra_op_parallelism": 0,
+        "inter_op_parallelism": 0,
+    }
+
+
+class ScriptedRunner:
+    """Answers measure() from a table {max_batch_size: [(items/s, p99), ...]}, in turn."""
+
+    def __init__(self, script: dict[int, list[tuple[float, float]]]) -> None:
+        self.script = {k: list(v) for k, v in script.items()}
+        self.calls: list[int] = []
+
+    def measure(self, config, workdir):
+        mbs = config.batching.max_batch_size
+        self.calls.append(mbs)
+        ips, p99 = self.script[mbs].pop(0)
+        return {"items_per_s": ips, "p99_ms": p99, "error_rate": 0.0}
+
+
+def make_tuner(tmp_path, search: dict[int, float], script, top_k=2, repeats=3):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    off = {"items_per_s": 100.0, "p99_ms": 300.0, "feasible": False, "baseline": "batching off (TF Serving default)", "config": {"enable_batching": False}}
+    study.add_trial(optuna.trial.create_trial(value=100.0, user_attrs=off))
+    for mbs, ips in search.items():
+        attrs = {"items_per_s": ips, "p99_ms": 50.0, "feasible": True, "config": cfg(mbs)}
+        study.add_trial(optuna.trial.create_trial(value=ips, user_attrs=attrs))
+    exp = types.SimpleNamespace(study=StudyConfig(top_k=top_k, repeats=repeats), slo=SloConfig(p99_ms=100))
+    return types.SimpleNamespace(
+        exp=exp, study=study, name="w", dir=tmp_path, runner=ScriptedRunner(script), echo=lambda *a: None
+    )
+
+
+def test_the_median_decides_and_the_gain_is_against_batching_off(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {64: 900.0, 32: 850.0},
+        {64: [(700, 60), (720, 70), (2000, 65)], 32: [(800, 60), (810, 62), (790, 61)]},
+    )
+    s = pick_winner(t)
+    assert s["winner"]["config"]["max_batch_size"] == 32  # 800 median beats 720 despite one 2000
+    assert s["gain_over_batching_off"] == pytest.approx(8.0)
+    assert t.runner.calls == [64, 32, 64, 32, 64, 32]  # interleaved
+    assert "max_batch_size { value: 32 }" in (tmp_path / "best_batching_parameters.txt").read_text()
+
+
+def test_a_config_missing_the_slo_on_remeasure_cannot_win(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {128: 1300.0, 64: 1250.0, 16: 900.0, 8: 700.0},
+        {
+            128: [(1300, 220), (1290, 230), (1310, 210)],
+            64: [(1250, 180), (1240, 90), (1260, 190)],
+            16: [(880, 80), (900, 85), (890, 90)],
+            8: [(700, 70), (690, 70), (710, 70)],
+        },
+    )
+    s = pick_winner(t)
+    assert s["winner"]["config"]["max_batch_size"] == 16  # from the second group
+    assert not any(c["feasible"] for c in s["candidates"] if c["config"]["max_batch_size"] in (128, 64))
+    assert sorted(set(t.runner.calls)) == [8, 16, 64, 128]
+    assert json.loads((tmp_path / "summary.json").read_text())["winner"]["trial"] == s["winner"]["trial"]
+
+
+def test_no_winner_when_nothing_holds_and_no_stale_parameters_file(tmp_path):
+    (tmp_path / "best_batching_parameters.txt").write_text("stale")
+    t = make_tuner(tmp_path, {64: 900.0}, {64: [(900, 300), (910, 310), (905, 290)]}, top_k=1)
+    s = pick_winner(t)
+    assert s["winner"] is None and "when re-measured" in s["reason"]
+    assert not (tmp_path / "best_batching_parameters.txt").exists()
