@@ -76,6 +76,9 @@ class TrialRunner:
             max_windows=load.max_windows,
             processes=load.processes,
             cpus=self.load_cpus,
+            remote_workers=load.remote_workers,
+            master_bind_host=load.master_bind_host,
+            master_port=load.master_port,
         )
 
     def measure(self, cfg: TrialConfig, workdir: Path) -> dict:
@@ -86,9 +89,6 @@ class TrialRunner:
         server = self.backend.start(spec, workdir / "server")
         try:
             run = run_load(server.endpoint, load, workdir / "load", check_server=server.check_alive)
-            remote_workers=load.remote_workers,
-            master_bind_host=load.master_bind_host,
-            master_port=load.master_port,
             notes = server.notes()
         finally:
             server.stop()
