@@ -8,6 +8,7 @@ Mirrors TF Serving's defaults: each model serves its highest version directory (
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -148,6 +149,7 @@ class ModelManager:
             raise
         if self.metrics is not None:
             self.metrics.load_latency.observe((time.monotonic() - t0) * 1e6, str(path))
+        settle_heap()
         with self._lock:
             served.loaded[version] = model
             served.status[version] = VersionStatus(version, AVAILABLE)
@@ -166,6 +168,8 @@ class ModelManager:
             self.batcher.retire((name, version))
         if model is not None:
             model.close()
+            del model
+            settle_heap(release=True)
         served.status[version] = VersionStatus(version, END)
         self._gauge(name, version, END)
         log.info("Unloaded servable version {name: %s version: %d}", name, version)
@@ -264,3 +268,18 @@ class ModelManager:
                 raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
             return [st]
         return sorted(served.status.values(), key=lambda s: -s.version)
+
+
+def settle_heap(release: bool = False) -> None:
+    """Move everything alive after a model load out of the garbage collector's sight.
+
+    A loaded TensorFlow model leaves hundreds of thousands of Python objects; every full
+    collection walks them all with the GIL held, a pause of ~0.2 s here every few thousand
+    requests, which is what decided closed-loop p99 (it flipped between ~75 and ~220 ms for one
+    config). Frozen objects are never walked again. On unload (``release``) they are thawed and
+    collected once, so an old version's cycles are not kept for ever.
+    """
+    if release:
+        gc.unfreeze()
+    gc.collect()
+    gc.freeze()
