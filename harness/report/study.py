@@ -39,7 +39,7 @@ def compute(res: StudyResults) -> dict:
         "rejections": tables.rejections(res, df),
         "batch_sizes": tables.batch_sizes(res, focus, labels),
         "latency_quantiles": tables.latency_quantiles(res, focus, labels, cached),
-        "importance": tables.importance(df[df["kind"] == "search"]),
+        "importance": tables.importance(df[(df["kind"] == "search") & ~df["duplicate"]]),
         "history": tables.history(df),
         "environment": tables.environment(res),
         "notes": tables.notes(res),
@@ -58,7 +58,7 @@ def build(study_dir: str | Path) -> dict[str, Path]:
     write_text_atomic(tdir / "headline.json", json.dumps(t["headline"], indent=2, default=str) + "\n")
     winner = (t["headline"].get("winner") or {}).get("trial")
     df = t["trials"]
-    search = df[df["kind"] == "search"]
+    search = df[(df["kind"] == "search") & ~df["duplicate"]]
     images = {
         "throughput_vs_p99": plots.throughput_vs_p99(df, t["front"], res.slo_p99_ms, winner, pdir / "throughput_vs_p99.png", f"{res.name}: throughput against p99, every trial"),
         "latency_percentiles": plots.latency_percentiles(t["top"], pdir / "latency_percentiles.png"),
@@ -188,7 +188,7 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
     doc.table(
         ["trial", "state", "config", "items/s", "p50 ms", "p99 ms", "errors", "within SLO", "reason"],
         [
-            [int(r["number"]), r["state"], r["label"], fmt(r["items_per_s"]), fmt(r.get("p50_ms"), 1), fmt(r["p99_ms"], 1), _pct(r.get("error_rate")), fmt(bool(r["feasible"])) if r["complete"] else "", _clean(r.get("fail_reason"))]
+            [int(r["number"]), r["state"], r["label"], fmt(r["items_per_s"]), fmt(r.get("p50_ms"), 1), fmt(r["p99_ms"], 1), _pct(r.get("error_rate")), fmt(bool(r["feasible"])) if r["complete"] else "", _reason(r)]
             for _, r in df.iterrows()
         ],
     )
@@ -211,6 +211,13 @@ def _pct(v) -> str:
     except (TypeError, ValueError):
         return ""
     return "" if f != f else f"{f:.1%}"
+
+
+def _reason(r) -> str:
+    dup = r.get("duplicate_of")
+    if dup is not None and dup == dup and str(dup) != "":
+        return f"same config as trial {int(float(dup))}: not measured again, figures copied"
+    return _clean(r.get("fail_reason"))
 
 
 def _clean(v) -> str:

@@ -84,6 +84,9 @@ def trial_table(res: StudyResults) -> pd.DataFrame:
     df["kind"] = ["baseline" if not _blank(b) else "search" for b in df.get("baseline", [])]
     df["feasible"] = [_bool(v) for v in df.get("feasible", [False] * len(df))]
     df["complete"] = df["state"] == "COMPLETE"
+    # a config proposed again is not measured again (its figures are copied): counted once
+    dup = df["duplicate_of"] if "duplicate_of" in df else pd.Series([None] * len(df), index=df.index)
+    df["duplicate"] = dup.notna() & (dup.astype(str) != "")
     errs = [_errors(t) for t in df.get("errors", [""] * len(df))]
     for code in REJECTIONS:
         df[code] = [int(e.get(code, 0)) for e in errs]
