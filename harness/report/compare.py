@@ -8,6 +8,7 @@ against GPU, two models. Reads the same result files as ``harness report``; writ
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -121,7 +122,9 @@ def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     doc.image(images["bars"], "Winner (median of re-measurements) against batching off, per study.")
     doc.image(images["percentiles"], "Latency percentiles of each study's winner and batching-off baseline.")
     doc.h("Reports")
-    doc.bullets([f"{res.name}: `{res.dir / 'report.html'}`" for res in studies])
+    doc.bullets(
+        [f"{res.name}: `{os.path.relpath(res.dir / 'report.html', out)}`" for res in studies]
+    )
     write_text_atomic(out / "compare.md", to_markdown(doc, out))
     write_text_atomic(out / "compare.html", to_html(doc))
     return {"markdown": out / "compare.md", "html": out / "compare.html", **images}

@@ -234,20 +234,26 @@ def history(h: pd.DataFrame, path: Path) -> Path:
 
 def compare_fronts(studies: list[tuple[str, pd.DataFrame, pd.DataFrame]], slo_ms, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5))
+    lows, highs = [], []
     for i, (name, df, front) in enumerate(studies):
         ok = df[df["complete"] & df["p99_ms"].notna()]
         color = COLORS[i % len(COLORS)]
         ax.scatter(ok["p99_ms"], ok["items_per_s"], s=16, color=color, alpha=0.45)
         if len(front):
-            ax.step(front["p99_ms"], front["items_per_s"], where="post", color=color, lw=2, label=f"{name} (front)")
+            ax.step(front["p99_ms"], front["items_per_s"], where="post", color=color, lw=2)
+            ax.scatter(front["p99_ms"], front["items_per_s"], s=70, color=color, edgecolors="black", zorder=4, label=f"{name}: Pareto front")
+        lows.append(ok["p99_ms"].min())
+        highs.append(ok["p99_ms"].max())
         off = ok[ok.get("baseline") == BATCHING_OFF]
         if len(off):
             ax.scatter(off["p99_ms"], off["items_per_s"], marker="s", s=60, color=color, edgecolors="black", label=f"{name}: batching off")
     if slo_ms:
         ax.axvline(slo_ms, color="crimson", ls="--", lw=1.2, label=f"SLO p99 {slo_ms:g} ms")
-    ax.set_xscale("log")
-    _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("p99 latency (ms, log scale)")
+    log = bool(lows) and max(highs) / max(min(lows), 1e-3) > 20
+    if log:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("p99 latency (ms" + (", log scale)" if log else ")"))
     ax.set_ylabel("throughput (items/s)")
     ax.set_title("Throughput against tail latency, studies side by side")
     ax.grid(alpha=0.3)

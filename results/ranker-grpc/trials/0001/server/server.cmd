@@ -1,0 +1,1 @@
+/work/main/.venv/bin/python -m harness.refserver --port=48593 --rest_api_port=37115 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-grpc/trials/0001/server/monitoring.txt --enable_batching --batching_parameters_file=results/ranker-grpc/trials/0001/server/batching_parameters.txt

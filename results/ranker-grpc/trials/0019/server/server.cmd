@@ -1,0 +1,1 @@
+/work/main/.venv/bin/python -m harness.refserver --port=40825 --rest_api_port=33135 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-grpc/trials/0019/server/monitoring.txt --enable_batching --batching_parameters_file=results/ranker-grpc/trials/0019/server/batching_parameters.txt

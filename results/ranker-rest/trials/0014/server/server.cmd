@@ -1,0 +1,1 @@
+/work/main/.venv/bin/python -m harness.refserver --port=35381 --rest_api_port=49697 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-rest/trials/0014/server/monitoring.txt --enable_batching --batching_parameters_file=results/ranker-rest/trials/0014/server/batching_parameters.txt
