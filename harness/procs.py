@@ -21,6 +21,17 @@ OWNER_ENV = "TFS_HARNESS_OWNER"
 _MARK = OWNER_ENV.encode() + b"="
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (pid + this identify a process)."""
     try:

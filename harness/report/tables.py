@@ -13,19 +13,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.data import BATCHING_OFF, StudyResults
+from harness.tuning.outputs import PARAMS
 
-PARAMS = (
-    "max_batch_size",
-    "batch_timeout_micros",
-    "num_batch_threads",
-    "max_enqueued_batches",
-    "allowed_batch_sizes",
-    "enable_large_batch_splitting",
-    "max_execution_batch_size",
-    "intra_op_parallelism",
-    "inter_op_parallelism",
-    "users",
-)
 REJECTIONS = ("INVALID_ARGUMENT", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
 PERCENTILES = (("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms"))
 

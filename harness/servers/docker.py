@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from harness.errors import ServerError
+from harness.procs import pid_alive
 from harness.servers.base import (
     Endpoint,
     ServerHandle,
@@ -269,16 +270,6 @@ class DockerBackend:
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_leftovers(client) -> list[str]:
     """Remove our containers whose owning process on this host is gone (a crashed run)."""
     removed = []
@@ -291,7 +282,7 @@ def remove_leftovers(client) -> list[str]:
             owner = int(labels.get(OWNER_LABEL, "0"))
         except ValueError:
             owner = 0
-        if owner and _pid_alive(owner):
+        if owner and pid_alive(owner):
             continue
         try:
             c.remove(force=True)

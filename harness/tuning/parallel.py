@@ -18,6 +18,7 @@ import time
 import warnings
 
 from harness.errors import HarnessError
+from harness.procs import pid_alive
 from harness.tuning.space import TrialConfig, suggest
 
 DUPLICATE_POLL_S = 2.0
@@ -46,18 +47,8 @@ def reap(study) -> None:
     here = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         host, _, pid = str(t.user_attrs.get("tuner", "")).rpartition("-")
-        if host == here and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if host == here and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _key(cfg: dict) -> str:
