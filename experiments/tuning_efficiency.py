@@ -71,12 +71,6 @@ def replay(values, table, n_trials: int, seed: int, sampler: str) -> list[float]
     return curve
 
 
-def best_feasible_of_study(study_dir: Path) -> float | None:
-    with open(study_dir / "trials.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE" and r["feasible"] == "True"]
-    return max((float(r["items_per_s"]) for r in rows), default=None)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", default="results/grid/ranker-grpc/grid.csv")
@@ -85,6 +79,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--studies", nargs="*", default=[])
     args = ap.parse_args()
+    from experiments.grid_search import best_feasible_of_study
+
     values, table = read_grid(Path(args.grid))
     feasible = {k: v for k, (v, ok) in table.items() if ok}
     if not feasible:

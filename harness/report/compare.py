@@ -17,7 +17,7 @@ from harness.errors import ReportError
 from harness.report import plots, tables
 from harness.report.data import load
 from harness.report.render import Doc, fmt, to_html, to_markdown
-from harness.tuning.outputs import write_csv_atomic, write_text_atomic
+from harness.tuning.outputs import write_text_atomic
 
 
 def _differences(studies) -> list[str]:
@@ -76,7 +76,7 @@ def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
         computed.append((df, tables.pareto_front(df, res.max_error_rate)))
     summ = summary_table(studies, computed)
     out = Path(out)
-    write_csv_atomic(out / "tables" / "summary.csv", json.loads(summ.to_json(orient="records")))
+    write_text_atomic(out / "tables" / "summary.csv", summ.to_csv(index=False))
     slos = {s.slo_p99_ms for s in studies}
     slo = slos.pop() if len(slos) == 1 else None
     tops = []

@@ -14,13 +14,9 @@ import pandas as pd
 from harness.report import plots, tables
 from harness.report.data import StudyResults, load
 from harness.report.render import Doc, fmt, to_html, to_markdown
-from harness.tuning.outputs import write_csv_atomic, write_text_atomic
+from harness.tuning.outputs import write_text_atomic
 
 SLICE_PARAMS = ["max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches", "users", "max_execution_batch_size"]
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return json.loads(df.to_json(orient="records")) if len(df) else []
 
 
 def compute(res: StudyResults) -> dict:
@@ -52,9 +48,7 @@ def build(study_dir: str | Path) -> dict[str, Path]:
     d = res.dir
     tdir, pdir = d / "tables", d / "plots"
     for name in ("top", "front", "rejections", "batch_sizes", "latency_quantiles", "importance", "history", "notes"):
-        write_csv_atomic(tdir / f"{name}.csv", _records(t[name])) if len(t[name]) else write_text_atomic(
-            tdir / f"{name}.csv", ",".join(t[name].columns) + "\n"
-        )
+        write_text_atomic(tdir / f"{name}.csv", t[name].to_csv(index=False))
     write_text_atomic(tdir / "headline.json", json.dumps(t["headline"], indent=2, default=str) + "\n")
     winner = (t["headline"].get("winner") or {}).get("trial")
     df = t["trials"]

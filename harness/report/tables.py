@@ -55,14 +55,15 @@ def describe(row) -> str:
     return " ".join(parts)
 
 
-def _errors(text) -> dict:
+def _json(text, kind: type):
+    """A JSON cell of trials.csv (errors by code, oversize records), or an empty ``kind``."""
     if _blank(text):
-        return {}
+        return kind()
     try:
         out = json.loads(text)
     except (TypeError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
+        return kind()
+    return out if isinstance(out, kind) else kind()
 
 
 def trial_table(res: StudyResults) -> pd.DataFrame:
@@ -76,7 +77,7 @@ def trial_table(res: StudyResults) -> pd.DataFrame:
     # a config proposed again is not measured again (its figures are copied): counted once
     dup = df["duplicate_of"] if "duplicate_of" in df else pd.Series([None] * len(df), index=df.index)
     df["duplicate"] = dup.notna() & (dup.astype(str) != "")
-    errs = [_errors(t) for t in df.get("errors", [""] * len(df))]
+    errs = [_json(t, dict) for t in df.get("errors", [""] * len(df))]
     for code in REJECTIONS:
         df[code] = [int(e.get(code, 0)) for e in errs]
     df["other_errors"] = [
@@ -210,7 +211,7 @@ def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
             continue
         mbs = _int(r.get("max_batch_size"))
         m = res.measurements.get(int(r["number"]), {})
-        over = m.get("oversize") or _errors_list(r.get("oversize"))
+        over = m.get("oversize") or _json(r.get("oversize"), list)
         causes, fixes = [], []
         if inv:
             sizes = sorted({o["size"] for o in over}) if over else []
@@ -257,16 +258,6 @@ def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
             "INVALID_ARGUMENT", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "rejected_share", "cause", "fix",
         ],
     )
-
-
-def _errors_list(text) -> list:
-    if _blank(text):
-        return []
-    try:
-        v = json.loads(text)
-    except (TypeError, ValueError):
-        return []
-    return v if isinstance(v, list) else []
 
 
 def focus_trials(top: pd.DataFrame) -> list[int]:

@@ -252,5 +252,5 @@ def default_study_name(exp: Experiment) -> str:
 
 
 def best_feasible(study):
-    feasible = [t for t in winner.completed(study) if t.user_attrs.get("feasible")]
-    return max(feasible, key=lambda t: t.user_attrs["items_per_s"], default=None)
+    ranked = winner.ranked_feasible(study)
+    return ranked[0] if ranked else None
