@@ -4,8 +4,11 @@ Each tuner runs the same loop against the shared storage. Under the study lock i
 trials that exist (the budget is the study's, not each tuner's), enqueues the baselines once,
 asks for a trial and picks its config. A config already measured in the study, or being measured
 by another tuner right now, is not measured again: the new trial takes that trial's figures and
-says so (``duplicate_of``); re-measuring is the winner step's job. Measuring happens outside the
-lock, with Optuna's heartbeat running so that a killed tuner's trial is failed for everyone.
+says so (``duplicate_of``); re-measuring is the winner step's job. A copy costs no measurement
+and does not count against the trial budget; instead, an unexplored neighbour of the repeated
+config is enqueued (see ``space.neighbours``), so a sampler that has settled on one config spends
+the next trial on the configs around it. Measuring happens outside the lock, with Optuna's
+heartbeat running so that a killed tuner's trial is failed for everyone.
 """
 
 from __future__ import annotations
@@ -13,15 +16,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import time
 import warnings
 
 from harness.errors import HarnessError
 from harness.procs import pid_alive
-from harness.tuning.space import TrialConfig, suggest
+from harness.tuning.space import TrialConfig, neighbours, params_for, suggest
 
 DUPLICATE_POLL_S = 2.0
+
+
+def is_copy(trial) -> bool:
+    return "duplicate_of" in trial.user_attrs
+
+
+def counted(trials) -> int:
+    """Trials that spend the budget: started or finished, and not a copy of another."""
+    import optuna
+
+    waiting = optuna.trial.TrialState.WAITING
+    return sum(1 for t in trials if t.state != waiting and not is_copy(t))
 
 
 def tuner_id() -> str:
@@ -83,8 +99,13 @@ def run_trials(tuner, n_trials: int, timeout: float | None = None) -> int:
             trials = study.get_trials(deepcopy=False)
             if not trials:  # the first tuner in enqueues the baselines, once
                 tuner._enqueue_first(n_trials)
-            used = [t for t in trials if t.state != states.WAITING]
-            if len(used) >= n_trials:
+            if counted(trials) >= n_trials:
+                break
+            if sum(map(is_copy, trials)) >= n_trials:
+                tuner.echo(
+                    f"stopping: the sampler proposed {n_trials} configs that were already "
+                    "measured; the space is nearly exhausted (widen [search] for more)"
+                )
                 break
             trial = study.ask()
             try:
@@ -92,10 +113,45 @@ def run_trials(tuner, n_trials: int, timeout: float | None = None) -> int:
             except BaseException:  # Ctrl-C here must not leave a RUNNING trial behind
                 study.tell(trial, state=states.FAIL)
                 raise
-        ran += 1
         frozen = _run_one(tuner, trial, twin)
+        ran += not is_copy(frozen)
         tuner._after_trial(study, frozen)
+        if is_copy(frozen):
+            with tuner.lock.hold():
+                enqueue_neighbour(tuner, frozen)
     return ran
+
+
+def enqueue_neighbour(tuner, copy) -> None:
+    """Enqueue one config next to the one ``copy`` repeated that no trial has measured or is
+    about to; failing that, one next to the best feasible trial, then the next best, and so on
+    (a local search outward from the best configs). Chosen with the study's seed."""
+    from harness.tuning.winner import ranked_feasible
+
+    space, cores = tuner.exp.search, tuner._cores()
+    trials = tuner.study.get_trials(deepcopy=False)
+    seen = {_key(t.user_attrs["config"]) for t in trials if "config" in t.user_attrs}
+    rng = random.Random(f"{tuner.exp.study.seed}-{copy.number}")
+    source = copy.user_attrs["duplicate_of"]
+    centres = [(source, copy.user_attrs.get("config", {}))]
+    centres += [(t.number, t.user_attrs["config"]) for t in ranked_feasible(tuner.study)]
+    for number, centre in centres:
+        fresh = [
+            n
+            for n in neighbours(TrialConfig.from_dict(centre), space, cores)
+            if _key(n.as_dict()) not in seen
+        ]
+        if fresh:
+            pick = rng.choice(fresh)
+            tuner.study.enqueue_trial(
+                params_for(pick, space, cores),
+                user_attrs={"config": pick.as_dict(), "has_params": True, "neighbour_of": number},
+            )
+            tuner.echo(
+                f"trial {copy.number} repeated trial {source}: next, {pick.describe()}, "
+                f"an unexplored neighbour of trial {number}"
+            )
+            return
 
 
 def _prepare(tuner, trial, trials):
@@ -103,13 +159,16 @@ def _prepare(tuner, trial, trials):
     import optuna
 
     states = optuna.trial.TrialState
-    if "config" not in trial.user_attrs:  # an enqueued baseline brings its own
+    attrs = trial.user_attrs
+    # an enqueued baseline brings its own config; one enqueued with parameters is suggested, so
+    # the sampler sees its parameters like those of any trial it proposed
+    if "config" not in attrs or attrs.get("has_params"):
         cfg = suggest(trial, tuner.exp.search, tuner._cores())
         trial.set_user_attr("config", cfg.as_dict())
     trial.set_user_attr("tuner", tuner.tuner)
     same = _key(trial.user_attrs["config"])
     for t in trials:
-        if t.number == trial.number or "duplicate_of" in t.user_attrs:
+        if t.number == trial.number or is_copy(t):
             continue
         if _key(t.user_attrs.get("config", {})) != same:
             continue

@@ -156,3 +156,91 @@ def baselines(space: SearchConfig, cores: int | None = None) -> dict[str, TrialC
             )
         ),
     }
+
+
+def params_for(cfg: TrialConfig, space: SearchConfig, cores: int) -> dict | None:
+    """The Optuna parameters under which ``suggest`` returns ``cfg``, or None when ``cfg`` lies
+    outside the space (batching off, a thread count above the range...). Enqueued with these
+    parameters, a config informs the sampler like any trial it proposed."""
+    b = cfg.batching
+    if b is None or b.allowed_batch_sizes or b.enable_large_batch_splitting:
+        return None
+    out: dict = {}
+    pairs = [
+        ("max_batch_size", space.max_batch_size, b.max_batch_size, None),
+        ("batch_timeout_micros", space.batch_timeout_micros, b.batch_timeout_micros, None),
+        ("num_batch_threads", space.num_batch_threads, b.num_batch_threads, cores),
+        ("max_enqueued_batches", space.max_enqueued_batches, b.max_enqueued_batches, None),
+        ("intra_op_parallelism", space.intra_op_parallelism, cfg.intra_op_parallelism, None),
+        ("inter_op_parallelism", space.inter_op_parallelism, cfg.inter_op_parallelism, None),
+    ]
+    searched_users = bool(space.users.choices or space.users.low)
+    if searched_users != (cfg.users is not None):
+        return None
+    if searched_users:
+        pairs.append(("users", space.users, cfg.users, None))
+    if space.large_batch_splitting:
+        out["enable_large_batch_splitting"] = False
+    if space.allowed_batch_sizes:
+        out["pad_to_powers_of_two"] = False
+    for name, r, value, high_default in pairs:
+        got = _param(name, r, value, high_default)
+        if got is None:
+            return None
+        out.update(got)
+    return out
+
+
+def _param(name: str, r: Range, value, high_default) -> dict | None:
+    if r.choices:
+        return {name: value} if value in r.choices else None
+    high = r.high if r.high else high_default
+    out = {}
+    if r.zero:
+        out[f"{name}_is_zero"] = value == 0
+        if value == 0:
+            return out
+    if not r.low <= value <= high or (r.step and (value - r.low) % r.step):
+        return None
+    out[name] = value
+    return out
+
+
+def neighbours(cfg: TrialConfig, space: SearchConfig, cores: int) -> list[TrialConfig]:
+    """Configs one step away from ``cfg`` inside the space: the next batch size or queue bound
+    up or down, the timeout half a decade either way (or to and from 0), one thread more or
+    fewer. What the tuner measures instead of a config the sampler proposes a second time."""
+    b = cfg.batching
+    if b is None:
+        return []
+    moves = {
+        "max_batch_size": _steps(space.max_batch_size, b.max_batch_size, None),
+        "batch_timeout_micros": _steps(space.batch_timeout_micros, b.batch_timeout_micros, None),
+        "num_batch_threads": _steps(space.num_batch_threads, b.num_batch_threads, cores),
+        "max_enqueued_batches": _steps(space.max_enqueued_batches, b.max_enqueued_batches, None),
+    }
+    out = []
+    for name, values in moves.items():
+        for v in values:
+            n = dataclasses.replace(cfg, batching=dataclasses.replace(b, **{name: v}))
+            if params_for(n, space, cores) is not None:
+                out.append(n)
+    return out
+
+
+def _steps(r: Range, value, high_default) -> list:
+    if r.choices:
+        choices = sorted(r.choices)
+        if value not in choices:
+            return []
+        i = choices.index(value)
+        return [choices[j] for j in (i - 1, i + 1) if 0 <= j < len(choices)]
+    low, high = r.low, (r.high if r.high else high_default)
+    if r.log:
+        if value == 0:
+            return [int(low)]
+        down, up = round(value / 10**0.5), round(value * 10**0.5)
+        out = [max(down, int(low))] if value > low else ([0] if r.zero else [])
+        return out + ([min(up, int(high))] if value < high else [])
+    step = r.step or 1
+    return [v for v in (value - step, value + step) if low <= v <= high]

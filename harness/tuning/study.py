@@ -18,7 +18,7 @@ from harness.batching import schedulable_cores
 from harness.config import Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
 from harness.tuning import outputs, parallel, winner
-from harness.tuning.space import TrialConfig, baselines, suggest
+from harness.tuning.space import TrialConfig, baselines, params_for, suggest
 from harness.tuning.storage import StudyLock, open_storage
 from harness.tuning.trial import TrialRunner
 
@@ -82,26 +82,17 @@ class Tuner:
         )
 
     def _sampler(self, tuner_index: int = 0):
-        s = self.exp.study
-        # the second tuner of a shared study must not draw the first one's random start-up configs
-        seed = None if s.seed is None else s.seed + 1000 * tuner_index
-        # Constraints reach the samplers through Trial.set_constraint (see _objective).
-        if s.sampler == "random":
-            return self.optuna.samplers.RandomSampler(seed=seed)
-        if s.sampler == "nsga2":
-            return self.optuna.samplers.NSGAIISampler(seed=seed)
-        # constant_liar: trials other tuners are running count as bad, so they are not re-proposed
-        return self.optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True)
+        return make_sampler(self.exp.study, tuner_index)
 
     # -- running --------------------------------------------------------------------------------
 
     def finished(self) -> int:
+        """Finished trials that count against the budget (copies of a repeated config do not)."""
         states = self.optuna.trial.TrialState
-        return len(
-            self.study.get_trials(
-                deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)
-            )
+        done = self.study.get_trials(
+            deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)
         )
+        return sum(1 for t in done if not parallel.is_copy(t))
 
     def _enqueue_first(self, n_trials: int) -> None:
         """The study's first trials (baselines); called once per study, under the study lock."""
@@ -110,9 +101,18 @@ class Tuner:
 
             enqueue_guided(self, n_trials)
         elif self.exp.study.baselines:
-            for label, cfg in baselines(self.exp.search, self._cores()).items():
+            space, cores = self.exp.search, self._cores()
+            for label, cfg in baselines(space, cores).items():
+                # inside the space, a baseline goes in with its parameters: the sampler learns
+                # from it like from its own trials
+                params = params_for(cfg, space, cores)
                 self.study.enqueue_trial(
-                    {}, user_attrs={"baseline": label, "config": cfg.as_dict()}
+                    params or {},
+                    user_attrs={
+                        "baseline": label,
+                        "config": cfg.as_dict(),
+                        **({"has_params": True} if params else {}),
+                    },
                 )
 
     def run(self, n_trials: int, timeout: float | None = None) -> dict:
@@ -244,6 +244,21 @@ def fail_reason(exc: Exception) -> str:
     if said and said[-1] not in reason:
         reason += " | " + said[-1]
     return reason[:500]
+
+
+def make_sampler(s, tuner_index: int = 0):
+    """The study's sampler (``s``: the experiment's [study]); tuner ``tuner_index`` of a shared
+    study gets its own seed, so two tuners do not draw the same random start-up configs."""
+    import optuna
+
+    seed = None if s.seed is None else s.seed + 1000 * tuner_index
+    # Constraints reach the samplers through Trial.set_constraint (see Tuner._objective).
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    # constant_liar: trials other tuners are running count as bad, so they are not re-proposed
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True)
 
 
 def default_study_name(exp: Experiment) -> str:

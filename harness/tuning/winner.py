@@ -94,7 +94,9 @@ def pick_winner(tuner) -> dict:
                         continue
                     cfg = TrialConfig.from_dict(t.user_attrs["config"])
                     try:
-                        res = tuner.runner.measure(cfg, tuner.dir / "remeasure" / f"{t.number:04d}-{r}")
+                        res = tuner.runner.measure(
+                            cfg, tuner.dir / "remeasure" / f"{t.number:04d}-{r}"
+                        )
                     except HarnessError as exc:
                         res = {"failed": str(exc).splitlines()[0]}
                     rounds[t.number].append(res)
@@ -128,9 +130,7 @@ def pick_winner(tuner) -> dict:
     feasible = [r for r in rows if r["feasible"]]
     tie = len(feasible) > 1 and feasible[1]["items_per_s_max"] >= winner["items_per_s_min"]
     gain = winner["items_per_s_median"] / base if base else None
-    summary.update(
-        winner=winner, indistinguishable_from_runner_up=tie, gain_over_batching_off=gain
-    )
+    summary.update(winner=winner, indistinguishable_from_runner_up=tie, gain_over_batching_off=gain)
     outputs.write_json_atomic(tuner.dir / "summary.json", summary)
     cfg = TrialConfig.from_dict(winner["config"])
     if cfg.batching is not None:
