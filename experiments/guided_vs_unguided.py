@@ -6,8 +6,9 @@ figures instead of measuring again (a tabular benchmark: same budget, same noise
 cheap enough to repeat over many seeds). The score is the best feasible throughput found divided
 by the grid's best feasible throughput.
 
-- unguided: Optuna TPE as ``harness tune`` configures it (seeded, 8 random start-up trials,
-  constraints p99 <= SLO and error rate <= limit), without the baselines (they are not in the grid);
+- unguided: ``harness tune``'s own trial loop and sampler (TPE, seeded, 8 random start-up
+  trials, constraints p99 <= SLO and error rate <= limit, the baselines first, a repeated config's
+  neighbours next), replayed on the grid as experiments/tuning_efficiency.py does;
 - guided: ``harness tune --guide simulate``'s picks (harness.sim.guide) from the model's profile,
   the simulator searched with Optuna under each seed.
 
@@ -30,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from harness.config import Range  # noqa: E402
 from harness.sim.cli import load_experiment, profile_path_for  # noqa: E402
-from harness.tuning.space import suggest  # noqa: E402
 
 KEYS = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
 
@@ -59,31 +59,14 @@ def key_of(cfg) -> tuple:
     return tuple(int(getattr(b, k)) for k in KEYS)
 
 
-def unguided(exp, table, trials: int, seed: int, sampler: str = "tpe") -> list[float]:
-    """Best feasible throughput after each trial."""
-    import optuna
+def unguided(grid: Path, exp, trials: int, seed: int, sampler: str = "tpe") -> list[float]:
+    """Best feasible throughput after each measured trial of the tuner's own loop and sampler
+    replayed on the grid (see experiments/tuning_efficiency.py)."""
+    from experiments.tuning_efficiency import read_grid as read_table
+    from experiments.tuning_efficiency import replay, server_cores
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = (
-        optuna.samplers.RandomSampler(seed=seed)
-        if sampler == "random"
-        else optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
-    )
-    study = optuna.create_study(direction="maximize", sampler=s)
-    best, curve = 0.0, []
-
-    def objective(trial):
-        nonlocal best
-        r = table.get(key_of(suggest(trial, exp.search, 1)), MISSING)
-        trial.set_constraint("p99", r["p99_ms"] - exp.slo.p99_ms if r["p99_ms"] < 1e12 else 1e9)
-        trial.set_constraint("err", r["error_rate"] - exp.slo.max_error_rate)
-        if r["feasible"]:
-            best = max(best, r["items_per_s"])
-        curve.append(best)
-        return r["items_per_s"]
-
-    study.optimize(objective, n_trials=trials)
-    return curve
+    values, table = read_table(grid)
+    return replay(values, table, exp.slo, trials, seed, sampler, server_cores(exp))
 
 
 def guided(exp, table, profile, trials: int, seed: int) -> tuple[list[float], list]:
@@ -128,8 +111,8 @@ def main() -> None:
     )
     seeds = range(args.seeds)
     runs = {
-        "unguided TPE": [unguided(exp, table, 30, s) for s in seeds],
-        "unguided random": [unguided(exp, table, 30, s, "random") for s in seeds],
+        "unguided TPE": [unguided(Path(args.grid), exp, 30, s) for s in seeds],
+        "unguided random": [unguided(Path(args.grid), exp, 30, s, "random") for s in seeds],
     }
     g_runs = [guided(exp, table, prof, 30, s) for s in seeds]
     runs["guided (simulator first)"] = [c for c, _ in g_runs]

@@ -56,7 +56,7 @@ class ReplayTuner:
     measurements in place of a server: the real trial loop (baselines, duplicate copies,
     neighbours of repeated configs, the budget) and the real sampler, over the grid's values."""
 
-    def __init__(self, values, table, slo, seed: int, sampler: str) -> None:
+    def __init__(self, values, table, slo, seed: int, sampler: str, cores: int) -> None:
         import optuna
 
         from harness.config import Range, SearchConfig, StudyConfig
@@ -70,6 +70,7 @@ class ReplayTuner:
         self.study = optuna.create_study(direction="maximize", sampler=make_sampler(study))
         self.lock = SimpleNamespace(hold=contextlib.nullcontext)
         self.tuner = "replay"
+        self.cores = cores  # the server's cores: the batching guide's thread count
         self.best, self.curve = 0.0, []
         self.skipped_baselines = 0
 
@@ -77,7 +78,7 @@ class ReplayTuner:
         pass
 
     def _cores(self) -> int:
-        return max(self.exp.search.num_batch_threads.choices)
+        return self.cores
 
     def _enqueue_first(self, n_trials: int) -> None:
         """The real baselines; those the grid did not measure (batching off, 8 threads on two
@@ -121,14 +122,22 @@ class ReplayTuner:
         self.curve.append(self.best)
 
 
+def server_cores(exp) -> int:
+    """How many cores the experiment's server gets (what the tuner's baselines are sized by)."""
+    from harness.cpus import default_cpus, parse_cpus
+
+    server, _ = default_cpus(parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus))
+    return len(server) if server else 1
+
+
 VALUES_OF = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
 
 
-def replay(values, table, slo, n_trials: int, seed: int, sampler: str) -> list[float]:
+def replay(values, table, slo, n_trials: int, seed: int, sampler: str, cores: int) -> list[float]:
     """Best feasible throughput after each measured trial of one replayed study."""
     from harness.tuning import parallel
 
-    tuner = ReplayTuner(values, table, slo, seed, sampler)
+    tuner = ReplayTuner(values, table, slo, seed, sampler, cores)
     tuner._enqueue_first(n_trials)
     parallel.run_trials(tuner, n_trials - tuner.skipped_baselines)
     # the unmeasured baselines come first in a real study and find nothing
@@ -152,7 +161,8 @@ def main() -> None:
     from experiments.grid_search import best_feasible_of_study
     from harness import config
 
-    slo = config.load(args.experiment).slo
+    exp = config.load(args.experiment)
+    slo, cores = exp.slo, server_cores(exp)
     grid = Path(args.grid)
     values, table = read_grid(grid)
     feasible = {k: v["items_per_s"] for k, v in table.items() if v["feasible"]}
@@ -172,7 +182,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     for sampler in ("tpe", "random"):
-        curves = [replay(values, table, slo, n, seed, sampler) for seed in range(args.seeds)]
+        curves = [replay(values, table, slo, n, seed, sampler, cores) for seed in range(args.seeds)]
         for t in args.trials:
             shares = [c[t - 1] / grid_best for c in curves]
             hit = sum(s >= args.target for s in shares)
