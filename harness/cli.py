@@ -76,7 +76,8 @@ def _cmd_compare(args) -> int:
     from harness.report.compare import build
 
     out = args.out or str(
-        Path(args.study_dirs[0]).parent / ("compare-" + "-vs-".join(Path(d).name for d in args.study_dirs))
+        Path(args.study_dirs[0]).parent
+        / ("compare-" + "-vs-".join(Path(d).name for d in args.study_dirs))
     )
     paths = build(args.study_dirs, out)
     print(paths["html"])
@@ -184,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", default="experiments/default.toml", help="an experiment file (TOML)"
     )
     tune.add_argument(
-        "--trials", type=int, help="total trials in the study (default: the experiment's)"
+        "--trials",
+        type=int,
+        help="configs the study measures in all (default: the experiment's); a config the "
+        "sampler proposes again is copied, not measured, and costs none of them",
     )
     tune.add_argument(
         "--study", help="study name (default: the experiment's, else model-protocol-backend)"
@@ -208,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one experiment value, e.g. --set load.users=32 --set slo.p99_ms=20",
     )
-    tune.add_argument(
-        "--no-report", action="store_true", help="do not draw report.html at the end"
-    )
+    tune.add_argument("--no-report", action="store_true", help="do not draw report.html at the end")
     tune.set_defaults(func=_cmd_tune)
 
     report = sub.add_parser(
