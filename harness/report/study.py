@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import plots, tables
+from harness.report import plots, predictions, tables
 from harness.report.data import StudyResults, load
 from harness.report.render import Doc, fmt, to_html, to_markdown
 from harness.tuning.outputs import write_text_atomic
@@ -39,6 +39,7 @@ def compute(res: StudyResults) -> dict:
         "history": tables.history(df),
         "environment": tables.environment(res),
         "notes": tables.notes(res),
+        "predictions": predictions.table(df),
     }
 
 
@@ -63,6 +64,11 @@ def build(study_dir: str | Path) -> dict[str, Path]:
         "slices": plots.slices(search, SLICE_PARAMS, pdir / "slices.png"),
         "history": plots.history(t["history"], pdir / "history.png"),
     }
+    if len(t["predictions"]):  # a guided study: the simulator's predictions beside the figures
+        write_text_atomic(tdir / "predictions.csv", t["predictions"].to_csv(index=False))
+        images["predictions"] = predictions.plot(
+            t["predictions"], res.slo_p99_ms, pdir / "predictions.png"
+        )
     doc = document(res, t, images)
     write_text_atomic(d / "report.md", to_markdown(doc, d))
     write_text_atomic(d / "report.html", to_html(doc))
@@ -121,6 +127,22 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
         doc.table(
             ["trial", "config", "items/s", "p99 ms", "within SLO"],
             [[int(r["number"]), r["label"], fmt(r["items_per_s"]), fmt(r["p99_ms"], 1), fmt(bool(r["feasible"]))] for _, r in front.iterrows()],
+        )
+
+    pred = t["predictions"]
+    if len(pred):
+        doc.h("The simulator's predictions")
+        doc.p(
+            "This study was guided by the simulator (`--guide simulate`): its real trials went to "
+            "the configs the simulator predicted best. " + predictions.summary(pred)
+        )
+        doc.image(images["predictions"], "Predicted against measured throughput and p99, per trial.")
+        doc.table(
+            ["trial", "config", "why picked", "items/s", "predicted", "error", "p99 ms", "predicted", "error"],
+            [
+                [int(r["number"]), r["label"], _clean(r["guided"]), fmt(r["items_per_s"]), fmt(r["predicted_items_per_s"]), f"{r['items_error']:+.0%}", fmt(r["p99_ms"], 1), fmt(r["predicted_p99_ms"], 1), "" if r["p99_error"] != r["p99_error"] else f"{r['p99_error']:+.0%}"]
+                for _, r in pred.iterrows()
+            ],
         )
 
     doc.h("Top configs against the baselines")

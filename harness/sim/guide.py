@@ -18,8 +18,8 @@ import json
 import math
 import time
 
-from harness.config import Experiment, SearchConfig
-from harness.tuning.space import TrialConfig, suggest
+from harness.config import Experiment
+from harness.tuning.space import TrialConfig, neighbours, suggest
 
 MARGIN = 0.15  # predicted p99 must be under (1 - MARGIN) x SLO to count as feasible
 SIM_TRIALS = 400
@@ -193,54 +193,6 @@ def pareto(tried: list[tuple[TrialConfig, dict]]) -> list[tuple[TrialConfig, dic
             front.append((c, p))
             best_p99 = _p99(p)
     return front
-
-
-def _steps(value, choices, low, high, log: bool):
-    if choices:
-        ch = sorted(choices)
-        i = (
-            ch.index(value)
-            if value in ch
-            else min(range(len(ch)), key=lambda j: abs(ch[j] - value))
-        )
-        return [ch[j] for j in (i - 1, i + 1) if 0 <= j < len(ch)]
-    out = []
-    if value == 0:
-        return [low] if low else []
-    for v in (value * 2, value // 2) if log else (value + 1, value - 1):
-        if low <= v <= high:
-            out.append(int(v))
-    return out
-
-
-def neighbours(cfg: TrialConfig, space: SearchConfig, cores: int) -> list[TrialConfig]:
-    """Configs one step away in one parameter, inside the search space."""
-    b = cfg.batching
-    if b is None:
-        return []
-    out = []
-    for field in (
-        "max_batch_size",
-        "batch_timeout_micros",
-        "num_batch_threads",
-        "max_enqueued_batches",
-    ):
-        r = getattr(space, field)
-        v = getattr(b, field)
-        high = r.high or (cores if field == "num_batch_threads" else r.high)
-        vals = _steps(v, r.choices, r.low or 0, high or 0, r.log)
-        if field == "batch_timeout_micros" and r.zero and v != 0:
-            vals.append(0)
-        for nv in vals:
-            nb = dataclasses.replace(b, **{field: int(nv)})
-            if nb.max_execution_batch_size and nb.max_execution_batch_size > nb.max_batch_size:
-                continue
-            if nb.allowed_batch_sizes and nb.allowed_batch_sizes[-1] != (
-                nb.max_execution_batch_size or nb.max_batch_size
-            ):
-                continue
-            out.append(dataclasses.replace(cfg, batching=nb))
-    return out
 
 
 def make_guide(exp: Experiment, cores: int, echo=print) -> Guide:

@@ -139,7 +139,7 @@ def enqueue_neighbour(tuner, copy) -> None:
         fresh = [
             n
             for n in neighbours(TrialConfig.from_dict(centre), space, cores)
-            if _key(n.as_dict()) not in seen
+            if _key(n.as_dict()) not in seen and params_for(n, space, cores) is not None
         ]
         if fresh:
             pick = rng.choice(fresh)

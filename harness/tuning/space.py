@@ -207,40 +207,42 @@ def _param(name: str, r: Range, value, high_default) -> dict | None:
 
 
 def neighbours(cfg: TrialConfig, space: SearchConfig, cores: int) -> list[TrialConfig]:
-    """Configs one step away from ``cfg`` inside the space: the next batch size or queue bound
-    up or down, the timeout half a decade either way (or to and from 0), one thread more or
-    fewer. What the tuner measures instead of a config the sampler proposes a second time."""
+    """Configs one step away from ``cfg`` in one parameter, inside the space: the next batch size
+    or queue bound up or down, the timeout doubled, halved or 0, one thread more or fewer. What
+    the tuner measures instead of a config the sampler proposes a second time, and where the
+    simulator-guided search looks around its predicted best."""
     b = cfg.batching
     if b is None:
         return []
-    moves = {
-        "max_batch_size": _steps(space.max_batch_size, b.max_batch_size, None),
-        "batch_timeout_micros": _steps(space.batch_timeout_micros, b.batch_timeout_micros, None),
-        "num_batch_threads": _steps(space.num_batch_threads, b.num_batch_threads, cores),
-        "max_enqueued_batches": _steps(space.max_enqueued_batches, b.max_enqueued_batches, None),
-    }
     out = []
-    for name, values in moves.items():
-        for v in values:
-            n = dataclasses.replace(cfg, batching=dataclasses.replace(b, **{name: v}))
-            if params_for(n, space, cores) is not None:
-                out.append(n)
+    for name, high_default in (
+        ("max_batch_size", None),
+        ("batch_timeout_micros", None),
+        ("num_batch_threads", cores),
+        ("max_enqueued_batches", None),
+    ):
+        for v in _steps(getattr(space, name), getattr(b, name), high_default):
+            nb = dataclasses.replace(b, **{name: v})
+            if nb.max_execution_batch_size and nb.max_execution_batch_size > nb.max_batch_size:
+                continue
+            top = nb.max_execution_batch_size or nb.max_batch_size
+            if nb.allowed_batch_sizes and nb.allowed_batch_sizes[-1] != top:
+                continue
+            out.append(dataclasses.replace(cfg, batching=nb))
     return out
 
 
-def _steps(r: Range, value, high_default) -> list:
+def _steps(r: Range, value, high_default) -> list[int]:
     if r.choices:
-        choices = sorted(r.choices)
-        if value not in choices:
-            return []
-        i = choices.index(value)
-        return [choices[j] for j in (i - 1, i + 1) if 0 <= j < len(choices)]
-    low, high = r.low, (r.high if r.high else high_default)
-    if r.log:
-        if value == 0:
-            return [int(low)]
-        down, up = round(value / 10**0.5), round(value * 10**0.5)
-        out = [max(down, int(low))] if value > low else ([0] if r.zero else [])
-        return out + ([min(up, int(high))] if value < high else [])
+        ch = sorted(r.choices)
+        i = ch.index(value) if value in ch else min(range(len(ch)), key=lambda j: abs(ch[j] - value))
+        return [ch[j] for j in (i - 1, i + 1) if 0 <= j < len(ch) and ch[j] != value]
+    low, high = r.low or 0, (r.high if r.high else high_default) or 0
+    if value == 0:
+        return [int(low)] if low else []
     step = r.step or 1
-    return [v for v in (value - step, value + step) if low <= v <= high]
+    moves = (value * 2, value // 2) if r.log else (value + step, value - step)
+    out = [int(v) for v in moves if low <= v <= high]
+    if r.zero:
+        out.append(0)
+    return out

@@ -11,9 +11,9 @@ from harness.cli import main
 from harness.config import Experiment, ModelConfig
 from harness.errors import ConfigError
 from harness.sim import profile as profiles
-from harness.sim.guide import Guide, neighbours, pareto
+from harness.sim.guide import Guide, pareto
 from harness.sim.plan import plan
-from harness.tuning.space import TrialConfig
+from harness.tuning.space import TrialConfig, neighbours
 
 
 def ranker_like(max_size=128) -> profiles.Profile:

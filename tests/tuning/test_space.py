@@ -76,8 +76,9 @@ def test_neighbours_are_one_step_away_and_inside_the_space():
     assert got == {
         "mbs=32 t=1000us thr=1 q=64",
         "mbs=128 t=1000us thr=1 q=64",
-        "mbs=64 t=316us thr=1 q=64",
-        "mbs=64 t=3162us thr=1 q=64",
+        "mbs=64 t=500us thr=1 q=64",
+        "mbs=64 t=2000us thr=1 q=64",
+        "mbs=64 t=0us thr=1 q=64",
         "mbs=64 t=1000us thr=2 q=64",
         "mbs=64 t=1000us thr=1 q=16",
         "mbs=64 t=1000us thr=1 q=1000000",
@@ -89,8 +90,10 @@ def test_neighbours_are_one_step_away_and_inside_the_space():
         "mbs=128 t=0us thr=1 q=1000000",
         "mbs=128 t=0us thr=2 q=64",
     }
-    floor = {n.batching.batch_timeout_micros for n in neighbours(cfg(8, 100, 1, 1), space, 2)}
-    assert floor == {0, 100, 316}
+    floor = {n.batching.batch_timeout_micros for n in neighbours(cfg(8, 150, 1, 1), space, 2)}
+    assert floor == {0, 150, 300}  # 75 us is below the range's 100 us
+    for n in neighbours(centre, space, 2):
+        assert params_for(n, space, 2) is not None
 
 
 class TableTuner:
