@@ -56,7 +56,9 @@ class ReplayTuner:
     measurements in place of a server: the real trial loop (baselines, duplicate copies,
     neighbours of repeated configs, the budget) and the real sampler, over the grid's values."""
 
-    def __init__(self, values, table, slo, seed: int, sampler: str, cores: int) -> None:
+    def __init__(
+        self, values, table, slo, seed: int, sampler: str, cores: int, baselines: bool = True
+    ) -> None:
         import optuna
 
         from harness.config import Range, SearchConfig, StudyConfig
@@ -73,6 +75,7 @@ class ReplayTuner:
         self.cores = cores  # the server's cores: the batching guide's thread count
         self.best, self.curve = 0.0, []
         self.skipped_baselines = 0
+        self.baselines = baselines
 
     def echo(self, *_a) -> None:
         pass
@@ -85,6 +88,8 @@ class ReplayTuner:
         cores) cost a trial each and find nothing, so the budget shrinks by their number."""
         from harness.tuning.space import baselines, params_for
 
+        if not self.baselines:
+            return
         for label, cfg in baselines(self.exp.search, self._cores()).items():
             params = params_for(cfg, self.exp.search, self._cores())
             if params is None or self._lookup(cfg.as_dict()) is None:
@@ -133,11 +138,13 @@ def server_cores(exp) -> int:
 VALUES_OF = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
 
 
-def replay(values, table, slo, n_trials: int, seed: int, sampler: str, cores: int) -> list[float]:
+def replay(
+    values, table, slo, n_trials: int, seed: int, sampler: str, cores: int, baselines: bool = True
+) -> list[float]:
     """Best feasible throughput after each measured trial of one replayed study."""
     from harness.tuning import parallel
 
-    tuner = ReplayTuner(values, table, slo, seed, sampler, cores)
+    tuner = ReplayTuner(values, table, slo, seed, sampler, cores, baselines)
     tuner._enqueue_first(n_trials)
     parallel.run_trials(tuner, n_trials - tuner.skipped_baselines)
     # the unmeasured baselines come first in a real study and find nothing
@@ -177,19 +184,30 @@ def main() -> None:
     )
     print(f"space replayed: {json.dumps(values)}\n")
     print(
-        f"| sampler | trials | mean share of grid best | worst seed | "
-        f"seeds reaching {args.target:.0%} |"
+        f"| search | trials | mean share of grid best | worst seed | "
+        f"seeds reaching {args.target:.0%} | trials to reach {args.target:.0%} (median) |"
     )
-    print("|---|---|---|---|---|")
-    for sampler in ("tpe", "random"):
-        curves = [replay(values, table, slo, n, seed, sampler, cores) for seed in range(args.seeds)]
+    print("|---|---|---|---|---|---|")
+    for sampler, with_baselines in (("tpe", True), ("tpe", False), ("random", False)):
+        name = f"{sampler}, " + (
+            "baselines first (as harness tune)" if with_baselines else "search alone"
+        )
+        curves = [
+            replay(values, table, slo, n, seed, sampler, cores, with_baselines)
+            for seed in range(args.seeds)
+        ]
+        need = [
+            next((i + 1 for i, v in enumerate(c) if v >= args.target * grid_best), n + 1)
+            for c in curves
+        ]
         for t in args.trials:
             shares = [c[t - 1] / grid_best for c in curves]
             hit = sum(s >= args.target for s in shares)
             print(
-                f"| {sampler} | {t} | {statistics.mean(shares):.1%} | {min(shares):.1%} | "
-                f"{hit}/{args.seeds} |"
+                f"| {name} | {t} | {statistics.mean(shares):.1%} | {min(shares):.1%} | "
+                f"{hit}/{args.seeds} | {statistics.median(need):g} |"
             )
+    print(f"\n({n + 1} trials to reach = not reached within {n})")
     if not args.studies:
         return
     # A single grid measurement's maximum is biased upwards by noise: real studies' re-measured
