@@ -6,6 +6,7 @@ Unknown keys, wrong types and impossible ranges are errors that name the key and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import tomllib
@@ -36,6 +37,16 @@ class ServerConfig:
     memory: str = ""  # docker memory limit, e.g. "8g"
     extra_flags: tuple[str, ...] = ()
     startup_timeout_s: float = 180.0
+    # Where the server listens (docker: the host address its ports are published on). Loopback
+    # by default: nothing is exposed unless asked. tensorflow_model_server cannot be told: it
+    # listens on every interface whatever this says (docs/distributed.md).
+    bind_host: str = "127.0.0.1"
+    # The name or address the harness and the load workers use to reach the server; empty:
+    # bind_host, or for a wildcard bind_host the remote Docker engine's host, else loopback.
+    advertise_host: str = ""
+    # docker: how the model and config files reach the engine; auto: bind mounts for a local
+    # engine (unix socket), copies into a Docker volume for a remote one (ssh://, tcp://)
+    model_transfer: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,8 +141,10 @@ class Experiment:
             )
         for key, value in (("server.cpus", self.server.cpus), ("load.cpus", self.load.cpus)):
             if value and not _CPU_LIST.fullmatch(value):
-                raise ConfigError(f"{src}: {key} = {_show(value)} is not like \"0\", \"0-3\" or \"0,2\"")
+                raise ConfigError(f'{src}: {key} = {_show(value)} is not like "0", "0-3" or "0,2"')
         _positive(src, "server.startup_timeout_s", self.server.startup_timeout_s)
+        _check_hosts(src, self.server)
+        _one_of(src, "server.model_transfer", self.server.model_transfer, ("auto", "bind", "copy"))
         if not 1 <= self.load.processes <= 64:
             raise ConfigError(f"{src}: load.processes must be between 1 and 64")
         if self.load.users > 100_000:
@@ -174,6 +187,33 @@ class Experiment:
 def _one_of(src, key, value, allowed):
     if value not in allowed:
         raise ConfigError(f"{src}: {key} = {_show(value)} is not one of {', '.join(allowed)}")
+
+
+def _check_hosts(src, server: ServerConfig) -> None:
+    try:
+        ipaddress.ip_address(server.bind_host)
+    except ValueError:
+        raise ConfigError(
+            f"{src}: server.bind_host = {_show(server.bind_host)} is not an IP address",
+            hint='the address the server listens on: "127.0.0.1" (the default), "0.0.0.0" for '
+            "every interface, or one of this machine's addresses; names go in server.advertise_host",
+        ) from None
+    adv = server.advertise_host
+    if not adv:
+        return
+    if adv in ("0.0.0.0", "::"):
+        raise ConfigError(
+            f"{src}: server.advertise_host = {_show(adv)} is not an address a client can reach",
+            hint="give this machine's (or the Docker host's) name or address as other machines see it",
+        )
+    try:
+        ipaddress.ip_address(adv)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(adv):
+            raise ConfigError(
+                f"{src}: server.advertise_host = {_show(adv)} is not a host name or an IP address",
+                hint='a bare name or address, without scheme or port: "10.0.0.5", "gpu-box-1.internal"',
+            ) from None
 
 
 def _positive(src, key, value):
@@ -223,6 +263,9 @@ _SEARCH_MIN = {
     "users": 1,
 }
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 _CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
 
 

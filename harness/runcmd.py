@@ -51,6 +51,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--server-cpus",
         help="cores for the server, e.g. 0 or 0-3 (default: core 0 when there are 2+)",
     )
+    g.add_argument(
+        "--bind-host",
+        default="127.0.0.1",
+        help="where the server listens (docker: where its ports are published); 0.0.0.0 for "
+        "every interface (default 127.0.0.1)",
+    )
+    g.add_argument(
+        "--advertise-host",
+        default="",
+        help="the name or address the harness and load workers reach the server at "
+        "(default: --bind-host; for 0.0.0.0, a remote Docker engine's host or loopback)",
+    )
     g.add_argument("--batching-file", help="a batching parameters file (turns batching on)")
     for name in (
         "max_batch_size",
@@ -145,6 +157,8 @@ def experiment_from(args):
         "grpc_target": args.grpc_target or "",
         "rest_url": args.rest_url or "",
         "cpus": args.server_cpus or "",
+        "bind_host": args.bind_host,
+        "advertise_host": args.advertise_host,
     }
     load = {
         "protocol": args.protocol,

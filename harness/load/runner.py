@@ -24,7 +24,7 @@ from harness.load import distributed, promscrape, status
 from harness.load.recorder import Samples
 from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group
-from harness.servers.base import Endpoint, log_tail
+from harness.servers.base import Endpoint, is_loopback, log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -382,6 +382,12 @@ def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) 
         )
     if overall.requests == 0:
         warnings.append("no request was due in the measured windows")
+    if spec.remote_workers and is_loopback(endpoint.host):
+        warnings.append(
+            f"the server is reached at {endpoint.host}, a loopback address: only load workers "
+            "on this machine can reach it (server.bind_host and server.advertise_host let "
+            "workers on other machines in)"
+        )
     return RunResult(
         measurement=overall,
         windows=windows,

@@ -255,7 +255,8 @@ class ModelServer:
             ],
         )
         add_services(server, self.predictor)
-        address = f"{self.args.bind_address}:{self.args.port}"
+        bind = self.args.bind_address
+        address = f"[{bind}]:{self.args.port}" if ":" in bind else f"{bind}:{self.args.port}"
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError:

@@ -1,9 +1,16 @@
 """Run TF Serving images (CPU, CPU-optimised, GPU) or our reference image as containers.
 
-The only module that imports the Docker SDK. Every container carries our labels, binds its ports
-on 127.0.0.1 only (Docker picks free host ports, so runs can share a machine), gets the model
-mounted read-only, and drops every capability. Containers left by a run that crashed are found
-by label and removed when a backend starts.
+The only module that imports the Docker SDK. Every container carries our labels, publishes its
+ports on the spec's ``bind_host`` only (127.0.0.1 unless the experiment says otherwise; Docker
+picks free host ports, so runs can share a machine), gets the model read-only, and drops every
+capability. Containers and volumes left by a run that crashed are found by label and removed
+when a backend starts.
+
+The engine may be on another machine (``DOCKER_HOST=ssh://...`` or ``tcp://...``). Its host
+cannot see our files, so instead of bind mounts the model is copied once per backend into a
+Docker volume, and each trial's config files beside it (``model_transfer = "copy"``, the default
+for a remote engine). The server is then reached at the advertised host: ``advertise_host``, or
+the engine's host when the ports are published on every interface.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import json
 import os
 import sys
 import tarfile
+import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 from harness.errors import ServerError
@@ -23,6 +32,8 @@ from harness.servers.base import (
     Endpoint,
     ServerHandle,
     ServerSpec,
+    advertised_host,
+    is_loopback,
     log_tail,
     wait_until_available,
     write_config_files,
@@ -34,8 +45,11 @@ OWNER_LABEL = "org.tfs-harness.owner-pid"
 HOST_LABEL = "org.tfs-harness.owner-host"
 FLAVOR_LABEL = "org.tfs-harness.flavor"  # "reference" for images built by build_reference_image
 MOUNTS_LABEL = "org.tfs-harness.host-mounts"  # ":"-separated host paths the image expects
+ROLE_LABEL = "org.tfs-harness.role"  # "transfer": a helper container that fills a volume
 REFERENCE_IMAGE = "tfs-harness/reference:latest"
 GRPC_PORT, REST_PORT = 8500, 8501
+MODELS_DIR = "/models"  # TF Serving images read MODEL_BASE_PATH=/models/<MODEL_NAME>
+CONFIG_SUBDIR = ".tfs-harness"  # copy mode: trial config files, beside the model in the volume
 
 
 def _docker():
@@ -49,16 +63,43 @@ def _docker():
 def connect():
     """A Docker client, or a clear error when no engine answers."""
     docker = _docker()
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         client = docker.from_env(timeout=120)
         client.ping()
     except docker.errors.DockerException as exc:
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        hint = "start dockerd (or Docker Desktop), or point DOCKER_HOST at a running engine"
+        if "paramiko" in str(exc):
+            hint = "an ssh:// engine needs paramiko: pip install 'tfs-harness[remote]'"
+        elif where.startswith("ssh://"):
+            hint = (
+                "check that 'ssh' to that host works without a password prompt (key in "
+                "~/.ssh, host in known_hosts) and that its user may run docker"
+            )
+        raise ServerError(f"cannot reach the Docker engine at {where}: {exc}", hint=hint) from None
+    except OSError as exc:  # paramiko's socket errors are not DockerExceptions
         raise ServerError(
             f"cannot reach the Docker engine at {where}: {exc}",
-            hint="start dockerd (or Docker Desktop), or point DOCKER_HOST at a running engine",
+            hint="check the host and port in DOCKER_HOST, and that sshd (or the engine) listens there",
         ) from None
     return client
+
+
+def engine_of(client) -> tuple[bool, str]:
+    """(local, host): whether the engine runs on this machine (a unix socket or named pipe), and
+    for a remote engine (ssh:// or tcp://) the host name it was reached at."""
+    api = getattr(client, "api", client)
+    url = str(getattr(api, "base_url", ""))
+    if url in ("http+docker://localhost", "http+docker://localnpipe"):
+        return True, ""
+    if url.startswith("http+docker://ssh"):
+        adapter = getattr(api, "_custom_adapter", None)
+        host = (getattr(adapter, "ssh_params", None) or {}).get("hostname")
+        if not host:  # the ssh binary instead of paramiko: "user@host:port"
+            ssh_host = getattr(adapter, "ssh_host", "") or os.environ.get("DOCKER_HOST", "")
+            host = urllib.parse.urlsplit("ssh://" + ssh_host.removeprefix("ssh://")).hostname
+        return False, host or ""
+    return False, urllib.parse.urlsplit(url).hostname or ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,6 +108,8 @@ class DockerOptions:
     gpus: bool = False  # request every GPU (needs the NVIDIA container runtime)
     allow_pull: bool = False  # pull a missing image instead of failing
     container_prefix: str = "tfs-harness"
+    # auto: bind mounts for a local engine, copies into a volume for a remote one
+    model_transfer: str = "auto"
 
 
 class DockerServer(ServerHandle):
@@ -108,7 +151,9 @@ class DockerServer(ServerHandle):
             try:
                 self.watchdog.check()
             except ServerError as exc:
-                raise ServerError(f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint) from None
+                raise ServerError(
+                    f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint
+                ) from None
 
     def stop(self) -> None:
         docker = _docker()
@@ -135,12 +180,29 @@ class DockerBackend:
 
     def __init__(self, options: DockerOptions | None = None, client=None) -> None:
         self.options = options or DockerOptions()
+        if self.options.model_transfer not in ("auto", "bind", "copy"):
+            raise ServerError(
+                f"model_transfer {self.options.model_transfer!r} is not one of auto, bind, copy"
+            )
         self.client = client or connect()
+        self.local_engine, host = engine_of(self.client)
+        self.engine_host = "" if self.local_engine else host  # a remote engine's host
+        transfer = self.options.model_transfer
+        self.transfer = (
+            ("bind" if self.local_engine else "copy") if transfer == "auto" else transfer
+        )
+        self._shipments: dict[tuple[str, str, str], VolumeShipment] = {}
         self.removed_leftovers = remove_leftovers(self.client)
 
     def preflight(self) -> None:
         """Refuse a study up front when no trial could start (the image is missing)."""
         self._image()
+
+    def close(self) -> None:
+        """Remove the volumes (and their helper containers) this backend filled."""
+        for shipment in self._shipments.values():
+            shipment.remove()
+        self._shipments.clear()
 
     def _image(self):
         docker = _docker()
@@ -161,9 +223,14 @@ class DockerBackend:
                 hint = f"build or pull {image} first (for a CPU-optimised image: harness image build-optimized)"
             raise ServerError(f"image {image} is not present locally", hint=hint) from None
 
+    def advertised(self, spec: ServerSpec) -> str:
+        """The host the harness and load workers reach this spec's container at."""
+        return reachable_host(spec.bind_host, spec.advertise_host, self.engine_host)
+
     def start(self, spec: ServerSpec, workdir: Path) -> DockerServer:
         docker = _docker()
         workdir = Path(workdir).resolve()
+        host = self.advertised(spec)
         batching, monitoring = write_config_files(spec, workdir)
         image = self._image()
         labels = image.labels or {}
@@ -172,21 +239,30 @@ class DockerBackend:
             raise ServerError(
                 f"model directory {model_dir} does not exist", hint="export the model first"
             )
-        mounts = [
-            docker.types.Mount(
-                f"/models/{spec.model_name}", str(model_dir), type="bind", read_only=True
-            ),
-            docker.types.Mount("/config", str(workdir), type="bind", read_only=True),
-        ]
+        if self.transfer == "copy":
+            shipment = self._shipment(image, spec.model_name, model_dir)
+            config_dir = shipment.add_files([p for p in (batching, monitoring) if p])
+            mounts = [
+                docker.types.Mount(MODELS_DIR, shipment.volume_name, type="volume", read_only=True)
+            ]
+        else:
+            config_dir = "/config"
+            mounts = [
+                docker.types.Mount(
+                    f"{MODELS_DIR}/{spec.model_name}", str(model_dir), type="bind", read_only=True
+                ),
+                docker.types.Mount("/config", str(workdir), type="bind", read_only=True),
+            ]
         args = spec.server_flags(
-            "/config/batching_parameters.txt" if batching else None, "/config/monitoring.txt"
+            f"{config_dir}/batching_parameters.txt" if batching else None,
+            f"{config_dir}/monitoring.txt",
         )
         if labels.get(FLAVOR_LABEL) == "reference":
             # Our image has no entrypoint script: name the model explicitly, listen on all
-            # container addresses (the published ports stay on the host's loopback).
+            # container addresses (the published ports stay on the host's bind_host).
             args = [
                 f"--model_name={spec.model_name}",
-                f"--model_base_path=/models/{spec.model_name}",
+                f"--model_base_path={MODELS_DIR}/{spec.model_name}",
                 *args,
             ]
             for host_path in filter(None, labels.get(MOUNTS_LABEL, "").split(":")):
@@ -212,21 +288,17 @@ class DockerBackend:
                 detach=True,
                 environment={"MODEL_NAME": spec.model_name},
                 ports={
-                    f"{GRPC_PORT}/tcp": ("127.0.0.1", None),
-                    f"{REST_PORT}/tcp": ("127.0.0.1", None),
+                    f"{GRPC_PORT}/tcp": (spec.bind_host, None),
+                    f"{REST_PORT}/tcp": (spec.bind_host, None),
                 },
                 mounts=mounts,
                 tmpfs={"/tmp": "size=256m"},
-                labels={
-                    LABEL: "true",
-                    OWNER_LABEL: str(os.getpid()),
-                    HOST_LABEL: os.uname().nodename,
-                },
+                labels=owner_labels(),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 read_only=True,  # the root file system; /tmp is a tmpfs
                 privileged=False,
-                network_mode="bridge",  # never the host's network: ports go to 127.0.0.1
+                network_mode="bridge",  # never the host's network: ports go to bind_host only
                 **kwargs,
             )
         except docker.errors.APIError as exc:
@@ -238,7 +310,7 @@ class DockerBackend:
                 ) from None
             raise ServerError(f"cannot start container from {self.options.image}: {msg}") from None
         try:
-            endpoint = self._endpoint(container, spec.model_name)
+            endpoint = self._endpoint(container, spec.model_name, host)
             server = DockerServer(container, endpoint, workdir)
             wait_until_available(server, spec.startup_timeout)
             server.watchdog = Watchdog(endpoint.rest_url, spec.model_name)
@@ -250,17 +322,24 @@ class DockerBackend:
             raise
         return server
 
-    def _endpoint(self, container, model_name: str) -> Endpoint:
+    def _shipment(self, image, model_name: str, model_dir: Path) -> VolumeShipment:
+        key = (image.id, model_name, str(model_dir))
+        if key not in self._shipments:
+            prefix = f"{self.options.container_prefix}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+            self._shipments[key] = VolumeShipment(
+                self.client, image.id, prefix, model_name, model_dir
+            )
+        return self._shipments[key]
+
+    def _endpoint(self, container, model_name: str, host: str) -> Endpoint:
         for _ in range(50):
             container.reload()
             ports = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
             grpc = ports.get(f"{GRPC_PORT}/tcp")
             rest = ports.get(f"{REST_PORT}/tcp")
             if grpc and rest:
-                return Endpoint(
-                    f"127.0.0.1:{grpc[0]['HostPort']}",
-                    f"http://127.0.0.1:{rest[0]['HostPort']}",
-                    model_name,
+                return Endpoint.at(
+                    host, int(grpc[0]["HostPort"]), int(rest[0]["HostPort"]), model_name
                 )
             if container.status in ("exited", "dead"):
                 break
@@ -270,24 +349,174 @@ class DockerBackend:
         )
 
 
+def reachable_host(bind_host: str, advertise_host: str, engine_host: str) -> str:
+    """Where a container whose ports are published on ``bind_host`` is reached from here; for a
+    remote engine (``engine_host``), its loopback is refused unless a host is advertised (a
+    tunnel, say): nothing here could reach it."""
+    if (
+        not advertise_host
+        and engine_host
+        and is_loopback(bind_host)
+        and not is_loopback(engine_host)
+    ):
+        raise ServerError(
+            f"the Docker engine runs on {engine_host}: ports published on its loopback "
+            f"({bind_host}) cannot be reached from this machine",
+            hint='set server.bind_host = "0.0.0.0" (or that host\'s address) and open the '
+            "server's ports to the tuner and the load machines (docs/distributed.md)",
+        )
+    return advertised_host(bind_host, advertise_host, engine_host)
+
+
+def owner_labels() -> dict[str, str]:
+    """Labels of everything we create on an engine: ours, and which process on which host owns it
+    (``remove_leftovers`` reaps what a killed harness left)."""
+    return {LABEL: "true", OWNER_LABEL: str(os.getpid()), HOST_LABEL: os.uname().nodename}
+
+
+class VolumeShipment:
+    """A model copied into a Docker volume, once, and each trial's config files beside it.
+
+    For an engine whose host cannot see our files (a remote engine). The volume is filled through
+    the archive API of a helper container that is created from the server's image and never
+    started: the engine accepts archives for a stopped container, and into a volume even though
+    the container's root file system is read-only. Server containers then mount the volume
+    read-only at /models: the model at /models/<name> (where TF Serving images look), the
+    config files of trial N at /models/.tfs-harness/N/.
+    """
+
+    def __init__(self, client, image_id: str, prefix: str, model_name: str, model_dir: Path):
+        docker = _docker()
+        self.client = client
+        self.volume_name = f"{prefix}-models"
+        self.helper = None
+        self.trials = 0
+        try:
+            self.volume = client.volumes.create(name=self.volume_name, labels=owner_labels())
+            self.helper = client.containers.create(
+                image_id,
+                ["true"],  # never run
+                name=f"{prefix}-transfer",
+                labels={**owner_labels(), ROLE_LABEL: "transfer"},
+                mounts=[docker.types.Mount(MODELS_DIR, self.volume_name, type="volume")],
+                network_disabled=True,
+                read_only=True,
+                cap_drop=["ALL"],
+            )
+            self._put({model_name: model_dir})
+        except docker.errors.DockerException as exc:
+            self.remove()
+            raise ServerError(
+                f"cannot copy the model {model_dir} to the Docker engine: {exc}",
+                hint='or set server.model_transfer = "bind" when the engine\'s host has the same paths',
+            ) from None
+        except BaseException:
+            self.remove()
+            raise
+
+    def add_files(self, files: list[Path]) -> str:
+        """Copy one trial's files into a fresh directory; its path inside the container."""
+        docker = _docker()
+        self.trials += 1
+        sub = f"{CONFIG_SUBDIR}/{self.trials}"
+        try:
+            self._put({f"{sub}/{f.name}": f for f in files})
+        except docker.errors.DockerException as exc:
+            raise ServerError(
+                f"cannot copy the trial's config files to the engine: {exc}"
+            ) from None
+        return f"{MODELS_DIR}/{sub}"
+
+    def _put(self, entries: dict[str, Path]) -> None:
+        with tempfile.TemporaryFile() as tmp:  # a model may be large: not held in memory
+            write_tar(tmp, entries)
+            tmp.seek(0)
+            if not self.helper.put_archive(MODELS_DIR, tmp):
+                raise ServerError("the Docker engine refused the archive")
+
+    def remove(self) -> None:
+        docker = _docker()
+        for thing in (self.helper, getattr(self, "volume", None)):
+            if thing is None:
+                continue
+            try:
+                thing.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.DockerException:
+                pass  # a leftover: the next backend's remove_leftovers takes it
+        self.helper = None
+        self.volume = None
+
+
+def write_tar(fileobj, entries: dict[str, Path]) -> None:
+    """A tar of files and directory trees (``{name in the archive: local path}``), owned by root
+    and readable by all: the server runs without capabilities, so it cannot read around modes."""
+
+    def info(name: str, path: Path) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(name)
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = "root"
+        ti.mtime = int(path.stat().st_mtime)
+        return ti
+
+    made: set[str] = set()
+    with tarfile.open(fileobj=fileobj, mode="w") as tar:
+        for name, path in entries.items():
+            path = Path(path)
+            parents = [str(p) for p in reversed(Path(name).parents) if str(p) != "."]
+            for parent in parents:  # the directories leading to the entry, once each
+                if parent not in made:
+                    made.add(parent)
+                    ti = info(parent, path)
+                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(ti)
+            items = [(name, path)]
+            if path.is_dir():
+                items += [
+                    (f"{name}/{p.relative_to(path).as_posix()}", p) for p in sorted(path.rglob("*"))
+                ]
+            for arcname, p in items:
+                ti = info(arcname, p)
+                if p.is_dir():
+                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(ti)
+                else:
+                    ti.size, ti.mode = p.stat().st_size, 0o644
+                    with open(p, "rb") as f:
+                        tar.addfile(ti, f)
+
+
 def remove_leftovers(client) -> list[str]:
-    """Remove our containers whose owning process on this host is gone (a crashed run)."""
+    """Remove our containers and volumes whose owning process on this host is gone (a crashed
+    run): containers first, since a volume in use cannot be removed."""
     removed = []
     host = os.uname().nodename
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=true"}):
-        labels = c.labels or {}
+
+    def orphaned(labels: dict) -> bool:
         if labels.get(HOST_LABEL) != host:
-            continue
+            return False
         try:
             owner = int(labels.get(OWNER_LABEL, "0"))
         except ValueError:
             owner = 0
-        if owner and pid_alive(owner):
+        return not (owner and pid_alive(owner))
+
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=true"}):
+        if not orphaned(c.labels or {}):
             continue
         try:
             c.remove(force=True)
             removed.append(c.name)
         except Exception:  # raced with another cleaner
+            pass
+    for v in client.volumes.list(filters={"label": f"{LABEL}=true"}):
+        if not orphaned(v.attrs.get("Labels") or {}):
+            continue
+        try:
+            v.remove(force=True)
+            removed.append(f"volume {v.name}")
+        except Exception:  # raced with another cleaner, or still in use
             pass
     return removed
 

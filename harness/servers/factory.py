@@ -14,7 +14,14 @@ def make_backend(s: ServerConfig):
     if s.backend == "docker":
         from harness.servers.docker import DockerBackend, DockerOptions
 
-        return DockerBackend(DockerOptions(image=s.image, gpus=s.gpus, allow_pull=s.allow_pull))
+        return DockerBackend(
+            DockerOptions(
+                image=s.image,
+                gpus=s.gpus,
+                allow_pull=s.allow_pull,
+                model_transfer=s.model_transfer,
+            )
+        )
     if s.backend == "external":
         if not (s.grpc_target and s.rest_url):
             raise ConfigError("the external backend needs a gRPC target and a REST URL")

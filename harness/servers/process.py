@@ -1,4 +1,10 @@
-"""Run ``tensorflow_model_server`` (when on PATH) or the reference server as a local process."""
+"""Run ``tensorflow_model_server`` (when on PATH) or the reference server as a local process.
+
+The reference server listens on the spec's ``bind_host`` (127.0.0.1 unless the experiment says
+otherwise); ``tensorflow_model_server`` has no such flag and listens on every interface (gRPC on
+0.0.0.0, REST on ``::``), so with it ``bind_host`` only decides where free ports are looked for.
+Either is reached at the advertised host (``ServerSpec.advertise_host``, else ``bind_host``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from harness.servers.base import (
     Endpoint,
     ServerHandle,
     ServerSpec,
+    advertised_host,
+    is_wildcard,
     log_tail,
     wait_until_available,
     write_config_files,
@@ -32,9 +40,17 @@ def _port_clash(text: str) -> bool:
     return any(c in low for c in _CLASH)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on at ``host`` right now (the server takes it a moment later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            raise ServerError(
+                f"cannot listen on {host}: {exc.strerror}",
+                hint="server.bind_host must be an address of this machine (or 0.0.0.0)",
+            ) from None
         return s.getsockname()[1]
 
 
@@ -55,11 +71,15 @@ def server_command(binary: str) -> list[str]:
 
 
 class ProcessServer(ServerHandle):
-    def __init__(self, proc, endpoint: Endpoint, log_path: Path) -> None:
+    def __init__(self, proc, endpoint: Endpoint, log_path: Path, notes: list[str] = ()) -> None:
         self.proc = proc
         self.endpoint = endpoint
         self.log_path = log_path
         self.watchdog: Watchdog | None = None  # armed once the model is AVAILABLE
+        self._notes = list(notes)
+
+    def notes(self) -> list[str]:
+        return [*self._notes, *super().notes()]
 
     def logs(self) -> str:
         try:
@@ -84,14 +104,16 @@ class ProcessServer(ServerHandle):
             try:
                 self.watchdog.check()
             except ServerError as exc:
-                raise ServerError(f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint) from None
+                raise ServerError(
+                    f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint
+                ) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_group(self.proc, timeout)
 
 
 class ProcessBackend:
-    """Servers as child processes on 127.0.0.1, pinned to the spec's CPUs."""
+    """Servers as child processes on the spec's bind host (127.0.0.1), pinned to its CPUs."""
 
     name = "process"
     can_restart = True
@@ -127,11 +149,23 @@ class ProcessBackend:
 
     def _start_once(self, spec: ServerSpec, workdir: Path, model_dir: Path) -> ProcessServer:
         batching, monitoring = write_config_files(spec, workdir)
-        grpc_port, rest_port = free_port(), free_port()
+        notes = []
+        if self.is_reference:
+            listen = [f"--bind_address={spec.bind_host}"]
+            probe = spec.bind_host
+        else:  # TF Serving listens on every interface: its ports must be free on all of them
+            listen, probe = [], "::" if ":" in spec.bind_host else "0.0.0.0"
+            if not is_wildcard(spec.bind_host):
+                notes.append(
+                    f"tensorflow_model_server listens on every interface, not only on "
+                    f"server.bind_host {spec.bind_host} (it has no flag for the address)"
+                )
+        grpc_port, rest_port = free_port(probe), free_port(probe)
         cmd = [
             *self.command,
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
+            *listen,
             f"--model_name={spec.model_name}",
             f"--model_base_path={model_dir}",
             *spec.server_flags(str(batching) if batching else None, str(monitoring)),
@@ -143,10 +177,9 @@ class ProcessBackend:
         else:
             proc = self._popen(cmd, log_path, spec.cpus)
         (workdir / "server.pid").write_text(f"{proc.pid}\n")
+        host = advertised_host(spec.bind_host, spec.advertise_host)
         server = ProcessServer(
-            proc,
-            Endpoint(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", spec.model_name),
-            log_path,
+            proc, Endpoint.at(host, grpc_port, rest_port, spec.model_name), log_path, notes
         )
         try:
             wait_until_available(server, spec.startup_timeout)

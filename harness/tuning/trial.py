@@ -12,7 +12,7 @@ from harness.cpus import default_cpus, parse_cpus
 from harness.errors import ConfigError
 from harness.load.runner import LoadSpec, run_load
 from harness.procs import reap_orphans
-from harness.servers.base import ServerSpec
+from harness.servers.base import ServerSpec, is_wildcard
 from harness.servers.factory import make_backend
 from harness.tuning import outputs
 from harness.tuning.space import TrialConfig
@@ -42,10 +42,30 @@ class TrialRunner:
         self.removed_leftovers = reap_orphans()
         self.backend = make_backend(exp.server)
         self.removed_leftovers += getattr(self.backend, "removed_leftovers", [])
+        self._check_reachable()
         self.model_name, self.model_dir = model_location(exp, models_dir)
         self.server_cpus, self.load_cpus = default_cpus(
             parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus)
         )
+
+    def _check_reachable(self) -> None:
+        """Load workers on other machines need a name for a server listening everywhere."""
+        s = self.exp.server
+        if (
+            self.exp.load.remote_workers
+            and s.backend != "external"
+            and is_wildcard(s.bind_host)
+            and not s.advertise_host
+            and not getattr(self.backend, "engine_host", "")
+        ):
+            self.close()
+            raise ConfigError(
+                f"{self.exp.source}: server.bind_host = {s.bind_host!r} listens on every "
+                "interface, but load workers on other machines need to know where to send: "
+                "set server.advertise_host",
+                hint="this machine's name or address as the load machines see it, e.g. "
+                '--set server.advertise_host="10.0.0.5"',
+            )
 
     def server_spec(self, cfg: TrialConfig) -> ServerSpec:
         exp = self.exp
@@ -59,6 +79,8 @@ class TrialRunner:
             cpus=self.server_cpus,
             memory=exp.server.memory or None,
             startup_timeout=exp.server.startup_timeout_s,
+            bind_host=exp.server.bind_host,
+            advertise_host=exp.server.advertise_host,
         )
 
     def load_spec(self, cfg: TrialConfig) -> LoadSpec:
