@@ -188,6 +188,8 @@ class Tuner:
     def _after_trial(self, study, trial) -> None:
         outputs.write_trials_csv(study, self.dir / "trials.csv")
         attrs = trial.user_attrs
+        if parallel.is_copy(trial):  # already said ("same config as trial N"); nothing measured
+            return
         cfg = TrialConfig.from_dict(attrs.get("config", {}))
         label = attrs.get("baseline") or cfg.describe()
         n = self.finished()
