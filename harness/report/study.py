@@ -155,7 +155,7 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
                 for _, r in top.iterrows()
             ],
         )
-        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median; baselines are single measurements from the search.")
+        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median. Batching off is re-measured in the same rounds (the gain is a median against a median); the other baselines are single measurements from the search.")
     doc.image(images["latency_percentiles"], "Latency percentiles (log scale) of the top configs and the baselines.")
     doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
 

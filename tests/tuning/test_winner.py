@@ -30,14 +30,15 @@ def cfg(mbs: int) -> dict:
 
 
 class ScriptedRunner:
-    """Answers measure() from a table {max_batch_size: [(items/s, p99), ...]}, in turn."""
+    """Answers measure() from a table {max_batch_size: [(items/s, p99), ...]}, in turn; batching
+    off is max_batch_size 0."""
 
     def __init__(self, script: dict[int, list[tuple[float, float]]]) -> None:
         self.script = {k: list(v) for k, v in script.items()}
         self.calls: list[int] = []
 
     def measure(self, config, workdir):
-        mbs = config.batching.max_batch_size
+        mbs = config.batching.max_batch_size if config.batching else 0
         self.calls.append(mbs)
         ips, p99 = self.script[mbs].pop(0)
         return {"items_per_s": ips, "p99_ms": p99, "error_rate": 0.0}
@@ -61,12 +62,19 @@ def test_the_median_decides_and_the_gain_is_against_batching_off(tmp_path):
     t = make_tuner(
         tmp_path,
         {64: 900.0, 32: 850.0},
-        {64: [(700, 60), (720, 70), (2000, 65)], 32: [(800, 60), (810, 62), (790, 61)]},
+        {
+            64: [(700, 60), (720, 70), (2000, 65)],
+            32: [(800, 60), (810, 62), (790, 61)],
+            0: [(90, 300), (80, 310), (200, 290)],
+        },
     )
     s = pick_winner(t)
     assert s["winner"]["config"]["max_batch_size"] == 32  # 800 median beats 720 despite one 2000
-    assert s["gain_over_batching_off"] == pytest.approx(8.0)
-    assert t.runner.calls == [64, 32, 64, 32, 64, 32]  # interleaved
+    # batching off re-measured beside them: the gain is median against median (800 / 90), not
+    # against the search's single measurement (100)
+    assert s["batching_off"]["items_per_s_median"] == 90
+    assert s["gain_over_batching_off"] == pytest.approx(800 / 90)
+    assert t.runner.calls == [64, 32, 0, 64, 32, 0, 64, 32, 0]  # interleaved
     assert "max_batch_size { value: 32 }" in (tmp_path / "best_batching_parameters.txt").read_text()
 
 
@@ -79,18 +87,25 @@ def test_a_config_missing_the_slo_on_remeasure_cannot_win(tmp_path):
             64: [(1250, 180), (1240, 90), (1260, 190)],
             16: [(880, 80), (900, 85), (890, 90)],
             8: [(700, 70), (690, 70), (710, 70)],
+            0: [(100, 300)] * 3,
         },
     )
     s = pick_winner(t)
     assert s["winner"]["config"]["max_batch_size"] == 16  # from the second group
     assert not any(c["feasible"] for c in s["candidates"] if c["config"]["max_batch_size"] in (128, 64))
-    assert sorted(set(t.runner.calls)) == [8, 16, 64, 128]
+    assert sorted(set(t.runner.calls)) == [0, 8, 16, 64, 128]
+    assert t.runner.calls.count(0) == 3  # batching off re-measured once per round, first group
     assert json.loads((tmp_path / "summary.json").read_text())["winner"]["trial"] == s["winner"]["trial"]
 
 
 def test_no_winner_when_nothing_holds_and_no_stale_parameters_file(tmp_path):
     (tmp_path / "best_batching_parameters.txt").write_text("stale")
-    t = make_tuner(tmp_path, {64: 900.0}, {64: [(900, 300), (910, 310), (905, 290)]}, top_k=1)
+    t = make_tuner(
+        tmp_path,
+        {64: 900.0},
+        {64: [(900, 300), (910, 310), (905, 290)], 0: [(100, 300)] * 3},
+        top_k=1,
+    )
     s = pick_winner(t)
     assert s["winner"] is None and "when re-measured" in s["reason"]
     assert not (tmp_path / "best_batching_parameters.txt").exists()
