@@ -233,7 +233,12 @@ def _reason(r) -> str:
     dup = r.get("duplicate_of")
     if dup is not None and dup == dup and str(dup) != "":
         return f"same config as trial {int(float(dup))}: not measured again, figures copied"
-    return _clean(r.get("fail_reason"))
+    reason = _clean(r.get("fail_reason"))
+    near = r.get("neighbour_of")
+    if near is not None and near == near and str(near) != "":
+        picked = f"a neighbour of trial {int(float(near))}, measured instead of a repeated proposal"
+        reason = f"{picked}; {reason}" if reason else picked
+    return reason
 
 
 def _clean(v) -> str:

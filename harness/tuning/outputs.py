@@ -120,6 +120,8 @@ def trial_rows(study) -> list[dict]:
         # parallel tuning: the tuner that ran it; a repeated config takes the earlier figures
         row["tuner"] = a.get("tuner", "")
         row["duplicate_of"] = a.get("duplicate_of", "")
+        # measured because a repeated proposal pointed here: one step from this trial's config
+        row["neighbour_of"] = a.get("neighbour_of", "")
         rows.append(row)
     return rows
 
