@@ -20,6 +20,8 @@ Model of the server (see docs/simulator.md):
   TensorFlow's objects, and a full collection walks them all (~0.2 s here) with the GIL held.
   Each answer adds the number of requests inside the server to a garbage count (a refused one
   ``GC_REJECT_WEIGHT`` of that); at ``gc_every`` the request path does ``gc_s`` of work (0 for a server without one, e.g. tensorflow_model_server).
+- A finished batch's answers leave the request path in a random order (its handler threads
+  wake together and take the GIL in no set order).
 - The client adds ``rtt`` seconds to every answer (loopback, waiting). A closed-loop client is
   one FIFO worker on its own core (Locust: one gevent process) spending ``c_cli`` seconds per
   request; a user sends its next request as soon as the client has read the answer. An open-loop
@@ -151,6 +153,7 @@ def run(
     garbage = 0.0  # garbage promoted since the last full collection (see below)
     n_gc = 0
     n_live = 0  # requests inside the server (taken by the front end, not yet answered)
+    shuffle = 20261123  # the state of the answer-order shuffle (the same for every config)
     # processor sharing in virtual time: every busy participant (running batches, the front end)
     # advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed vt
     vt = 0.0
@@ -360,6 +363,7 @@ def run(
             n_run -= 1
             r_batch[kb] = r_batch[n_run]
             r_fin[kb] = r_fin[n_run]
+            first = fe_tail
             for i in range(b_lo[bi], b_hi[bi] + 1):
                 if t_pieces[i] > 0:
                     t_pieces[i] -= 1
@@ -368,6 +372,15 @@ def run(
                         fe_task[fe_tail] = i
                         fe_time[fe_tail] = now
                         fe_tail += 1
+            # The batch's handler threads wake together and take the GIL in no set order, so
+            # its answers leave in a random order (a FIFO here would keep a closed loop in
+            # lockstep, every user at the same place in every batch, and its latencies equal).
+            for k in range(fe_tail - 1, first, -1):
+                shuffle = (shuffle * 1103515245 + 12345) & 0x7FFFFFFF
+                j = first + shuffle % (k - first + 1)
+                tmp = fe_task[k]
+                fe_task[k] = fe_task[j]
+                fe_task[j] = tmp
         # what == 0: the idle front end takes the arrival at the top of the loop
         # what == 3: a batch came due; the dispatch loop at the top takes it
     for i in range(n_tasks):

@@ -76,9 +76,11 @@ def test_guided_picks_are_distinct_predicted_and_best_first():
     assert len(picks) == 10 and len(set(keys)) == 10
     first = picks[0][1]
     assert first["predicted_feasible"]
-    assert first["predicted_items_per_s"] == max(
-        p["predicted_items_per_s"] for _, p, _ in picks if p["predicted_feasible"]
-    )
+    best = [p for _, p, why in picks if why.startswith("predicted best")]
+    assert first["predicted_items_per_s"] == max(p["predicted_items_per_s"] for p in best)
+    # a neighbour of the simulated search's best may beat it, by a hair at most
+    top = max(p["predicted_items_per_s"] for _, p, _ in picks if p["predicted_feasible"])
+    assert first["predicted_items_per_s"] >= 0.99 * top
     # batching pays on this model: the best pick batches, far above batching off
     off = g.predict(TrialConfig(batching=None))
     assert first["predicted_items_per_s"] > 3 * off["predicted_items_per_s"]
