@@ -59,14 +59,16 @@ def key_of(cfg) -> tuple:
     return tuple(int(getattr(b, k)) for k in KEYS)
 
 
-def unguided(grid: Path, exp, trials: int, seed: int, sampler: str = "tpe") -> list[float]:
+def unguided(
+    grid: Path, exp, trials: int, seed: int, sampler: str = "tpe", baselines: bool = True
+) -> list[float]:
     """Best feasible throughput after each measured trial of the tuner's own loop and sampler
     replayed on the grid (see experiments/tuning_efficiency.py)."""
     from experiments.tuning_efficiency import read_grid as read_table
     from experiments.tuning_efficiency import replay, server_cores
 
     values, table = read_table(grid)
-    return replay(values, table, exp.slo, trials, seed, sampler, server_cores(exp))
+    return replay(values, table, exp.slo, trials, seed, sampler, server_cores(exp), baselines)
 
 
 def guided(exp, table, profile, trials: int, seed: int) -> tuple[list[float], list]:
@@ -111,8 +113,15 @@ def main() -> None:
     )
     seeds = range(args.seeds)
     runs = {
-        "unguided TPE": [unguided(Path(args.grid), exp, 30, s) for s in seeds],
-        "unguided random": [unguided(Path(args.grid), exp, 30, s, "random") for s in seeds],
+        "unguided TPE, baselines first (harness tune)": [
+            unguided(Path(args.grid), exp, 30, s) for s in seeds
+        ],
+        "unguided TPE, search alone": [
+            unguided(Path(args.grid), exp, 30, s, baselines=False) for s in seeds
+        ],
+        "unguided random, search alone": [
+            unguided(Path(args.grid), exp, 30, s, "random", baselines=False) for s in seeds
+        ],
     }
     g_runs = [guided(exp, table, prof, 30, s) for s in seeds]
     runs["guided (simulator first)"] = [c for c, _ in g_runs]
