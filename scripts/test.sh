@@ -12,6 +12,19 @@ fi
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
+# OpenSSH's server, for the test that drives a Docker engine over DOCKER_HOST=ssh:// (the test
+# starts its own sshd on 127.0.0.1 with a throwaway key). The package's own sshd must not start:
+# it would listen on port 22 of every interface. A policy-rc.d that refuses starts is put in
+# place for the install when none exists.
+if [ ! -x /usr/sbin/sshd ]; then
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null) \
+    || echo "test.sh: openssh-server could not be installed: the DOCKER_HOST=ssh:// test will skip" >&2
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
 export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q "$@"
