@@ -1,1 +1,1 @@
-/work/main/.venv/bin/python -m harness.refserver --port=60325 --rest_api_port=40231 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-grpc/trials/0000/server/monitoring.txt
+/work/main/.venv/bin/python -m harness.refserver --port=35195 --rest_api_port=57707 --bind_address=127.0.0.1 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-grpc/trials/0000/server/monitoring.txt

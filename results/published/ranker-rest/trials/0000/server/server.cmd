@@ -1,1 +1,1 @@
-/work/main/.venv/bin/python -m harness.refserver --port=58587 --rest_api_port=54025 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-rest/trials/0000/server/monitoring.txt
+/work/main/.venv/bin/python -m harness.refserver --port=36105 --rest_api_port=42131 --bind_address=127.0.0.1 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-rest/trials/0000/server/monitoring.txt

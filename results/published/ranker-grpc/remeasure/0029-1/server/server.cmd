@@ -1,1 +1,0 @@
-/work/main/.venv/bin/python -m harness.refserver --port=34383 --rest_api_port=51635 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-grpc/remeasure/0029-1/server/monitoring.txt --enable_batching --batching_parameters_file=results/ranker-grpc/remeasure/0029-1/server/batching_parameters.txt

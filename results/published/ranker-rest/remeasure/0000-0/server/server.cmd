@@ -1,0 +1,1 @@
+/work/main/.venv/bin/python -m harness.refserver --port=60085 --rest_api_port=58709 --bind_address=127.0.0.1 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-rest/remeasure/0000-0/server/monitoring.txt

@@ -1,1 +1,0 @@
-/work/main/.venv/bin/python -m harness.refserver --port=57791 --rest_api_port=55623 --model_name=ranker --model_base_path=/work/main/models/ranker --monitoring_config_file=results/ranker-rest/remeasure/0007-1/server/monitoring.txt --enable_batching --batching_parameters_file=results/ranker-rest/remeasure/0007-1/server/batching_parameters.txt
