@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -38,31 +37,28 @@ from harness.servers.base import (
     wait_until_available,
     write_config_files,
 )
+from harness.servers.docker_common import (  # noqa: F401 - the labels are part of this module's API
+    CONFIG_SUBDIR,
+    FLAVOR_LABEL,
+    GRPC_PORT,
+    HOST_LABEL,
+    LABEL,
+    MODELS_DIR,
+    MOUNTS_LABEL,
+    OWNER_LABEL,
+    REFERENCE_IMAGE,
+    REST_PORT,
+    ROLE_LABEL,
+    owner_labels,
+    sdk,
+)
+from harness.servers.docker_volumes import VolumeShipment
 from harness.servers.watchdog import Watchdog
-
-LABEL = "org.tfs-harness.managed"
-OWNER_LABEL = "org.tfs-harness.owner-pid"
-HOST_LABEL = "org.tfs-harness.owner-host"
-FLAVOR_LABEL = "org.tfs-harness.flavor"  # "reference" for images built by build_reference_image
-MOUNTS_LABEL = "org.tfs-harness.host-mounts"  # ":"-separated host paths the image expects
-ROLE_LABEL = "org.tfs-harness.role"  # "transfer": a helper container that fills a volume
-REFERENCE_IMAGE = "tfs-harness/reference:latest"
-GRPC_PORT, REST_PORT = 8500, 8501
-MODELS_DIR = "/models"  # TF Serving images read MODEL_BASE_PATH=/models/<MODEL_NAME>
-CONFIG_SUBDIR = ".tfs-harness"  # copy mode: trial config files, beside the model in the volume
-
-
-def _docker():
-    try:
-        import docker
-    except ImportError:
-        raise ServerError("the Docker SDK is not installed", hint="pip install docker") from None
-    return docker
 
 
 def connect():
     """A Docker client, or a clear error when no engine answers."""
-    docker = _docker()
+    docker = sdk()
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         client = docker.from_env(timeout=120)
@@ -129,7 +125,7 @@ class DockerServer(ServerHandle):
             return ""
 
     def check_alive(self) -> None:
-        docker = _docker()
+        docker = sdk()
         try:
             self.container.reload()
         except docker.errors.NotFound:
@@ -156,7 +152,7 @@ class DockerServer(ServerHandle):
                 ) from None
 
     def stop(self) -> None:
-        docker = _docker()
+        docker = sdk()
         try:
             self._final_logs = self.container.logs().decode(errors="replace")
             (self.workdir / "server.log").write_text(self._final_logs)
@@ -205,7 +201,7 @@ class DockerBackend:
         self._shipments.clear()
 
     def _image(self):
-        docker = _docker()
+        docker = sdk()
         image = self.options.image
         try:
             return self.client.images.get(image)
@@ -228,7 +224,7 @@ class DockerBackend:
         return reachable_host(spec.bind_host, spec.advertise_host, self.engine_host)
 
     def start(self, spec: ServerSpec, workdir: Path) -> DockerServer:
-        docker = _docker()
+        docker = sdk()
         workdir = Path(workdir).resolve()
         host = self.advertised(spec)
         batching, monitoring = write_config_files(spec, workdir)
@@ -368,125 +364,6 @@ def reachable_host(bind_host: str, advertise_host: str, engine_host: str) -> str
     return advertised_host(bind_host, advertise_host, engine_host)
 
 
-def owner_labels() -> dict[str, str]:
-    """Labels of everything we create on an engine: ours, and which process on which host owns it
-    (``remove_leftovers`` reaps what a killed harness left)."""
-    return {LABEL: "true", OWNER_LABEL: str(os.getpid()), HOST_LABEL: os.uname().nodename}
-
-
-class VolumeShipment:
-    """A model copied into a Docker volume, once, and each trial's config files beside it.
-
-    For an engine whose host cannot see our files (a remote engine). The volume is filled through
-    the archive API of a helper container that is created from the server's image and never
-    started: the engine accepts archives for a stopped container, and into a volume even though
-    the container's root file system is read-only. Server containers then mount the volume
-    read-only at /models: the model at /models/<name> (where TF Serving images look), the
-    config files of trial N at /models/.tfs-harness/N/.
-    """
-
-    def __init__(self, client, image_id: str, prefix: str, model_name: str, model_dir: Path):
-        docker = _docker()
-        self.client = client
-        self.volume_name = f"{prefix}-models"
-        self.helper = None
-        self.trials = 0
-        try:
-            self.volume = client.volumes.create(name=self.volume_name, labels=owner_labels())
-            self.helper = client.containers.create(
-                image_id,
-                ["true"],  # never run
-                name=f"{prefix}-transfer",
-                labels={**owner_labels(), ROLE_LABEL: "transfer"},
-                mounts=[docker.types.Mount(MODELS_DIR, self.volume_name, type="volume")],
-                network_disabled=True,
-                read_only=True,
-                cap_drop=["ALL"],
-            )
-            self._put({model_name: model_dir})
-        except docker.errors.DockerException as exc:
-            self.remove()
-            raise ServerError(
-                f"cannot copy the model {model_dir} to the Docker engine: {exc}",
-                hint='or set server.model_transfer = "bind" when the engine\'s host has the same paths',
-            ) from None
-        except BaseException:
-            self.remove()
-            raise
-
-    def add_files(self, files: list[Path]) -> str:
-        """Copy one trial's files into a fresh directory; its path inside the container."""
-        docker = _docker()
-        self.trials += 1
-        sub = f"{CONFIG_SUBDIR}/{self.trials}"
-        try:
-            self._put({f"{sub}/{f.name}": f for f in files})
-        except docker.errors.DockerException as exc:
-            raise ServerError(
-                f"cannot copy the trial's config files to the engine: {exc}"
-            ) from None
-        return f"{MODELS_DIR}/{sub}"
-
-    def _put(self, entries: dict[str, Path]) -> None:
-        with tempfile.TemporaryFile() as tmp:  # a model may be large: not held in memory
-            write_tar(tmp, entries)
-            tmp.seek(0)
-            if not self.helper.put_archive(MODELS_DIR, tmp):
-                raise ServerError("the Docker engine refused the archive")
-
-    def remove(self) -> None:
-        docker = _docker()
-        for thing in (self.helper, getattr(self, "volume", None)):
-            if thing is None:
-                continue
-            try:
-                thing.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.DockerException:
-                pass  # a leftover: the next backend's remove_leftovers takes it
-        self.helper = None
-        self.volume = None
-
-
-def write_tar(fileobj, entries: dict[str, Path]) -> None:
-    """A tar of files and directory trees (``{name in the archive: local path}``), owned by root
-    and readable by all: the server runs without capabilities, so it cannot read around modes."""
-
-    def info(name: str, path: Path) -> tarfile.TarInfo:
-        ti = tarfile.TarInfo(name)
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = "root"
-        ti.mtime = int(path.stat().st_mtime)
-        return ti
-
-    made: set[str] = set()
-    with tarfile.open(fileobj=fileobj, mode="w") as tar:
-        for name, path in entries.items():
-            path = Path(path)
-            parents = [str(p) for p in reversed(Path(name).parents) if str(p) != "."]
-            for parent in parents:  # the directories leading to the entry, once each
-                if parent not in made:
-                    made.add(parent)
-                    ti = info(parent, path)
-                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(ti)
-            items = [(name, path)]
-            if path.is_dir():
-                items += [
-                    (f"{name}/{p.relative_to(path).as_posix()}", p) for p in sorted(path.rglob("*"))
-                ]
-            for arcname, p in items:
-                ti = info(arcname, p)
-                if p.is_dir():
-                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(ti)
-                else:
-                    ti.size, ti.mode = p.stat().st_size, 0o644
-                    with open(p, "rb") as f:
-                        tar.addfile(ti, f)
-
-
 def remove_leftovers(client) -> list[str]:
     """Remove our containers and volumes whose owning process on this host is gone (a crashed
     run): containers first, since a volume in use cannot be removed."""
@@ -563,7 +440,7 @@ def build_reference_image(client=None, tag: str = REFERENCE_IMAGE) -> str:
         f"EXPOSE {GRPC_PORT} {REST_PORT}",
     ]
     repo, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
-    docker = _docker()
+    docker = sdk()
     try:
         client.api.import_image_from_data(
             empty.getvalue(), repository=repo, tag=version, changes=changes
