@@ -114,6 +114,11 @@ def test_two_tuners_share_one_postgresql_study(experiment, tmp_path, postgres_ur
         workers = json.loads((folder / "load" / "samples" / "workers.json").read_text())
         assert len(workers["workers"]) == 2  # distributed load: two Locust workers per trial
 
+    # one report holds every tuner's trials
+    md = (results / "shared" / "report.md").read_text()
+    for r in rows:
+        assert f"\n| {r['number']} | {r['state']} |" in md, f"trial {r['number']} not in report.md"
+
     # the winner step ran once, in one tuner
     assert sum("best parameters:" in out for out in outs) == 1, outs
     assert (results / "shared" / "summary.json").exists()

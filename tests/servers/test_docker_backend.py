@@ -19,28 +19,6 @@ from harness.servers import ServerSpec
 docker = pytest.importorskip("docker")
 
 
-def engine():
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-        return client
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine could be reached or started here: {exc}")
-
-
-@pytest.fixture(scope="module")
-def client():
-    return engine()
-
-
-@pytest.fixture(scope="module")
-def reference_image(client):
-    from harness.servers.docker import build_reference_image
-
-    build_reference_image(client)
-    return "tfs-harness/reference:latest"
-
-
 def ours(client):
     from harness.servers.docker import LABEL
 

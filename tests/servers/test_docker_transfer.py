@@ -27,24 +27,6 @@ from harness.servers import ServerSpec
 docker = pytest.importorskip("docker")
 
 
-@pytest.fixture(scope="module")
-def client():
-    try:
-        c = docker.from_env(timeout=60)
-        c.ping()
-        return c
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine could be reached or started here: {exc}")
-
-
-@pytest.fixture(scope="module")
-def reference_image(client):
-    from harness.servers.docker import build_reference_image
-
-    build_reference_image(client)
-    return "tfs-harness/reference:latest"
-
-
 def ours(client) -> tuple[list, list]:
     """Our containers and volumes (with the project's label) owned by this process."""
     from harness.servers.docker import LABEL, OWNER_LABEL
