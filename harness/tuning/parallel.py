@@ -59,7 +59,9 @@ def reap(study) -> None:
     storage, trials of a tuner on this machine whose process no longer exists."""
     import optuna
 
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # "experimental since v2.9": noise on every resume
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     here = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         host, _, pid = str(t.user_attrs.get("tuner", "")).rpartition("-")
