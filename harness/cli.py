@@ -133,6 +133,10 @@ def _cmd_tune(args) -> int:
         return 130
     finally:
         tuner.close()
+        if _signals_seen:  # a child whose start the signal cut short has no one to stop it
+            from harness.procs import reap_own
+
+            reap_own()
     if not args.no_report:
         _report_after_tune(tuner.dir)
     return 0

@@ -94,6 +94,11 @@ def process_state(pid: int) -> str | None:
 
 def find_orphans() -> list[tuple[int, str]]:
     """(pid, command line) of processes carrying our marker whose owning harness is gone."""
+    return _marked(lambda token: not _owner_alive(token))
+
+
+def _marked(select) -> list[tuple[int, str]]:
+    """(pid, command line) of live processes whose marker ``select(token)`` accepts."""
     me = os.getpid()
     out = []
     for entry in os.listdir("/proc"):
@@ -101,7 +106,7 @@ def find_orphans() -> list[tuple[int, str]]:
             continue
         pid = int(entry)
         token = _marker_of(pid)
-        if token is None or _owner_alive(token) or process_state(pid) in (None, "Z"):
+        if token is None or not select(token) or process_state(pid) in (None, "Z"):
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -115,7 +120,18 @@ def find_orphans() -> list[tuple[int, str]]:
 def reap_orphans(grace: float = 3.0) -> list[str]:
     """Stop the processes a killed harness left behind (SIGTERM, then SIGKILL after ``grace``
     seconds); returns their command lines. Only marked processes whose owner is gone."""
-    orphans = find_orphans()
+    return _stop(find_orphans(), grace)
+
+
+def reap_own(grace: float = 3.0) -> list[str]:
+    """Stop every process this harness started that is still running: the last step of an
+    interrupted run, for a child whose start an interrupt cut short (Ctrl-C inside ``Popen``,
+    after the fork, leaves a child no one holds)."""
+    me = owner_token()
+    return _stop(_marked(lambda token: token == me), grace)
+
+
+def _stop(orphans: list[tuple[int, str]], grace: float) -> list[str]:
     for pid, _ in orphans:
         for sig in (signal.SIGTERM, signal.SIGCONT):
             try:
