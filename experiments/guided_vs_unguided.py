@@ -19,9 +19,7 @@ Usage (no server, no lock needed):
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -29,45 +27,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from experiments.tuning_efficiency import read_grid, replay, server_cores  # noqa: E402
 from harness.config import Range  # noqa: E402
 from harness.sim.cli import load_experiment, profile_path_for  # noqa: E402
 
 KEYS = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
-
-
-def read_grid(path: Path) -> dict[tuple, dict]:
-    table = {}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            cfg = json.loads(row["config"])
-            key = tuple(int(cfg[k]) for k in KEYS)
-            failed = bool(row.get("failed"))
-            table[key] = {
-                "items_per_s": 0.0 if failed else float(row["items_per_s"] or 0),
-                "p99_ms": float(row["p99_ms"]) if row.get("p99_ms") else float("inf"),
-                "error_rate": float(row["error_rate"]) if row.get("error_rate") else 1.0,
-                "feasible": row.get("feasible") == "True" and not failed,
-            }
-    return table
-
-
-MISSING = {"items_per_s": 0.0, "p99_ms": float("inf"), "error_rate": 1.0, "feasible": False}
+MISSING = {"items_per_s": 0.0, "p99_ms": None, "error_rate": 1.0, "feasible": False}
 
 
 def key_of(cfg) -> tuple:
+    """A config's key in the grid table (``tuning_efficiency.read_grid``)."""
     b = cfg.batching
-    return tuple(int(getattr(b, k)) for k in KEYS)
+    return tuple(sorted((k, int(getattr(b, k))) for k in KEYS))
 
 
 def unguided(
-    grid: Path, exp, trials: int, seed: int, sampler: str = "tpe", baselines: bool = True
+    values, table, exp, trials: int, seed: int, sampler: str = "tpe", baselines: bool = True
 ) -> list[float]:
     """Best feasible throughput after each measured trial of the tuner's own loop and sampler
     replayed on the grid (see experiments/tuning_efficiency.py)."""
-    from experiments.tuning_efficiency import read_grid as read_table
-    from experiments.tuning_efficiency import replay, server_cores
-
-    values, table = read_table(grid)
     return replay(values, table, exp.slo, trials, seed, sampler, server_cores(exp), baselines)
 
 
@@ -97,8 +75,7 @@ def main() -> None:
     ap.add_argument("--profile", help="default: the experiment's saved profile")
     ap.add_argument("--seeds", type=int, default=20)
     args = ap.parse_args()
-    table = read_grid(Path(args.grid))
-    values = {k: sorted({key[i] for key in table}) for i, k in enumerate(KEYS)}
+    values, table = read_grid(Path(args.grid))
     exp = load_experiment(args.experiment, [])
     space = dataclasses.replace(
         exp.search, **{k: Range(choices=tuple(v)) for k, v in values.items()}
@@ -114,13 +91,13 @@ def main() -> None:
     seeds = range(args.seeds)
     runs = {
         "unguided TPE, baselines first (harness tune)": [
-            unguided(Path(args.grid), exp, 30, s) for s in seeds
+            unguided(values, table, exp, 30, s) for s in seeds
         ],
         "unguided TPE, search alone": [
-            unguided(Path(args.grid), exp, 30, s, baselines=False) for s in seeds
+            unguided(values, table, exp, 30, s, baselines=False) for s in seeds
         ],
         "unguided random, search alone": [
-            unguided(Path(args.grid), exp, 30, s, "random", baselines=False) for s in seeds
+            unguided(values, table, exp, 30, s, "random", baselines=False) for s in seeds
         ],
     }
     g_runs = [guided(exp, table, prof, 30, s) for s in seeds]
@@ -147,7 +124,7 @@ def main() -> None:
     for desc, pred, r, why in g_runs[0][1][:10]:
         print(
             f"  {desc:40} pred {pred['predicted_items_per_s']:6.0f}/s p99 {pred['predicted_p99_ms']}"
-            f" | grid {r['items_per_s']:6.0f}/s p99 {r['p99_ms']:.1f} {'ok' if r['feasible'] else 'SLO'}  [{why}]"
+            f" | grid {r['items_per_s']:6.0f}/s p99 {r['p99_ms'] or 0:.1f} {'ok' if r['feasible'] else 'SLO'}  [{why}]"
         )
 
 

@@ -230,13 +230,13 @@ def _pct(v) -> str:
 
 
 def _reason(r) -> str:
-    dup = r.get("duplicate_of")
-    if dup is not None and dup == dup and str(dup) != "":
-        return f"same config as trial {int(float(dup))}: not measured again, figures copied"
+    dup = tables._int(r.get("duplicate_of"))
+    if dup is not None:
+        return f"same config as trial {dup}: not measured again, figures copied"
     reason = _clean(r.get("fail_reason"))
-    near = r.get("neighbour_of")
-    if near is not None and near == near and str(near) != "":
-        picked = f"a neighbour of trial {int(float(near))}, measured instead of a repeated proposal"
+    near = tables._int(r.get("neighbour_of"))
+    if near is not None:
+        picked = f"a neighbour of trial {near}, measured instead of a repeated proposal"
         reason = f"{picked}; {reason}" if reason else picked
     return reason
 

@@ -112,50 +112,56 @@ def _median_runs(runs: list[dict], key: str):
     return float(np.median(vals)) if vals else None
 
 
+def _remeasured_row(c: dict, runs: list[dict], base: dict, role: str) -> dict:
+    """A config re-measured by the winner step (``c``: its summary entry): median and range over
+    its runs, the search trial's own figures where it has no runs."""
+    row = {"trial": int(c["trial"]), "role": role}
+    row["config"] = base.get("label") or json.dumps(c.get("config"))
+    row["items_per_s"] = c["items_per_s_median"]
+    row["items_per_s_range"] = f"{c['items_per_s_min']:,.0f}-{c['items_per_s_max']:,.0f}"
+    for _name, key in PERCENTILES:
+        row[key] = _median_runs(runs, key) if runs else base.get(key)
+    row["p99_ms"] = c.get("p99_ms_median", row["p99_ms"])
+    row["error_rate"] = _median_runs(runs, "error_rate") if runs else base.get("error_rate")
+    row["runs"] = c.get("runs", 1)
+    row["feasible"] = bool(c.get("feasible"))
+    for p in PARAMS:
+        row[p] = (c.get("config") or {}).get(p, base.get(p))
+    return row
+
+
 def top_configs(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
-    """The re-measured top configs (median and range over runs), then the baselines as measured."""
-    rows = []
-    cands = (res.summary or {}).get("candidates") or []
-    winner = ((res.summary or {}).get("winner") or {}).get("trial")
+    """The re-measured top configs (median and range over runs), then the baselines: batching off
+    as re-measured beside them, the others as measured in the search."""
+    summary = res.summary or {}
+    winner = (summary.get("winner") or {}).get("trial")
     by_number = df.set_index("number")
-    for c in cands:
+
+    def base(n: int) -> dict:
+        return by_number.loc[n].to_dict() if n in by_number.index else {}
+
+    rows = []
+    for c in summary.get("candidates") or []:
         n = int(c["trial"])
-        runs = res.remeasure.get(n, [])
-        base = by_number.loc[n].to_dict() if n in by_number.index else {}
-        row = {"trial": n, "role": "winner" if n == winner else "top config"}
-        row["config"] = base.get("label") or json.dumps(c.get("config"))
-        row["items_per_s"] = c["items_per_s_median"]
-        row["items_per_s_range"] = f"{c['items_per_s_min']:,.0f}-{c['items_per_s_max']:,.0f}"
-        for _name, key in PERCENTILES:
-            row[key] = _median_runs(runs, key) if runs else base.get(key)
-        row["p99_ms"] = c.get("p99_ms_median", row["p99_ms"])
-        row["error_rate"] = _median_runs(runs, "error_rate") if runs else base.get("error_rate")
-        row["runs"] = c.get("runs", 1)
-        row["feasible"] = bool(c.get("feasible"))
-        for p in PARAMS:
-            row[p] = (c.get("config") or {}).get(p, base.get(p))
-        rows.append(row)
+        role = "winner" if n == winner else "top config"
+        rows.append(_remeasured_row(c, res.remeasure.get(n, []), base(n), role))
     seen = {r["trial"] for r in rows}
-    ref = (res.summary or {}).get("batching_off") or {}
+    ref = summary.get("batching_off") or {}
     for _, b in df[(df["kind"] == "baseline") & df["complete"]].iterrows():
-        if b["number"] in seen:
+        n = int(b["number"])
+        if n in seen:
             continue
-        row = {"trial": int(b["number"]), "role": "baseline", "config": b["label"]}
-        runs = res.remeasure.get(int(b["number"]), []) if ref.get("trial") == b["number"] else []
-        if runs:  # batching off, re-measured beside the top configs
-            row["items_per_s"] = ref["items_per_s_median"]
-            row["items_per_s_range"] = (
-                f"{ref['items_per_s_min']:,.0f}-{ref['items_per_s_max']:,.0f}"
-            )
-        else:
-            row["items_per_s"] = b["items_per_s"]
-            row["items_per_s_range"] = "single run"
-        for _name, key in PERCENTILES:
-            row[key] = _median_runs(runs, key) if runs else b.get(key)
+        runs = res.remeasure.get(n, []) if ref.get("trial") == n else []
         if runs:
-            row["p99_ms"] = ref.get("p99_ms_median", row["p99_ms"])
-        row["error_rate"] = _median_runs(runs, "error_rate") if runs else b.get("error_rate")
-        row["runs"] = ref.get("runs", 1) if runs else 1
+            rows.append(_remeasured_row(ref, runs, base(n), "baseline"))
+            continue
+        row = {"trial": n, "role": "baseline", "config": b["label"]}
+        row["items_per_s"] = b["items_per_s"]
+        row["items_per_s_range"] = "single run"
+        for _name, key in PERCENTILES:
+            row[key] = b.get(key)
+        row["error_rate"] = b.get("error_rate")
+        row["runs"] = 1
         row["feasible"] = bool(b["feasible"])
         for p in PARAMS:
             row[p] = b.get(p)

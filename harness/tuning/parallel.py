@@ -139,14 +139,14 @@ def enqueue_neighbour(tuner, copy) -> None:
     centres += [(t.number, t.user_attrs["config"]) for t in ranked_feasible(tuner.study)]
     for number, centre in centres:
         fresh = [
-            n
+            (n, params)
             for n in neighbours(TrialConfig.from_dict(centre), space, cores)
-            if _key(n.as_dict()) not in seen and params_for(n, space, cores) is not None
+            if _key(n.as_dict()) not in seen and (params := params_for(n, space, cores)) is not None
         ]
         if fresh:
-            pick = rng.choice(fresh)
+            pick, params = rng.choice(fresh)
             tuner.study.enqueue_trial(
-                params_for(pick, space, cores),
+                params,
                 user_attrs={"config": pick.as_dict(), "has_params": True, "neighbour_of": number},
             )
             tuner.echo(
