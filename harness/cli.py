@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -133,10 +134,6 @@ def _cmd_tune(args) -> int:
         return 130
     finally:
         tuner.close()
-        if _signals_seen:  # a child whose start the signal cut short has no one to stop it
-            from harness.procs import reap_own
-
-            reap_own()
     if not args.no_report:
         _report_after_tune(tuner.dir)
     return 0
@@ -297,7 +294,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if _signals_seen:  # whatever the command, a child whose start the signal cut short
+            from harness.procs import reap_own  # has no one to stop it but this
+
+            reap_own()
+
+
+def run() -> None:
+    """The ``harness`` command: ``main``, then exit with its code."""
+    code = main()
+    # The work is done and saved; a signal during the interpreter's shutdown (TensorFlow's
+    # teardown takes seconds) must not end it with an uncaught KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, _after_the_work)
+    signal.signal(signal.SIGINT, _after_the_work)
+    sys.exit(code)
+
+
+def _after_the_work(signum, frame):
+    os._exit(130)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
