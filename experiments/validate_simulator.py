@@ -1,13 +1,15 @@
 """Predicted against measured: the simulator's error per config on the reference server.
 
 Each case is measured exactly as a tuning trial is (``TrialRunner.measure``: a fresh server with
-the config, the experiment's Locust load, warm-up then windows until stable) and predicted by the
-simulator from the model's profile (``harness profile``). Resumable: every measurement is kept in
-``results/simulator-validation/measured/<case>.json`` and skipped when present, so the heavy part
-runs in short chunks under the lock:
+the config, the experiment's Locust load, warm-up then windows until stable), several times in
+interleaved rounds, and predicted by the simulator from the model's profile (``harness
+profile``). The reference server's batch trace is on during the runs, and each run keeps its
+summary (``experiments/batch_trace.py`` reads them). Resumable: every run is kept in
+``results/simulator-validation/measured/<case>/run<k>.json`` and a case with enough runs is
+skipped, so the heavy part can run in chunks under the lock:
 
     flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py profiles
-    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure --limit 8
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure --repeats 3
     .venv/bin/python experiments/validate_simulator.py report
 
 ``report`` (no server, no lock) writes ``validation.csv`` and ``validation.md`` with the errors.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -92,39 +95,62 @@ def cmd_profiles(args) -> None:
         ensure_profile(exp, protocols=["grpc"], max_size=128 if model == "ranker" else 32)
 
 
+def run_files(cid: str) -> list[Path]:
+    return sorted((OUT / "measured" / cid).glob("run*.json"))
+
+
 def cmd_measure(args) -> None:
+    """Round r measures every case that has fewer than r + 1 runs, so repeats are interleaved:
+    a slow spell of the machine lands on several cases once rather than on one case thrice."""
+    import tempfile
+
+    from harness.refserver import batch_trace
     from harness.tuning.trial import TrialRunner
 
-    todo = [c for c in CASES if not (OUT / "measured" / f"{c[0]}.json").exists()]
-    if args.only:
-        todo = [c for c in todo if c[0] in args.only.split(",")]
+    cases = [c for c in CASES if not args.only or c[0] in args.only.split(",")]
+    todo = []
+    for rnd in range(args.repeats):
+        todo += [(rnd, c) for c in cases if len(run_files(c[0])) <= rnd]
     todo = todo[: args.limit]
-    print(f"{len(todo)} to measure ({len(CASES)} cases)")
-    for cid, model, overrides, params in todo:
+    print(f"{len(todo)} runs to measure ({len(cases)} cases x {args.repeats} runs)")
+    trace_dir = Path(tempfile.mkdtemp(prefix="batch-trace-"))
+    # set before any server starts: the fork server copies our environment once
+    os.environ[batch_trace.ENV] = str(trace_dir / "trace")
+    for _round, (cid, model, overrides, params) in todo:
         exp = experiment(model, overrides)
         runner = TrialRunner(exp)
         try:
             t = time.monotonic()
-            cfg = TrialConfig(batching=params)
             work = Path("/tmp/sim-validation") / cid
+            for old in trace_dir.iterdir():
+                old.unlink()
             try:
-                res = runner.measure(cfg, work)
+                res = runner.measure(TrialConfig(batching=params), work)
             except Exception as exc:  # noqa: BLE001 - a failed case is recorded, the rest go on
                 res = {"failed": str(exc).splitlines()[0]}
             else:
                 meas = json.loads((work / "measurement.json").read_text())
                 res["seconds"] = sum(w["seconds"] for w in meas["windows"])
-            res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            outputs.write_json_atomic(OUT / "measured" / f"{cid}.json", res)
-            print(
-                f"{cid}: {res.get('items_per_s', 0):.0f} items/s, p99 {res.get('p99_ms')}, "
-                f"errors {res.get('errors')} ({time.monotonic() - t:.0f}s)"
-            )
         finally:
-            runner.close()
+            runner.close()  # stops the server: its trace is written now
+        traces = list(trace_dir.iterdir())
+        if params is not None and len(traces) == 1 and "failed" not in res:
+            res["batch_trace"] = batch_trace.summarize(
+                batch_trace.load(traces[0]), skip_s=exp.load.warmup_s
+            )
+        res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        n = len(run_files(cid))
+        outputs.write_json_atomic(OUT / "measured" / cid / f"run{n}.json", res)
+        print(
+            f"{cid} run {n}: {res.get('items_per_s', 0):.0f} items/s, p99 {res.get('p99_ms')}, "
+            f"errors {res.get('errors')} ({time.monotonic() - t:.0f}s)",
+            flush=True,
+        )
 
 
-def predict(model: str, overrides: list[str], params, profile):
+def predict(model: str, overrides: list[str], params, profile, speed: float = 1.0):
+    """The simulator's figures for a case; ``speed`` > 1 runs every server CPU cost that much
+    slower (the machine was slower during the run than when the profile was measured)."""
     from harness.sim.model import Prepared, ServerModel, Workload, simulate
 
     exp = experiment(model, overrides)
@@ -138,7 +164,9 @@ def predict(model: str, overrides: list[str], params, profile):
         window_s=20.0,
         tail_s=10.0,  # overloaded configs: late answers still count, as the harness waits for them
     )
-    srv = ServerModel.from_profile(profile, load.protocol, max_size=128)
+    srv = ServerModel.from_profile(
+        profile, load.protocol, cores=profile.cores / speed, max_size=128
+    )
     return simulate(params, Prepared(wl, srv)), exp
 
 
@@ -150,6 +178,53 @@ def _err(pred, meas):
     return (pred - meas) / meas
 
 
+def _median_runs(runs: list[dict]) -> dict:
+    """The runs of one case as one measurement: medians, and the range of throughput and p99."""
+
+    def per_s(r, code):
+        return r["errors"].get(code, 0) / r["seconds"]
+
+    def med(vals):
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
+
+    items = [r["items_per_s"] for r in runs]
+    p99 = [r["p99_ms"] for r in runs if r["p99_ms"] is not None]
+    return {
+        "runs": len(runs),
+        "items_per_s": med(items),
+        "items_range": (min(items), max(items)),
+        "p50_ms": med(r["p50_ms"] for r in runs),
+        "p99_ms": med(p99),
+        "p99_range": (min(p99), max(p99)) if p99 else None,
+        "unavailable_per_s": med(per_s(r, "UNAVAILABLE") for r in runs),
+        "invalid_per_s": med(per_s(r, "INVALID_ARGUMENT") for r in runs),
+        "mean_batch_size": med(r.get("mean_batch_size") for r in runs),
+        "stable": sum(bool(r.get("stable")) for r in runs),
+    }
+
+
+def speed_of(runs: list[dict], profile) -> float | None:
+    """How much slower than the profile's offline timing the model ran in these runs: the median
+    over runs of the batch trace's in-server model CPU per batch / offline time at that size."""
+    import numpy as np
+
+    sizes = sorted(profile.exec_us)
+    med = [profile.exec_us[s]["median"] for s in sizes]
+    ratios = []
+    for r in runs:
+        t = (r.get("batch_trace") or {}).get("all") or {}
+        if t.get("run_cpu_ms") and t.get("mean_padded"):
+            ratios.append(t["run_cpu_ms"] * 1e3 / float(np.interp(t["mean_padded"], sizes, med)))
+    return statistics.median(ratios) if ratios else None
+
+
+def _inside(pred, rng) -> bool | None:
+    if pred is None or rng is None:
+        return None
+    return rng[0] <= pred <= rng[1]
+
+
 def cmd_report(args) -> None:
     from harness.sim import profile as profiles
     from harness.sim.cli import profile_path_for
@@ -157,19 +232,20 @@ def cmd_report(args) -> None:
     rows = []
     profs = {}
     for cid, model, overrides, params in CASES:
-        f = OUT / "measured" / f"{cid}.json"
-        if not f.exists():
+        runs = [json.loads(f.read_text()) for f in run_files(cid)]
+        failed = [r["failed"] for r in runs if "failed" in r]
+        runs = [r for r in runs if "failed" not in r]
+        if not runs:
+            if failed:
+                rows.append({"case": cid, "model": model, "failed": failed[0]})
             continue
-        meas = json.loads(f.read_text())
-        if "failed" in meas:
-            rows.append({"case": cid, "model": model, "failed": meas["failed"]})
-            continue
+        meas = _median_runs(runs)
         if model not in profs:
             profs[model] = profiles.load(profile_path_for(experiment(model, [])))
         pred, exp = predict(model, overrides, params, profs[model])
-        secs = meas["seconds"]
-        m_unav = meas["errors"].get("UNAVAILABLE", 0) / secs
-        m_inv = meas["errors"].get("INVALID_ARGUMENT", 0) / secs
+        speed = speed_of(runs, profs[model])
+        adj = predict(model, overrides, params, profs[model], speed)[0] if speed else None
+        m_unav, m_inv = meas["unavailable_per_s"], meas["invalid_per_s"]
         p_unav = pred.queue_full / 20.0
         p_inv = pred.oversize / 20.0
         load = exp.load
@@ -180,28 +256,42 @@ def cmd_report(args) -> None:
                 "workload": f"open {load.rate:g}/s" if load.rate else f"closed {load.users} users",
                 "sizes": load.request_sizes,
                 "config": TrialConfig(batching=params).describe(),
+                "runs": meas["runs"],
+                "failed_runs": len(failed),
                 "measured_items_per_s": round(meas["items_per_s"], 1),
+                "measured_items_min": round(meas["items_range"][0], 1),
+                "measured_items_max": round(meas["items_range"][1], 1),
                 "predicted_items_per_s": round(pred.items_per_s, 1),
                 "items_err": _err(pred.items_per_s, meas["items_per_s"]),
+                "items_inside_range": _inside(pred.items_per_s, meas["items_range"]),
+                "speed": speed,
+                "adjusted_items_per_s": adj and round(adj.items_per_s, 1),
+                "adjusted_items_err": adj and _err(adj.items_per_s, meas["items_per_s"]),
                 "measured_p50_ms": meas["p50_ms"],
                 "predicted_p50_ms": pred.p50_ms,
                 "measured_p99_ms": meas["p99_ms"],
+                "measured_p99_min": meas["p99_range"] and meas["p99_range"][0],
+                "measured_p99_max": meas["p99_range"] and meas["p99_range"][1],
                 "predicted_p99_ms": pred.p99_ms,
                 "p99_err": _err(pred.p99_ms, meas["p99_ms"]),
+                "p99_inside_range": _inside(pred.p99_ms, meas["p99_range"]),
+                "adjusted_p99_ms": adj and adj.p99_ms,
+                "adjusted_p99_err": adj and _err(adj.p99_ms, meas["p99_ms"]),
                 "measured_unavailable_per_s": round(m_unav, 1),
                 "predicted_unavailable_per_s": round(p_unav, 1),
                 "unavailable_err": _err(p_unav, m_unav) if m_unav or p_unav else None,
                 "measured_invalid_per_s": round(m_inv, 1),
                 "predicted_invalid_per_s": round(p_inv, 1),
                 "invalid_err": _err(p_inv, m_inv) if m_inv or p_inv else None,
-                "measured_mean_batch": meas.get("mean_batch_size"),
+                "measured_mean_batch": meas["mean_batch_size"],
                 "predicted_mean_batch": pred.mean_batch_size,
-                "stable": meas.get("stable"),
+                "stable_runs": meas["stable"],
             }
         )
     outputs.write_csv_atomic(OUT / "validation.csv", rows)
-    (OUT / "validation.md").write_text(markdown(rows))
-    print(markdown(rows))
+    text = markdown(rows)
+    outputs.write_text_atomic(OUT / "validation.md", text)
+    print(text)
 
 
 def _pct(v):
@@ -212,26 +302,41 @@ def _f(v, nd=1):
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def _range(lo, hi, nd=0):
+    return "-" if lo is None else f"{lo:.{nd}f}-{hi:.{nd}f}"
+
+
 def markdown(rows) -> str:
     ok = [r for r in rows if "failed" not in r]
+    runs = sorted({r["runs"] for r in ok})
     lines = [
         "# Simulator validation: predicted against measured",
         "",
-        "Reference server on core 0, Locust on core 1, each case measured as a tuning trial is "
-        "(`TrialRunner.measure`). Errors are (predicted - measured) / measured. Targets: "
-        "throughput within 10%, p99 within 20%, rejections (per second) within 20% where non-zero.",
+        "Reference server on core 0, Locust on core 1, each run measured as a tuning trial is "
+        "(`TrialRunner.measure`). Each case was measured "
+        + (f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}")
+        + " times, in interleaved rounds over all cases; the measured figures are the runs' "
+        "medians, with their range. Errors are (predicted - median) / median. Targets: "
+        "throughput within 10%, p99 within 20%, rejections (per second) within 20% where "
+        "non-zero.",
         "",
-        "| case | workload | config | items/s meas | pred | err | p99 ms meas | pred | err "
-        "| UNAVAILABLE/s meas | pred | err | INVALID/s meas | pred | err | mean batch meas | pred |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | workload | config | items/s meas | range | pred | err | p99 ms meas | range "
+        "| pred | err | UNAVAILABLE/s meas | pred | err | INVALID/s meas | pred | err "
+        "| mean batch meas | pred |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ok:
         lines.append(
             f"| {r['case']} | {r['workload']}, sizes {r['sizes']} | {r['config']} "
-            f"| {r['measured_items_per_s']:.0f} | {r['predicted_items_per_s']:.0f} | {_pct(r['items_err'])} "
-            f"| {_f(r['measured_p99_ms'])} | {_f(r['predicted_p99_ms'])} | {_pct(r['p99_err'])} "
-            f"| {r['measured_unavailable_per_s']:.0f} | {r['predicted_unavailable_per_s']:.0f} | {_pct(r['unavailable_err'])} "
-            f"| {r['measured_invalid_per_s']:.0f} | {r['predicted_invalid_per_s']:.0f} | {_pct(r['invalid_err'])} "
+            f"| {r['measured_items_per_s']:.0f} "
+            f"| {_range(r['measured_items_min'], r['measured_items_max'])} "
+            f"| {r['predicted_items_per_s']:.0f} | {_pct(r['items_err'])} "
+            f"| {_f(r['measured_p99_ms'])} | {_range(r['measured_p99_min'], r['measured_p99_max'])} "
+            f"| {_f(r['predicted_p99_ms'])} | {_pct(r['p99_err'])} "
+            f"| {r['measured_unavailable_per_s']:.0f} | {r['predicted_unavailable_per_s']:.0f} "
+            f"| {_pct(r['unavailable_err'])} "
+            f"| {r['measured_invalid_per_s']:.0f} | {r['predicted_invalid_per_s']:.0f} "
+            f"| {_pct(r['invalid_err'])} "
             f"| {_f(r['measured_mean_batch'])} | {_f(r['predicted_mean_batch'])} |"
         )
     for r in rows:
@@ -248,14 +353,58 @@ def markdown(rows) -> str:
             f"max {max(vals):.0%})"
         )
 
+    def inside(key):
+        vals = [r[key] for r in ok if r[key] is not None]
+        return f"{sum(vals)}/{len(vals)}"
+
+    def spread(lo, hi, mid):
+        vals = [(r[hi] - r[lo]) / r[mid] for r in ok if r[lo] is not None and r[mid]]
+        if not vals:
+            return "none"
+        return f"median {statistics.median(vals):.0%}, max {max(vals):.0%}"
+
     lines += [
         "",
-        f"- throughput: {share('items_err', 0.10)}",
-        f"- p99: {share('p99_err', 0.20)}",
+        f"- throughput: {share('items_err', 0.10)}; the prediction inside the measured range: "
+        f"{inside('items_inside_range')}",
+        f"- p99: {share('p99_err', 0.20)}; inside the measured range: {inside('p99_inside_range')}",
         f"- UNAVAILABLE (queue full): {share('unavailable_err', 0.20)}",
         f"- INVALID_ARGUMENT (oversize): {share('invalid_err', 0.20)}",
+        "- run-to-run spread of the same config ((max - min) / median): throughput "
+        + spread("measured_items_min", "measured_items_max", "measured_items_per_s")
+        + "; p99 "
+        + spread("measured_p99_min", "measured_p99_max", "measured_p99_ms"),
         "",
     ]
+    adj = [r for r in ok if r.get("speed")]
+    if adj:
+        lines += [
+            "## At the machine's speed during the runs",
+            "",
+            "The server's batch trace times the model's CPU per batch inside the busy server. "
+            "Divided by the profile's offline time at that size, it says how much slower (or "
+            "faster) the machine ran during a case's runs than when the profile was measured "
+            "(`speed`, the median over the runs). Predicted again with every server CPU cost "
+            "scaled by it, the remaining error is the simulator's own. Batching-off cases have "
+            "no batches to trace.",
+            "",
+            "| case | speed | items/s meas | pred at speed | err | p99 ms meas | pred at speed "
+            "| err |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in adj:
+            lines.append(
+                f"| {r['case']} | {r['speed']:.2f} | {r['measured_items_per_s']:.0f} "
+                f"| {r['adjusted_items_per_s']:.0f} | {_pct(r['adjusted_items_err'])} "
+                f"| {_f(r['measured_p99_ms'])} | {_f(r['adjusted_p99_ms'])} "
+                f"| {_pct(r['adjusted_p99_err'])} |"
+            )
+        lines += [
+            "",
+            f"- throughput at the runs' speed: {share('adjusted_items_err', 0.10)}",
+            f"- p99 at the runs' speed: {share('adjusted_p99_err', 0.20)}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -318,7 +467,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("profiles").set_defaults(func=cmd_profiles)
     m = sub.add_parser("measure")
-    m.add_argument("--limit", type=int, default=8, help="cases per call (keep a call < 10 min)")
+    m.add_argument("--limit", type=int, default=100, help="runs in this call at most")
+    m.add_argument("--repeats", type=int, default=3, help="runs per case, in interleaved rounds")
     m.add_argument("--only", help="comma-separated case ids")
     m.set_defaults(func=cmd_measure)
     sub.add_parser("report").set_defaults(func=cmd_report)

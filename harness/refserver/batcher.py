@@ -15,11 +15,15 @@ import numpy as np
 
 from harness import scheduler as policy
 from harness.batching import EffectiveBatching
+from harness.refserver.batch_trace import BatchTrace
 from harness.refserver.metrics import ServingMetrics
 from harness.refserver.status import ServingError, invalid
 
 log = logging.getLogger("harness.refserver")
 monotonic = time.monotonic
+perf_counter = time.perf_counter
+thread_time = time.thread_time
+process_time = time.process_time
 
 
 class Job:
@@ -97,8 +101,9 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._idle = 0
         self._stopping = False
+        self.trace = BatchTrace.from_env()
         self._threads = [
-            threading.Thread(target=self._loop, name=f"batch-{i}", daemon=True)
+            threading.Thread(target=self._loop, args=(i,), name=f"batch-{i}", daemon=True)
             for i in range(params.num_batch_threads)
         ]
         for t in self._threads:
@@ -146,10 +151,12 @@ class Batcher:
                 task.payload.fail(ServingError("UNAVAILABLE", "Server is shutting down"))
         for t in self._threads:
             t.join(timeout=5)
+        if self.trace is not None:
+            log.info("Wrote the batch trace to %s", self.trace.write())
 
     # -- batch threads --------------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
         cond = self._cond
         sched = self._sched
         while True:
@@ -169,13 +176,36 @@ class Batcher:
                     cond.wait(None if due is None else max(due - now, 0.0))
                     self._idle -= 1
             try:
-                self._run(got[1], now)
+                if self.trace is None:
+                    self._run(got[1], now)
+                else:
+                    self._run_traced(got[1], now, index)
             except Exception as exc:  # never let a batch thread die
                 log.exception("batch failed")
                 for task, _, _ in got[1].pieces:
                     task.payload.fail(ServingError("INTERNAL", f"batch failed: {exc}"))
 
-    def _run(self, batch: policy.Batch, started: float) -> None:
+    def _run_traced(self, batch: policy.Batch, started: float, index: int) -> None:
+        times = [0.0, 0.0, 0.0]  # merge done, run done (wall), run's CPU
+        wall, cpu, process = perf_counter(), thread_time(), process_time()
+        self._run(batch, started, times)
+        if times[1]:  # the model ran (not a batch refused or failed before it)
+            self.trace.add(
+                (
+                    index,
+                    started,
+                    process,
+                    batch.size,
+                    batch.padded_size(self.params.allowed_batch_sizes),
+                    times[0] - wall,
+                    times[1] - times[0],
+                    times[2],
+                    perf_counter() - wall,
+                    thread_time() - cpu,
+                )
+            )
+
+    def _run(self, batch: policy.Batch, started: float, times: list | None = None) -> None:
         pieces = batch.pieces
         jobs = [task.payload for task, _, _ in pieces]
         metrics = self.metrics
@@ -198,12 +228,16 @@ class Batcher:
             for j in jobs:
                 j.fail(err)
             return
+        if times is not None:
+            times[0], cpu = perf_counter(), thread_time()
         try:
             outputs = first.model.run(first.signature, feeds)
         except ServingError as err:
             for j in jobs:
                 j.fail(err)
             return
+        if times is not None:
+            times[1], times[2] = perf_counter(), thread_time() - cpu
         metrics.wrapped_run_count.inc()
         metrics.input_batch_size.observe(size)
         metrics.processed_batch_size.observe(padded)

@@ -16,6 +16,9 @@ Two parts, because they need different instruments:
      the CPU of a rejected request;
    - 1 user: the latency floor; what is left after server CPU and client CPU is the round trip.
    The load generator's CPU per request comes from its measured CPU share.
+   With our reference server run by the process backend, the busy run instead has the
+   experiment's users on a server with its batch trace on, and so has the busy batching run of
+   part 3; ``harness.sim.calibrate.from_traces`` splits the served CPU from the two traces.
 3. Pauses: a Python server holding TensorFlow pauses for a full garbage collection (~0.2 s
    here) every few thousand requests. The collection's cost is timed offline; how often a busy
    server pauses is counted from the gaps in its answers under a batching config at full speed.
@@ -25,7 +28,6 @@ Two parts, because they need different instruments:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -35,10 +37,12 @@ from pathlib import Path
 from harness.batching import BatchingParameters
 from harness.config import Experiment
 from harness.errors import HarnessError, ServerError
+from harness.sim import calibrate
+from harness.sim.calibrate import SPLIT_IN
 from harness.sim.profile import Overhead, Profile, environment
+from harness.sim.tracing import Tracer, traceable
 
 ROOT = Path(__file__).resolve().parents[2]
-SPLIT_IN = 0.5  # share of the request path's CPU spent before the batch queue (assumed)
 
 
 def batch_sizes(max_size: int) -> list[int]:
@@ -206,15 +210,25 @@ def _stalls(samples_dir, min_gap_s: float = 0.08) -> tuple[int, list[float]]:
     return len(done), [round(float(g) * 1e3, 1) for g in gaps[gaps > min_gap_s]]
 
 
-def gc_stalls(runner, protocol: str, exec_us: dict[int, dict], workdir: Path, echo) -> dict:
+def gc_stalls(
+    runner,
+    protocol: str,
+    exec_us: dict[int, dict],
+    workdir: Path,
+    echo,
+    tracer=None,
+    offline_pause_ms: float = 0.0,
+) -> dict:
     """How often a busy server pauses: a batching config at full speed for ~12 s (the largest
     batch that runs in 20 ms, so answers flow steadily), and the gaps in its answers longer than
-    80 ms (or four batches) counted."""
+    80 ms (or four batches, or three quarters of a collection's offline time) counted."""
     from harness.tuning.space import TrialConfig
 
     quick = [s for s in sorted(exec_us) if exec_us[s]["median"] <= 20_000] or [1]
     mbs = quick[-1]
-    min_gap_s = max(0.08, 4 * exec_us[mbs]["median"] / 1e6)
+    # a gap shorter than three quarters of a full collection's offline time is not one (a
+    # single 81 ms gap in 23,000 answers of a server that freezes its objects was noise)
+    min_gap_s = max(0.08, 4 * exec_us[mbs]["median"] / 1e6, 0.75 * offline_pause_ms / 1e3)
     cfg = TrialConfig(
         batching=BatchingParameters(
             max_batch_size=mbs,
@@ -230,6 +244,8 @@ def gc_stalls(runner, protocol: str, exec_us: dict[int, dict], workdir: Path, ec
         )
     finally:
         server.stop()
+    if tracer is not None:
+        run["trace"] = tracer.collect(skip_s=2.0)
     n, gaps = run["answered"], run["stalls_ms"]
     echo(
         f"  busy batching server: {run['ok_per_s']:.0f} req/s, mean batch "
@@ -244,10 +260,10 @@ def gc_stalls(runner, protocol: str, exec_us: dict[int, dict], workdir: Path, ec
     }
 
 
-def request_path(runner, protocol: str, exec1_us: float, workdir: Path, echo) -> Overhead:
+def _batches_of_one():
     from harness.tuning.space import TrialConfig
 
-    cfg = TrialConfig(
+    return TrialConfig(
         batching=BatchingParameters(
             max_batch_size=1,
             batch_timeout_micros=0,
@@ -255,19 +271,46 @@ def request_path(runner, protocol: str, exec1_us: float, workdir: Path, echo) ->
             max_enqueued_batches=1_000_000,
         )
     )
+
+
+def request_path(
+    runner, protocol: str, exec1_us: float, workdir: Path, echo, tracer: Tracer | None = None
+) -> Overhead:
+    """The three runs of the module's docstring. With a tracer, the busy run has the
+    experiment's users on a server of its own, traced: its summary is kept in the result's
+    ``measured["busy_trace"]``."""
+    cfg = _batches_of_one()
+    traced = None
+    if tracer is not None:
+        users = max(runner.exp.load.users or 0, 8)
+        server = runner.backend.start(runner.server_spec(cfg), workdir / f"server-{protocol}-busy")
+        try:
+            busy = _load_run(
+                runner, server, protocol, users, "1", workdir / f"{protocol}-busy", 3.0
+            )
+        finally:
+            server.stop()
+        traced = tracer.collect(skip_s=2.0)
+        echo(f"  {protocol} {users} users, traced: {busy['ok_per_s']:.0f} req/s")
     server = runner.backend.start(runner.server_spec(cfg), workdir / f"server-{protocol}")
     try:
-        busy = _load_run(runner, server, protocol, 8, "1", workdir / f"{protocol}-busy", 3.0)
-        echo(f"  {protocol} 8 users: {busy['ok_per_s']:.0f} req/s")
+        if tracer is None:
+            busy = _load_run(runner, server, protocol, 8, "1", workdir / f"{protocol}-busy", 3.0)
+            echo(f"  {protocol} 8 users: {busy['ok_per_s']:.0f} req/s")
         rej = _load_run(runner, server, protocol, 8, "2", workdir / f"{protocol}-reject", 2.0)
         echo(f"  {protocol} 8 users, all refused: {rej['requests_per_s']:.0f} req/s")
         one = _load_run(runner, server, protocol, 1, "1", workdir / f"{protocol}-one", 2.0)
         echo(f"  {protocol} 1 user: p50 {one['p50_ms']:.2f} ms")
     finally:
         server.stop()
+    if tracer is not None:
+        tracer.collect(skip_s=0.0)  # the refusal and one-user runs' batches: not a busy server
     if not busy["ok_per_s"] or not rej["requests_per_s"] or one["p50_ms"] is None:
         raise ServerError(f"profiling the {protocol} path got no answers: {busy} {rej} {one}")
-    return derive(busy, rej, one, exec1_us)
+    oh = derive(busy, rej, one, exec1_us)
+    if traced:
+        oh.measured["busy_trace"] = traced
+    return oh
 
 
 def derive(busy: dict, rej: dict, one: dict, exec1_us: float) -> Overhead:
@@ -296,50 +339,6 @@ def derive(busy: dict, rej: dict, one: dict, exec1_us: float) -> Overhead:
     )
 
 
-def calibrate(prof: Profile) -> Profile:
-    """Split the server's CPU into per-request and per-batch parts from the served runs.
-
-    Two busy runs give two equations (collections' share taken out of both): batches of one,
-    ``cpu_1 = exec(1) + per_batch + path``, and the batching run with mean batch B,
-    ``B * cpu_B = exec(B) + per_batch + B * path``. Served, a batch costs more than the model
-    offline (hand-offs between the request, batch and TensorFlow threads, merging, splitting),
-    and that cost is per batch, so it must not be charged per request.
-    """
-    import numpy as np
-
-    gc = prof.gc
-    run = gc.get("busy_run") or {}
-    sizes = sorted(prof.exec_us)
-    med = [prof.exec_us[s]["median"] for s in sizes]
-    e1 = prof.exec_us[sizes[0]]["median"]
-    g = gc["pause_ms"] * 1e3 / gc["every_requests"] if gc.get("every_requests") else 0.0
-    first = next(iter(prof.overhead))
-    per_batch = 0.0
-    b, c_b = run.get("mean_batch_size"), run.get("server_cpu_per_request_us")
-    c_1 = prof.overhead[first].measured.get("busy", {}).get("server_cpu_per_request_us")
-    if b and c_b and c_1 and b > 1.5:
-        e_b = float(np.interp(b, sizes, med))
-        path = ((c_b - g) * b - (c_1 - g) - e_b + e1) / (b - 1)
-        per_batch = max((c_1 - g) - e1 - max(path, 1.0), 0.0)
-    overhead = {}
-    for proto, oh in prof.overhead.items():
-        m = oh.measured
-        busy, rej, one = m["busy"], m["reject"], m["one_user"]
-        c1 = busy["server_cpu_per_request_us"] or 1e6 / busy["ok_per_s"]
-        path = max(c1 - g - e1 - per_batch, 1.0)
-        cpu_in = SPLIT_IN * path
-        per_rej = rej["server_cpu_per_request_us"] or 1e6 / rej["requests_per_s"]
-        rtt = max(one["p50_ms"] * 1e3 - (e1 + per_batch + path) - oh.client_us, 0.0)
-        overhead[proto] = dataclasses.replace(
-            oh,
-            cpu_in_us=cpu_in,
-            cpu_out_us=path - cpu_in,
-            reject_us=max(per_rej - 0.35 * g - cpu_in, 1.0),
-            rtt_us=rtt,
-        )
-    return dataclasses.replace(prof, overhead=overhead, batch_overhead_us=per_batch)
-
-
 def measure(
     exp: Experiment,
     *,
@@ -351,24 +350,35 @@ def measure(
 ) -> Profile:
     from harness.tuning.trial import TrialRunner
 
-    runner = TrialRunner(exp)
+    tracer = Tracer() if traceable(exp) else None
     try:
-        cpus = runner.server_cpus
-        exec_us, gc = offline_exec(
-            runner.model_dir, cpus, max_size, exp.model.signature, budget_s, echo
-        )
-        overhead = {}
-        for proto in protocols:
-            echo(f"measuring the {proto} request path through a {exp.server.backend} server")
-            overhead[proto] = request_path(runner, proto, exec_us[1]["median"], workdir, echo)
-        gc.update(gc_stalls(runner, protocols[0], exec_us, workdir, echo))
-        # a collection's CPU is what it costs offline; the gaps a busy server shows are longer
-        # because batches share the core meanwhile, which the simulator models itself
-        gc["pause_ms"] = gc["offline_pause_ms"]
-        if not gc["every_requests"]:
-            gc["pause_ms"] = 0.0  # no pause seen: model none
+        runner = TrialRunner(exp)
+        try:
+            cpus = runner.server_cpus
+            exec_us, gc = offline_exec(
+                runner.model_dir, cpus, max_size, exp.model.signature, budget_s, echo
+            )
+            overhead = {}
+            for proto in protocols:
+                echo(f"measuring the {proto} request path through a {exp.server.backend} server")
+                overhead[proto] = request_path(
+                    runner, proto, exec_us[1]["median"], workdir, echo, tracer
+                )
+            gc.update(
+                gc_stalls(
+                    runner, protocols[0], exec_us, workdir, echo, tracer, gc["offline_pause_ms"]
+                )
+            )
+            # a collection's CPU is what it costs offline; the gaps a busy server shows are
+            # longer because batches share the core meanwhile, which the simulator models itself
+            gc["pause_ms"] = gc["offline_pause_ms"]
+            if not gc["every_requests"]:
+                gc["pause_ms"] = 0.0  # no pause seen: model none
+        finally:
+            runner.close()
     finally:
-        runner.close()
+        if tracer is not None:
+            tracer.close()
     env = environment(cpus)
     env.update(
         backend=exp.server.backend,
@@ -386,6 +396,26 @@ def measure(
         environment=env,
         gc=gc,
     )
-    prof = calibrate(prof)
+    ones = {p: o.measured.get("busy_trace") for p, o in overhead.items()}
+    big = (gc.get("busy_run") or {}).get("trace")
+    traced = None
+    if all(ones.values()) and big and big.get("mean_rows", 0) > 1.5:
+        traced = calibrate.from_traces(prof, ones, big)
+        ratios = traced.served["exec_ratio"]
+        echo(
+            "  traced: the model's CPU per batch on the batch thread against offline: "
+            + ", ".join(f"{r:.2f} at {s} rows" for s, r in ratios.items())
+        )
+        if min(ratios.values()) < 0.85:
+            # TensorFlow ran part of the model on its own pool threads, which the batch
+            # thread's clock does not see: the traces cannot tell model from request path
+            echo("  part of the model ran off the batch thread: using whole-run CPU times")
+            traced = None
+        elif max(ratios.values()) > 1.1:
+            echo(
+                "  warning: the machine ran slower during the served runs than during the "
+                "offline timing (a busy or throttled host); profile again when it is quiet"
+            )
+    prof = traced or calibrate.from_cpu_times(prof)
     echo(f"  per-batch server cost beyond the model: {prof.batch_overhead_us:.0f} us")
     return prof

@@ -52,6 +52,8 @@ class Profile:
     gc: dict = dataclasses.field(default_factory=dict)
     # server CPU per batch beyond the model (merge, split, hand-offs), from a busy batching run
     batch_overhead_us: float = 0.0
+    # how the costs above were split, when the served runs were traced (harness.sim.calibrate)
+    served: dict = dataclasses.field(default_factory=dict)
     path: str = ""
 
     def sizes(self) -> list[int]:
@@ -61,8 +63,11 @@ class Profile:
         return max(self.exec_us)
 
     def utilisation(self) -> float:
-        """The share of its cores a saturated server keeps busy (the rest is waiting on thread
-        hand-offs); measured in the busy runs, 1.0 when unknown."""
+        """The share of its cores a saturated server keeps busy: from the batch traces of the
+        served runs when there are some, else from the busy runs' whole-run CPU time (which
+        includes the load's start, so it reads low); 1.0 when unknown."""
+        if self.served.get("cpu_share"):
+            return float(self.served["cpu_share"])
         shares = [
             r.get("server_cpu_share")
             for r in [o.measured.get("busy", {}) for o in self.overhead.values()]
@@ -92,6 +97,7 @@ class Profile:
             "environment": self.environment,
             "gc": self.gc,
             "batch_overhead_us": self.batch_overhead_us,
+            "served": self.served,
         }
 
     @classmethod
@@ -113,6 +119,7 @@ class Profile:
                 environment=data.get("environment", {}),
                 gc=dict(data.get("gc") or {}),
                 batch_overhead_us=float(data.get("batch_overhead_us") or 0.0),
+                served=dict(data.get("served") or {}),
                 path=path,
             )
         except (KeyError, TypeError, ValueError) as exc:

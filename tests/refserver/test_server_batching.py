@@ -6,6 +6,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -215,3 +216,41 @@ def test_defaults_when_batching_enabled_without_a_file(start_server, mlp_base):
     s = start_server(mlp_base, extra=["--enable_batching"])
     assert rest_predict(s, rows(2)).status_code == 200
     assert metric_value(s.metrics(), IN + "_sum") == 2
+
+
+def test_batch_trace_times_every_batch_the_model_ran(start_server, mlp_base, tmp_path, monkeypatch):
+    from harness.refserver import batch_trace
+
+    prefix = tmp_path / "trace"
+    monkeypatch.setenv(batch_trace.ENV, str(prefix))
+    s = start_server(
+        mlp_base,
+        batching=params(
+            max_batch_size=4,
+            batch_timeout_micros=5_000_000,
+            num_batch_threads=1,
+            allowed_batch_sizes=[2, 4],
+        ),
+    )
+    out = concurrently(rest_predict, [(s, rows(1, i)) for i in range(8)])
+    assert all(r.status_code == 200 for r in out)
+    assert rest_predict(s, rows(5)).status_code == 400  # refused: never ran, never traced
+    s.stop()
+    (path,) = tmp_path.glob("trace.*")
+    records = batch_trace.load(path)
+    assert [(r["thread"], r["rows"], r["padded"]) for r in records] == [(0, 4, 4), (0, 4, 4)]
+    for r in records:
+        assert 0 < r["run_cpu_s"] <= r["batch_cpu_s"]
+        assert r["merge_wall_s"] + r["run_wall_s"] <= r["batch_wall_s"]
+    summary = batch_trace.summarize(records)
+    assert summary["sizes"][4]["batches"] == 2 and summary["all"]["threads"] == 1
+    assert summary["all"]["cycle_ms"] == pytest.approx(
+        (records[1]["taken"] - records[0]["taken"]) * 1e3
+    )
+
+
+def test_no_batch_trace_unless_asked(start_server, mlp_base, tmp_path):
+    s = start_server(mlp_base, batching=params(max_batch_size=4, num_batch_threads=1))
+    assert rest_predict(s, rows(2)).status_code == 200
+    s.stop()
+    assert not list(tmp_path.glob("trace*"))

@@ -1,0 +1,84 @@
+"""`harness profile` for real on the tiny model, and the arithmetic that splits served CPU."""
+
+import os
+
+import pytest
+
+from harness.sim import calibrate
+from harness.sim import profile as profiles
+from tests.sim.test_guide_plan import ranker_like
+
+EXPERIMENT = """
+[model]
+path = "{model}"
+name = "m"
+[server]
+binary = "reference"
+cpus = "0"
+[load]
+users = 16
+request_sizes = "1"
+cpus = "1"
+[search]
+max_batch_size = [1, 4, 8]
+"""
+
+
+def served(rows, outside, batch_cpu_ms, run_cpu_ms, share=1.0):
+    return {
+        "mean_rows": rows,
+        "mean_padded": rows,
+        "outside_cpu_us_per_row": outside,
+        "batch_cpu_ms": batch_cpu_ms,
+        "run_cpu_ms": run_cpu_ms,
+        "process_cpu_share": share,
+    }
+
+
+def with_measured_runs(prof):
+    runs = {
+        "reject": {"server_cpu_per_request_us": 300.0, "requests_per_s": 3000.0},
+        "one_user": {"p50_ms": 4.0},
+    }
+    oh = {p: profiles.Overhead(**{**vars(o), "measured": runs}) for p, o in prof.overhead.items()}
+    return profiles.Profile(**{**vars(prof), "overhead": oh})
+
+
+def test_traces_split_served_cpu_into_per_request_and_per_batch_parts():
+    prof = with_measured_runs(ranker_like())
+    # built from path 250 us/request, 400 us/batch outside the batch thread, merging 50 us per
+    # batch plus 10 us per row: outside(b) = 250 + 400 / b
+    one = served(1, 250 + 400, (2900 + 60) / 1e3, 2.9, share=0.99)
+    big = served(32, 250 + 400 / 32, (10500 + 50 + 320) / 1e3, 10.5, share=1.0)
+    out = calibrate.from_traces(prof, {"grpc": one}, big)
+    oh = out.overhead["grpc"]
+    assert oh.cpu_in_us + oh.cpu_out_us == pytest.approx(250 + 10)
+    assert out.batch_overhead_us == pytest.approx(400 + 50)
+    assert out.served["cpu_share"] == pytest.approx(0.995)
+    assert out.utilisation() == pytest.approx(0.995)
+    assert out.served["exec_ratio"] == {"1": pytest.approx(1.0), "32": pytest.approx(1.0)}
+    back = profiles.Profile.from_json(out.to_json())
+    assert back.served["path_us"] == pytest.approx(250) and back.utilisation() == out.utilisation()
+    with pytest.raises(ValueError, match="no batches larger"):
+        calibrate.from_traces(prof, {"grpc": one}, served(1, 600, 3, 2.9))
+
+
+def test_profile_of_the_tiny_model_is_split_from_traced_served_runs(tmp_path, mlp_base):
+    from harness.refserver.batch_trace import ENV
+    from harness.sim.cli import load_experiment
+    from harness.sim.measure import measure
+
+    exp_file = tmp_path / "exp.toml"
+    exp_file.write_text(EXPERIMENT.replace("{model}", str(mlp_base)))
+    exp = load_experiment(str(exp_file), [])
+    lines = []
+    prof = measure(exp, protocols=["grpc"], max_size=8, workdir=tmp_path, echo=lines.append)
+    assert sorted(prof.exec_us) == [1, 2, 3, 4, 6, 8]
+    assert prof.served, "\n".join(lines)
+    assert 0.5 <= prof.served["cpu_share"] <= 1.0
+    assert all(r > 0 for r in prof.served["exec_ratio"].values()), prof.served
+    runs = prof.served["runs"]
+    assert runs["ones"]["grpc"]["mean_rows"] == 1.0 and runs["big"]["mean_rows"] > 1.5
+    oh = prof.overhead["grpc"]
+    assert oh.cpu_in_us + oh.cpu_out_us > 1.0 and prof.batch_overhead_us >= 0.0
+    assert ENV not in os.environ  # the tracer is put away: later servers trace nothing
