@@ -139,7 +139,8 @@ def cmd_measure(args) -> None:
                 batch_trace.load(traces[0]), skip_s=exp.load.warmup_s
             )
         res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        n = len(run_files(cid))
+        taken = {int(f.stem[3:]) for f in run_files(cid)}
+        n = next(k for k in range(len(taken) + 1) if k not in taken)
         outputs.write_json_atomic(OUT / "measured" / cid / f"run{n}.json", res)
         print(
             f"{cid} run {n}: {res.get('items_per_s', 0):.0f} items/s, p99 {res.get('p99_ms')}, "
@@ -206,7 +207,9 @@ def _median_runs(runs: list[dict]) -> dict:
 
 def speed_of(runs: list[dict], profile) -> float | None:
     """How much slower than the profile's offline timing the model ran in these runs: the median
-    over runs of the batch trace's in-server model CPU per batch / offline time at that size."""
+    over runs of the batch trace's in-server model CPU per batch / offline time at that size.
+    Taken over all of a model's runs (one figure per model): a single case's batches can be
+    bimodal, and mobilenet_v2 runs part of its convolutions off the batch thread."""
     import numpy as np
 
     sizes = sorted(profile.exec_us)
@@ -231,6 +234,12 @@ def cmd_report(args) -> None:
 
     rows = []
     profs = {}
+    by_model: dict[str, list] = {}
+    for cid, model, _, _ in CASES:
+        by_model.setdefault(model, []).extend(json.loads(f.read_text()) for f in run_files(cid))
+    for model in by_model:
+        profs[model] = profiles.load(profile_path_for(experiment(model, [])))
+    speeds = {m: speed_of(runs, profs[m]) for m, runs in by_model.items()}
     for cid, model, overrides, params in CASES:
         runs = [json.loads(f.read_text()) for f in run_files(cid)]
         failed = [r["failed"] for r in runs if "failed" in r]
@@ -240,10 +249,8 @@ def cmd_report(args) -> None:
                 rows.append({"case": cid, "model": model, "failed": failed[0]})
             continue
         meas = _median_runs(runs)
-        if model not in profs:
-            profs[model] = profiles.load(profile_path_for(experiment(model, [])))
         pred, exp = predict(model, overrides, params, profs[model])
-        speed = speed_of(runs, profs[model])
+        speed = speeds[model]
         adj = predict(model, overrides, params, profs[model], speed)[0] if speed else None
         m_unav, m_inv = meas["unavailable_per_s"], meas["invalid_per_s"]
         p_unav = pred.queue_full / 20.0
@@ -383,10 +390,9 @@ def markdown(rows) -> str:
             "",
             "The server's batch trace times the model's CPU per batch inside the busy server. "
             "Divided by the profile's offline time at that size, it says how much slower (or "
-            "faster) the machine ran during a case's runs than when the profile was measured "
-            "(`speed`, the median over the runs). Predicted again with every server CPU cost "
-            "scaled by it, the remaining error is the simulator's own. Batching-off cases have "
-            "no batches to trace.",
+            "faster) the machine ran during the runs than when the profile was measured "
+            "(`speed`: the median over all of a model's runs). Predicted again with every server "
+            "CPU cost scaled by it, what is left is closer to the simulator's own error.",
             "",
             "| case | speed | items/s meas | pred at speed | err | p99 ms meas | pred at speed "
             "| err |",

@@ -8,7 +8,9 @@ last two:
   server's batch trace on (``harness/refserver/batch_trace.py``) at batch sizes 1 and ``m``. The
   trace gives, over the very batches served, the process's CPU outside the batch threads per row,
   the batch thread's CPU beyond the model, and how busy the process kept its core. With
-  ``outside(b) = path + per_batch / b`` at the two sizes, both parts follow.
+  ``outside(b) = path + 2 * wake / b`` at the two sizes, both parts follow: the request path's
+  CPU per request, and what it costs the request path to wake up (twice per batch in a
+  saturated closed loop: for the batch's answers, then for the next requests).
 - ``from_cpu_times`` (any server whose process CPU time we can read): a busy run with batches of
   one and a busy batching run give two equations for the same two unknowns, from the process's
   CPU time over each whole run.
@@ -28,6 +30,10 @@ import numpy as np
 from harness.sim.profile import Profile
 
 SPLIT_IN = 0.5  # share of the request path's CPU spent before the batch queue (assumed)
+# below this, the batch thread's CPU clock saw much less of the model than the offline timing:
+# part of it ran on TensorFlow's pool threads (mobilenet_v2 with 16-row batches: 0.37). Above
+# it, the ratio moves with the machine's speed between the two measurements (0.9-1.2 here).
+MIN_EXEC_RATIO = 0.8
 
 
 def _interp_exec(prof: Profile, size: float) -> float:
@@ -60,8 +66,9 @@ def from_cpu_times(prof: Profile) -> Profile:
     for proto, oh in prof.overhead.items():
         busy = oh.measured["busy"]
         c1 = busy["server_cpu_per_request_us"] or 1e6 / busy["ok_per_s"]
-        overhead[proto] = _with_path(prof, oh, max(c1 - g - e1 - per_batch, 1.0), per_batch, g)
-    return dataclasses.replace(prof, overhead=overhead, batch_overhead_us=per_batch)
+        path = max(c1 - g - e1 - per_batch, 1.0)
+        overhead[proto] = dataclasses.replace(_with_path(prof, oh, path, per_batch, g), wake_us=0.0)
+    return dataclasses.replace(prof, overhead=overhead, batch_overhead_us=per_batch, served={})
 
 
 def from_traces(prof: Profile, ones: dict[str, dict], big: dict) -> Profile:
@@ -82,7 +89,11 @@ def from_traces(prof: Profile, ones: dict[str, dict], big: dict) -> Profile:
     x1 = (one["batch_cpu_ms"] - one["run_cpu_ms"]) * 1e3
     xm = (big["batch_cpu_ms"] - big["run_cpu_ms"]) * 1e3
     merge_row = max((xm - x1) / (m - 1), 0.0)
-    per_batch = outside_batch + max(x1 - merge_row, 0.0)
+    # the outside cost that comes per batch is the request path waking up: in a saturated
+    # closed loop it sleeps twice per batch (before the batch's answers, and before the next
+    # requests come); the simulator charges a wake-up to all work that finds it idle
+    wake = outside_batch / 2
+    per_batch = max(x1 - merge_row, 0.0)
     g = _gc_per_request(prof)
     overhead = {}
     for proto, oh in prof.overhead.items():
@@ -92,13 +103,17 @@ def from_traces(prof: Profile, ones: dict[str, dict], big: dict) -> Profile:
             if proto == first or mine is None
             else mine["outside_cpu_us_per_row"] - outside_batch
         )
-        overhead[proto] = _with_path(prof, oh, max(p + merge_row - g, 1.0), per_batch, g)
+        overhead[proto] = dataclasses.replace(
+            _with_path(prof, oh, max(p + merge_row - g, 1.0), per_batch + 2 * wake, g),
+            wake_us=wake,
+        )
     shares = [s["process_cpu_share"] for s in [*ones.values(), big] if s.get("process_cpu_share")]
     served = {
         "how": "batch traces of busy served runs (harness/refserver/batch_trace.py)",
         "cpu_share": min(max(float(np.median(shares)), 0.5), 1.0) if shares else 1.0,
         "path_us": path,
         "outside_per_batch_us": outside_batch,
+        "wake_us": wake,
         "merge_us_per_row": merge_row,
         # the model's CPU per batch in the busy server against the offline timing; far from 1.0
         # means the machine ran at another speed than when the model was timed
@@ -111,6 +126,37 @@ def from_traces(prof: Profile, ones: dict[str, dict], big: dict) -> Profile:
         "runs": {"ones": ones, "big": big},
     }
     return dataclasses.replace(prof, overhead=overhead, batch_overhead_us=per_batch, served=served)
+
+
+def split(prof: Profile, ones: dict, big: dict | None, echo=print) -> Profile:
+    """From the traces when there are usable ones, else from whole-run CPU times."""
+    if not (ones and all(ones.values()) and big and big.get("mean_rows", 0) > 1.5):
+        return from_cpu_times(prof)
+    traced = from_traces(prof, ones, big)
+    ratios = traced.served["exec_ratio"]
+    echo(
+        "  traced: the model's CPU per batch on the batch thread against offline: "
+        + ", ".join(f"{r:.2f} at {s} rows" for s, r in ratios.items())
+    )
+    if min(ratios.values()) < MIN_EXEC_RATIO:
+        # TensorFlow ran part of the model on its own pool threads, which the batch thread's
+        # clock does not see: the traces cannot tell the model from the request path
+        echo("  part of the model ran off the batch thread: using whole-run CPU times")
+        kept = {k: traced.served[k] for k in ("cpu_share", "exec_ratio", "runs")}
+        how = "whole-run CPU times (the batch thread's clock missed part of the model)"
+        return dataclasses.replace(from_cpu_times(prof), served={"how": how, **kept})
+    if max(ratios.values()) > 1.1:
+        echo(
+            "  warning: the machine ran slower during the served runs than during the offline "
+            "timing (a busy or throttled host); profile again when it is quiet"
+        )
+    return traced
+
+
+def again(prof: Profile, echo=print) -> Profile:
+    """The profile's costs split anew from the runs it stores (after a change to these rules)."""
+    runs = (prof.served or {}).get("runs") or {}
+    return split(prof, runs.get("ones") or {}, runs.get("big"), echo)
 
 
 def _with_path(prof: Profile, oh, path: float, per_batch: float, g: float):

@@ -85,6 +85,16 @@ def cmd_profile(args) -> int:
     if max_size < 1:
         raise ConfigError("--max-batch-size must be >= 1")
     out = Path(args.output) if args.output else profile_path_for(exp)
+    if args.recalibrate:
+        from harness.sim import calibrate
+        from harness.sim import profile as profiles
+
+        if not out.exists():
+            raise ConfigError(f"--recalibrate: no profile at {out}", hint="measure one first")
+        prof = profiles.save(calibrate.again(profiles.load(out)), out)
+        print(f"profile recalibrated from its stored runs: {out}")
+        print(describe(profiles.load(out)))
+        return 0
     prof = ensure_profile(exp, path=out, protocols=protocols, max_size=max_size, force=args.force)
     print(describe(prof))
     return 0
@@ -111,6 +121,17 @@ def describe(prof) -> str:
         )
     if prof.batch_overhead_us:
         lines.append(f"per-batch server overhead beyond the model: {prof.batch_overhead_us:.0f} us")
+    wake = {p: o.wake_us for p, o in prof.overhead.items() if o.wake_us}
+    if wake:
+        lines.append(
+            "request path wake-up: " + ", ".join(f"{p} {w:.0f} us" for p, w in wake.items())
+        )
+    if prof.served:
+        lines.append(
+            f"split from batch traces: core {prof.served['cpu_share']:.0%} busy when saturated; "
+            "model CPU in the server / offline: "
+            + ", ".join(f"{r:.2f} at {s} rows" for s, r in prof.served["exec_ratio"].items())
+        )
     if prof.gc.get("pause_ms"):
         lines.append(
             f"pauses (full garbage collection): {prof.gc['pause_ms']:.0f} ms every "
@@ -138,6 +159,11 @@ def add_profile_parser(sub) -> None:
         "--output", help="profile JSON (default results/profiles/<model>-<backend>-cpus<N>.json)"
     )
     p.add_argument("--force", action="store_true", help="measure again even if a profile exists")
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="no measuring: split the stored runs' CPU again with this version's rules",
+    )
     p.set_defaults(func=cmd_profile)
 
 

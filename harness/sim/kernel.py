@@ -13,7 +13,10 @@ Model of the server (see docs/simulator.md):
   holding the GIL, gRPC's own threads (polling, HTTP/2) are runnable, and the OS shares the core
   per runnable thread. Each request
   costs ``o_in`` seconds of CPU before it reaches the queue and ``o_out`` after its batch ran; a
-  rejected one costs ``o_rej`` after ``o_in``.
+  rejected one costs ``o_rej`` after ``o_in``. Work that comes while the front end has nothing
+  to do costs ``o_wake`` more: its threads were asleep (a futex wake-up, an epoll return, the
+  GIL taken back) and wake for it alone. Work that queues while it is busy is taken in the same
+  waking, so requests that come in bursts (a closed loop's answers to a big batch) share one.
 - A batch of padded size ``b`` costs ``exec_table[b]`` seconds of CPU (times a noise factor),
   on one of ``threads`` batch threads; more running batches than cores stretch each other.
 - Python's full garbage collection: the reference server is a Python process holding all of
@@ -92,6 +95,7 @@ def run(
     o_in,
     o_out,
     o_rej,
+    o_wake,
     rtt,
     c_cli,
     gc_every,
@@ -148,6 +152,7 @@ def run(
     fe_head = 0
     fe_tail = 0
     fe_busy = False
+    fe_idle_at = -1.0  # when the front end last ran out of work
     cur_kind = 0
     cur_task = 0
     garbage = 0.0  # garbage promoted since the last full collection (see below)
@@ -211,6 +216,8 @@ def run(
                     fe_fin = fv + o_rej
                 else:
                     fe_fin = fv + gc_s
+                if t_q > fe_idle_at:  # it came while the front end slept: wake it first
+                    fe_fin += o_wake
             elif t_arr <= now:
                 if n_tasks >= n_cap:
                     counters[C_TRUNCATED] = 1
@@ -231,6 +238,8 @@ def run(
                 cur_task = i
                 fe_busy = True
                 fe_fin = fv + o_in
+                if t_arr > fe_idle_at:
+                    fe_fin += o_wake
         # the next event
         # shares of the cores: each running batch weighs 1, a busy front end ``fe_weight``
         rate = 1.0
@@ -276,6 +285,7 @@ def run(
             now = t_next
         if what == 1:  # the front end finished its piece of work
             fe_busy = False
+            fe_idle_at = now
             kind = cur_kind
             i = cur_task
             if kind == _INGRESS:

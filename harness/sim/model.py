@@ -35,6 +35,7 @@ class ServerModel:
     o_in: float
     o_out: float
     o_rej: float
+    o_wake: float = 0.0  # extra front-end CPU for work that finds it idle (see kernel)
     rtt: float
     client: float  # closed loop: client CPU per request (one client core)
     gc_every: float = 0.0  # collection threshold in request-answers x requests inside (0: none)
@@ -71,6 +72,7 @@ class ServerModel:
             o_in=oh.cpu_in_us * 1e-6,
             o_out=oh.cpu_out_us * 1e-6,
             o_rej=oh.reject_us * 1e-6,
+            o_wake=oh.wake_us * 1e-6,
             rtt=oh.rtt_us * 1e-6,
             client=oh.client_us * 1e-6,
             gc_every=gc_units(profile.gc),
@@ -263,6 +265,7 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         srv.o_in,
         srv.o_out,
         srv.o_rej,
+        srv.o_wake,
         srv.rtt,
         srv.client,
         srv.gc_every,

@@ -36,6 +36,8 @@ class Overhead:
     reject_us: float
     rtt_us: float
     client_us: float = 0.0  # the load generator's CPU per request (closed loop: one core)
+    # extra CPU when work finds the request path idle (threads asleep): see harness.sim.kernel
+    wake_us: float = 0.0
     measured: dict = dataclasses.field(default_factory=dict)  # the raw figures they came from
 
 

@@ -46,14 +46,14 @@ def with_measured_runs(prof):
 
 def test_traces_split_served_cpu_into_per_request_and_per_batch_parts():
     prof = with_measured_runs(ranker_like())
-    # built from path 250 us/request, 400 us/batch outside the batch thread, merging 50 us per
-    # batch plus 10 us per row: outside(b) = 250 + 400 / b
+    # built from path 250 us/request, two wake-ups of 200 us per batch outside the batch thread,
+    # merging 50 us per batch plus 10 us per row: outside(b) = 250 + 400 / b
     one = served(1, 250 + 400, (2900 + 60) / 1e3, 2.9, share=0.99)
     big = served(32, 250 + 400 / 32, (10500 + 50 + 320) / 1e3, 10.5, share=1.0)
     out = calibrate.from_traces(prof, {"grpc": one}, big)
     oh = out.overhead["grpc"]
     assert oh.cpu_in_us + oh.cpu_out_us == pytest.approx(250 + 10)
-    assert out.batch_overhead_us == pytest.approx(400 + 50)
+    assert oh.wake_us == pytest.approx(200) and out.batch_overhead_us == pytest.approx(50)
     assert out.served["cpu_share"] == pytest.approx(0.995)
     assert out.utilisation() == pytest.approx(0.995)
     assert out.served["exec_ratio"] == {"1": pytest.approx(1.0), "32": pytest.approx(1.0)}

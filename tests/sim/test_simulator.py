@@ -20,6 +20,7 @@ def server(
     rtt=0.0,
     client=0.0,
     top=64,
+    wake=0.0,
 ):
     table = np.array([0.0] + [(exec_ms + per_row_ms * b) / 1e3 for b in range(1, top + 1)])
     return ServerModel(
@@ -31,6 +32,7 @@ def server(
         o_rej=o_rej,
         rtt=rtt,
         client=client,
+        o_wake=wake,
     )
 
 
@@ -169,3 +171,25 @@ def test_garbage_collection_pauses_set_the_tail_not_the_median():
     assert hit.p50_ms == pytest.approx(calm.p50_ms, rel=0.1)
     assert hit.p999_ms > calm.p999_ms + 150
     assert hit.throughput_rps < calm.throughput_rps
+
+
+def test_the_request_path_pays_a_wake_up_only_for_work_that_finds_it_idle():
+    def run(wl, wake, rtt=0.0, **kw):
+        srv = server(exec_ms=1.0, o_in=0.0002, o_out=0.0002, wake=wake, rtt=rtt)
+        return simulate(cfg(**kw), Prepared(wl, srv))
+
+    # requests 10 ms apart never overlap: each wakes the request path twice (its arrival, its
+    # answer), 2 x 0.5 ms on top of 0.2 + 1 + 0.2 ms
+    sparse = Workload(rate=100, arrivals="constant", warmup_s=0.5, window_s=2.0)
+    assert run(sparse, 0.0, max_batch_size=1).p50_ms == pytest.approx(1.4, rel=0.02)
+    assert run(sparse, 0.0005, max_batch_size=1).p50_ms == pytest.approx(2.4, rel=0.02)
+    # a closed loop of 8 users and full batches of 8, with a 5 ms round trip: the batch's 8
+    # answers share one wake-up, and the 8 next requests (they come back 0.2 ms apart, as
+    # fast as the request path takes them) share another: 2 x 0.5 ms per cycle, not 16 x 0.5
+    closed = Workload(users=8, warmup_s=0.5, window_s=2.0)
+    kw = dict(max_batch_size=8, batch_timeout_micros=50_000)
+    woken = run(closed, 0.0005, rtt=0.005, **kw)
+    plain = run(closed, 0.0, rtt=0.005, **kw)
+    assert set(woken.batch_size_histogram) == {8}
+    cycle_woken, cycle_plain = 8 / woken.throughput_rps, 8 / plain.throughput_rps
+    assert cycle_woken - cycle_plain == pytest.approx(0.001, rel=0.1)
