@@ -100,7 +100,15 @@ def test_two_tuners_share_one_postgresql_study(experiment, tmp_path, postgres_ur
     labels = [r["baseline"] for r in rows if r["baseline"]]
     assert sorted(labels) == sorted(set(labels)) and len(labels) == 3  # baselines enqueued once
 
-    keys = ("enable_batching", "max_batch_size", "batch_timeout_micros", "num_batch_threads")
+    # the whole config: the batching guide's baseline (queue 1,000,000) and a searched config
+    # (queue 100) may share the other three
+    keys = (
+        "enable_batching",
+        "max_batch_size",
+        "batch_timeout_micros",
+        "num_batch_threads",
+        "max_enqueued_batches",
+    )
     configs = [tuple(r[k] for k in keys) for r in measured]
     assert len(configs) == len(set(configs))  # no config measured twice
     for r in rows:
