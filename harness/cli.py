@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -303,16 +302,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The ``harness`` command: ``main``, then exit with its code."""
-    code = main()
-    # The work is done and saved; a signal during the interpreter's shutdown (TensorFlow's
-    # teardown takes seconds) must not end it with an uncaught KeyboardInterrupt.
-    signal.signal(signal.SIGTERM, _after_the_work)
-    signal.signal(signal.SIGINT, _after_the_work)
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a Ctrl-C between main's own handling and the lines below
+        code = 130
+    finally:
+        # The work is done and saved; a signal during the interpreter's shutdown (TensorFlow's
+        # teardown takes seconds) must not kill it. Ignored, not handled: the interpreter puts
+        # Python-level handlers back to the default action while it finalizes (a SIGINT there
+        # ended the process with -2 and no message), but it leaves ignored signals ignored.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
-
-
-def _after_the_work(signum, frame):
-    os._exit(130)
 
 
 if __name__ == "__main__":
