@@ -142,6 +142,7 @@ class BatchingParameters:
 
     @classmethod
     def from_message(cls, msg: Message) -> BatchingParameters:
+        """The dataclass for a parsed message: a field absent from the file stays ``None``."""
         values: dict = {name: getattr(msg, name).value for name in _WRAPPED if msg.HasField(name)}
         values["allowed_batch_sizes"] = tuple(msg.allowed_batch_sizes)
         if msg.HasField("pad_variable_length_inputs"):
