@@ -13,23 +13,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness import textproto
+from google.protobuf.message import Message
+
+from harness import tfs_formats
 from harness.errors import ConfigError
 
-# Wrapped scalars (``name { value: N }``) in session_bundle_config.proto.
-_WRAPPED_INT = (
+# Fields TF Serving declares as wrappers, written ``name { value: ... }``.
+_WRAPPED = (
     "max_batch_size",
     "batch_timeout_micros",
     "max_enqueued_batches",
     "num_batch_threads",
+    "thread_pool_name",
+    "enable_large_batch_splitting",
     "max_execution_batch_size",
 )
-_WRAPPED_BOOL = ("enable_large_batch_splitting",)
-_PLAIN = ("allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name")
-_FIELDS = set(_WRAPPED_INT) | set(_WRAPPED_BOOL) | set(_PLAIN)
 
 DEFAULT_MAX_BATCH_SIZE = 1000
-_INT64 = (-(2**63), 2**63 - 1)
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
 
 
@@ -122,26 +122,36 @@ class BatchingParameters:
             max_execution_batch_size=max_exec,
         )
 
-    def to_text(self) -> str:
-        """The parameters file, in TF Serving's text-proto format."""
-        lines = []
-        for name in _WRAPPED_INT:
+    def to_message(self) -> Message:
+        """The ``tensorflow.serving.BatchingParameters`` message; unset fields stay unset."""
+        msg = tfs_formats.BatchingParameters()
+        for name in (*_WRAPPED, "allowed_batch_sizes", "pad_variable_length_inputs"):
             value = getattr(self, name)
-            if value is not None:
-                lines.append(f"{name} {{ value: {int(value)} }}")
-        for size in self.allowed_batch_sizes:
-            lines.append(f"allowed_batch_sizes: {int(size)}")
-        if self.pad_variable_length_inputs is not None:
-            lines.append(
-                f"pad_variable_length_inputs: {str(self.pad_variable_length_inputs).lower()}"
-            )
-        if self.enable_large_batch_splitting is not None:
-            lines.append(
-                f"enable_large_batch_splitting {{ value: {str(self.enable_large_batch_splitting).lower()} }}"
-            )
-        if self.thread_pool_name is not None:
-            lines.append(f'thread_pool_name: "{self.thread_pool_name}"')
-        return "\n".join(lines) + "\n"
+            try:  # protobuf checks the type and range (an int64 is no float, bool or str)
+                if name in _WRAPPED and value is not None:
+                    getattr(msg, name).value = value
+                elif name == "allowed_batch_sizes":
+                    msg.allowed_batch_sizes.extend(value)
+                elif value is not None:
+                    msg.pad_variable_length_inputs = value
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"{name}={value!r} cannot be written to a batching parameters file: {exc}"
+                ) from None
+        return msg
+
+    @classmethod
+    def from_message(cls, msg: Message) -> BatchingParameters:
+        """The dataclass for a parsed message: a field absent from the file stays ``None``."""
+        values: dict = {name: getattr(msg, name).value for name in _WRAPPED if msg.HasField(name)}
+        values["allowed_batch_sizes"] = tuple(msg.allowed_batch_sizes)
+        if msg.HasField("pad_variable_length_inputs"):
+            values["pad_variable_length_inputs"] = msg.pad_variable_length_inputs
+        return cls(**values)
+
+    def to_text(self) -> str:
+        """The parameters file, in TF Serving's text-proto format (one field a line)."""
+        return tfs_formats.to_text(self.to_message())
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the file atomically (a reader never sees half a file)."""
@@ -161,70 +171,12 @@ class BatchingParameters:
 
     @classmethod
     def from_text(cls, text: str, source: str = "<batching parameters>") -> BatchingParameters:
-        try:
-            msg = textproto.parse(text, source)
-        except (ValueError, RecursionError) as exc:  # bad escapes, absurd nesting
-            raise ConfigError(
-                f"{source}: cannot parse text proto ({type(exc).__name__}: {str(exc)[:80]})",
-                hint="fix the syntax; see TF Serving's batching guide for the format",
-            ) from None
-        textproto.check_fields(msg, _FIELDS, "tensorflow.serving.BatchingParameters", source)
-        values: dict = {}
-        for name in _WRAPPED_INT + _WRAPPED_BOOL:
-            wrapper = textproto.single(msg, name, source)
-            if wrapper is None:
-                continue
-            if not isinstance(wrapper, dict):
-                raise ConfigError(f"{source}: {name} must be written as '{name} {{ value: ... }}'")
-            textproto.check_fields(wrapper, {"value"}, f"google.protobuf wrapper of {name}", source)
-            value = textproto.single(wrapper, "value", source)
-            want = bool if name in _WRAPPED_BOOL else int
-            if value is None:
-                value = want()
-            if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ConfigError(f"{source}: {name} must be an integer; got {value!r}")
-            if want is int and not _INT64[0] <= value <= _INT64[1]:
-                raise ConfigError(f"{source}: {name} is out of range for int64; got {value}")
-            if want is bool and not isinstance(value, bool):
-                raise ConfigError(f"{source}: {name} must be true or false; got {value!r}")
-            values[name] = value
-        sizes = msg.get("allowed_batch_sizes", [])
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, int):
-                raise ConfigError(
-                    f"{source}: allowed_batch_sizes entries must be integers; got {s!r}"
-                )
-            if not _INT64[0] <= s <= _INT64[1]:
-                raise ConfigError(f"{source}: allowed_batch_sizes entry {s} is out of range")
-        values["allowed_batch_sizes"] = tuple(sizes)
-        pad = textproto.single(msg, "pad_variable_length_inputs", source)
-        if pad is not None:
-            if not isinstance(pad, bool):
-                raise ConfigError(
-                    f"{source}: pad_variable_length_inputs must be true or false; got {pad!r}"
-                )
-            values["pad_variable_length_inputs"] = pad
-        name = textproto.single(msg, "thread_pool_name", source)
-        if name is not None:
-            values["thread_pool_name"] = str(name)
-        return cls(**values)
+        """Parse a parameters file as TF Serving does; errors name ``source``, line and field."""
+        return cls.from_message(tfs_formats.parse(text, tfs_formats.BatchingParameters, source))
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> BatchingParameters:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise ConfigError(
-                f"batching parameters file {path} is not UTF-8 text",
-                hint="check --batching_parameters_file",
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read batching parameters file {path}: {exc.strerror or exc}",
-                hint="check --batching_parameters_file",
-            ) from None
-        return cls.from_text(text, str(path))
+        return cls.from_message(tfs_formats.read(path, tfs_formats.BatchingParameters))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

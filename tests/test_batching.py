@@ -1,5 +1,9 @@
-import pytest
+import dataclasses
 
+import pytest
+from google.protobuf import text_format
+
+from harness import tfs_formats
 from harness.batching import BatchingParameters
 from harness.errors import ConfigError
 
@@ -32,6 +36,80 @@ def test_reads_every_field():
 def test_round_trip_through_text():
     p = BatchingParameters.from_text(FULL)
     assert BatchingParameters.from_text(p.to_text()) == p
+
+
+EVERY_FIELD = BatchingParameters(
+    max_batch_size=64,
+    batch_timeout_micros=2500,
+    max_enqueued_batches=100,
+    num_batch_threads=3,
+    thread_pool_name="p",
+    allowed_batch_sizes=(8, 16),
+    pad_variable_length_inputs=True,
+    enable_large_batch_splitting=True,
+    max_execution_batch_size=16,
+)
+
+
+def test_every_field_is_written_as_tf_serving_declares_it():
+    assert EVERY_FIELD.to_text() == (
+        "max_batch_size { value: 64 }\n"
+        "batch_timeout_micros { value: 2500 }\n"
+        "max_enqueued_batches { value: 100 }\n"
+        "num_batch_threads { value: 3 }\n"
+        'thread_pool_name { value: "p" }\n'
+        "allowed_batch_sizes: 8\n"
+        "allowed_batch_sizes: 16\n"
+        "pad_variable_length_inputs: true\n"
+        "enable_large_batch_splitting { value: true }\n"
+        "max_execution_batch_size { value: 16 }\n"
+    )
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(BatchingParameters)])
+def test_each_field_round_trips_alone(name):
+    """Set one field, write, read back: the same value, and nothing else set."""
+    p = BatchingParameters(**{name: getattr(EVERY_FIELD, name)})
+    assert BatchingParameters.from_text(p.to_text()) == p
+    assert p.to_text().startswith(name)
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_explicit_false_and_absent_stay_apart(value):
+    for name in ("pad_variable_length_inputs", "enable_large_batch_splitting"):
+        p = BatchingParameters(**{name: value})
+        assert BatchingParameters.from_text(p.to_text()) == p
+    assert BatchingParameters.from_text("").pad_variable_length_inputs is None
+
+
+def test_written_text_parses_with_plain_text_format():
+    msg = tfs_formats.BatchingParameters()
+    text_format.Parse(EVERY_FIELD.to_text(), msg)
+    assert msg.thread_pool_name.value == "p"
+    assert msg.max_batch_size.value == 64 and msg.max_execution_batch_size.value == 16
+    assert list(msg.allowed_batch_sizes) == [8, 16]
+    assert msg.enable_large_batch_splitting.value is True
+    assert BatchingParameters.from_message(msg) == EVERY_FIELD
+    assert msg == EVERY_FIELD.to_message()
+
+
+def test_text_format_variants_tf_serving_accepts():
+    """Angle brackets, a colon before a block, lists, separators and comments are all text format."""
+    p = BatchingParameters.from_text(
+        "max_batch_size: < value: 8 >; allowed_batch_sizes: [4, 8], # comment\n"
+        "thread_pool_name { value: 'q' } pad_variable_length_inputs: t"
+    )
+    assert p == BatchingParameters(
+        max_batch_size=8, allowed_batch_sizes=(4, 8), thread_pool_name="q",
+        pad_variable_length_inputs=True,
+    )  # fmt: skip
+
+
+def test_a_value_protobuf_cannot_hold_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"max_batch_size=1.5 cannot be written"):
+        BatchingParameters(max_batch_size=1.5).to_text()
+    with pytest.raises(ConfigError, match=r"out of range"):
+        BatchingParameters(num_batch_threads=2**64).to_text()
 
 
 def test_omitted_fields_take_tf_serving_defaults():
@@ -97,23 +175,46 @@ def test_allowed_sizes_end_with_execution_size_when_splitting():
     [
         (
             "max_batch_size { value: 8 }\nmax_batch_sise { value: 8 }",
-            "has no field named 'max_batch_sise'",
+            "params.txt:2:1: cannot parse text proto tensorflow.serving.BatchingParameters: "
+            "Message type 'tensorflow.serving.BatchingParameters' has no field named "
+            "'max_batch_sise', near 'max_batch_sise { value: 8 }' (did you mean 'max_batch_size'?)",
         ),
-        ("max_batch_size { value: 8 ", "missing '}'"),
-        ("max_batch_size { value: 'eight' }", "max_batch_size must be an integer"),
+        ("max_batch_size { value: 8 ", "params.txt:1:25: cannot parse text proto"),
+        ("max_batch_size { value: 8 ", "Expected '}'"),
+        ("max_batch_size { value: 'eight' }", "(max_batch_size takes a whole number (int64))"),
         ("max_batch_size: 8", "must be written as 'max_batch_size { value: ... }'"),
-        ("max_batch_size { value: 8 }\nmax_batch_size { value: 9 }", "given 2 times"),
-        ("allowed_batch_sizes: 2.5", "allowed_batch_sizes entries must be integers"),
+        ('thread_pool_name: "p"', "must be written as 'thread_pool_name { value: ... }'"),
+        (
+            "max_batch_size { value: 8 }\nmax_batch_size { value: 9 }",
+            "params.txt:2:16: cannot parse text proto tensorflow.serving.BatchingParameters: "
+            "Message type 'tensorflow.serving.BatchingParameters' should not have multiple "
+            "'max_batch_size' fields, near 'max_batch_size { value: 9 }' (give max_batch_size once)",
+        ),
+        ("allowed_batch_sizes: 2.5", "Couldn't parse integer: 2.5"),
+        ("allowed_batch_sizes: [4, 2.5]", "(allowed_batch_sizes takes a whole number (int64))"),
+        ("pad_variable_length_inputs: 2", "(pad_variable_length_inputs takes true or false)"),
+        ("enable_large_batch_splitting { value: yes }", "(enable_large_batch_splitting takes true"),
+        ("max_batch_size { value: 9223372036854775808 }", "Value out of range"),
         ("max_batch_size { value: 8 } %", "cannot parse text proto"),
+        ("\n\n   bogus { }", "params.txt:3:4:"),
     ],
 )
 def test_bad_files_name_the_problem(text, fragment):
     with pytest.raises(ConfigError) as exc:
         BatchingParameters.from_text(text, "params.txt")
     assert fragment in str(exc.value)
-    assert "params.txt" in str(exc.value)
+    assert str(exc.value).startswith("params.txt:")
+    assert "\n" not in str(exc.value)
+    assert exc.value.hint
 
 
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read batching parameters file"):
         BatchingParameters.read(tmp_path / "nope.txt")
+
+
+def test_a_file_that_is_not_text_is_a_config_error(tmp_path):
+    path = tmp_path / "b.txt"
+    path.write_bytes(b"max_batch_size { value: 8 }\xff\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        BatchingParameters.read(path)

@@ -15,7 +15,7 @@ import sys
 import threading
 from concurrent import futures
 
-from harness import textproto
+from harness import tfs_formats
 from harness.batching import BatchingParameters, schedulable_cores
 from harness.errors import ConfigError, HarnessError, ServerError
 from harness.refserver.manager import ModelConfig
@@ -97,74 +97,112 @@ def model_configs(args) -> list[ModelConfig]:
 
 
 def read_model_config_file(path: str) -> list[ModelConfig]:
-    try:
-        text = open(path).read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --model_config_file {path}: {exc.strerror}") from None
-    msg = textproto.parse(text, path)
-    textproto.check_fields(msg, {"model_config_list"}, "tensorflow.serving.ModelServerConfig", path)
-    lst = textproto.single(msg, "model_config_list", path) or {}
-    textproto.check_fields(lst, {"config"}, "tensorflow.serving.ModelConfigList", path)
-    out = []
-    for cfg in lst.get("config", []):
-        textproto.check_fields(
-            cfg,
-            {"name", "base_path", "model_platform", "model_version_policy", "version_labels"},
-            "tensorflow.serving.ModelConfig",
-            path,
+    """The models a ``--model_config_file`` lists, refused where TF Serving refuses them."""
+    return model_configs_from_message(tfs_formats.read(path, tfs_formats.ModelServerConfig), path)
+
+
+def model_configs_from_message(msg, path: str) -> list[ModelConfig]:
+    """ModelConfigs from a ``tensorflow.serving.ModelServerConfig``, with TF Serving's start-up
+    checks (server_core.cc) and its wording; ``path`` names the file in every error."""
+    if msg.HasField("custom_model_config"):
+        raise ConfigError(
+            f"{path}: ModelServer does not yet support custom model config.",
+            hint="list the models in model_config_list { config { ... } }",
         )
-        name = textproto.single(cfg, "name", path)
-        base = textproto.single(cfg, "base_path", path)
-        if not name or not base:
-            raise ConfigError(f"{path}: every config needs a name and a base_path")
-        platform = textproto.single(cfg, "model_platform", path) or "tensorflow"
-        if platform != "tensorflow":
-            raise ConfigError(
-                f"{path}: model_platform {platform!r} is not supported; use 'tensorflow'"
-            )
-        policy, versions = "latest", (1,)
-        pol = textproto.single(cfg, "model_version_policy", path)
-        if pol:
-            if "all" in pol:
-                policy, versions = "all", ()
-            elif "specific" in pol:
-                policy = "specific"
-                versions = tuple(int(v) for v in pol["specific"][0].get("versions", []))
-            elif "latest" in pol:
-                n = pol["latest"][0].get("num_versions", [1])[0]
-                versions = (int(n),)
-        labels = []
-        for entry in cfg.get("version_labels", []):
-            labels.append((str(entry["key"][0]), int(entry["value"][0])))
-        out.append(
-            ModelConfig(
-                name=str(name),
-                base_path=str(base),
-                policy=policy,
-                versions=versions,
-                labels=tuple(labels),
-            )
-        )
+    out = [_model_config(cfg, path) for cfg in msg.model_config_list.config]
     if not out:
-        raise ConfigError(f"{path}: model_config_list has no config entries")
+        raise ConfigError(
+            f"{path}: model_config_list has no config entries",
+            hint='add model_config_list { config { name: "m" base_path: "/models/m" '
+            'model_platform: "tensorflow" } }',
+        )
+    seen: set[str] = set()
+    for cfg in out:
+        if cfg.name in seen:
+            raise ConfigError(
+                f"{path}: Illegal to list model {cfg.name} multiple times in config list",
+                hint="give each model's config once",
+            )
+        seen.add(cfg.name)
     return out
+
+
+def _model_config(cfg, path: str) -> ModelConfig:
+    """One ``ModelConfig`` message as the manager's dataclass."""
+    name = cfg.name
+    if not name or not cfg.base_path:
+        raise ConfigError(
+            f"{path}: every config needs a name and a base_path",
+            hint='give each config name: "m" and base_path: "/models/m"',
+        )
+    if "://" not in cfg.base_path and not cfg.base_path.startswith("/"):
+        raise ConfigError(
+            f"{path}: Expected model {name} to have an absolute path or URI; "
+            f"got base_path()={cfg.base_path}",
+            hint="give base_path as an absolute directory",
+        )
+    platform = _platform(cfg, path)
+    if platform != "tensorflow":
+        raise ConfigError(
+            f"{path}: Model {name} requests unsupported platform {platform}",
+            hint='the reference server serves model_platform: "tensorflow" only',
+        )
+    if cfg.HasField("logging_config"):  # declared by TF Serving, not implemented here
+        raise ConfigError(
+            f"{path}: model {name} sets logging_config: the reference server does not log requests",
+            hint="drop logging_config, or measure tensorflow_model_server instead",
+        )
+    policy = cfg.model_version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "all":
+        rule, versions = "all", ()
+    elif which == "specific":
+        rule, versions = "specific", tuple(policy.specific.versions)
+    else:  # latest, also when no policy is given; 0 versions means 1, as TF Serving has it
+        rule, versions = "latest", (max(policy.latest.num_versions, 1),)
+    return ModelConfig(
+        name=name,
+        base_path=cfg.base_path,
+        policy=rule,
+        versions=versions,
+        labels=tuple(sorted(cfg.version_labels.items())),
+    )
+
+
+def _platform(cfg, path: str) -> str:
+    """The model's platform from model_platform or the deprecated model_type (GetPlatform)."""
+    if cfg.model_type:
+        log.warning(
+            "Deprecated ModelServerConfig::model_type field used. "
+            "Prefer ModelServerConfig::model_platform."
+        )
+        if cfg.model_platform:
+            raise ConfigError(
+                f"{path}: Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                f"ModelServerConfig::model_platform, model name is {cfg.name}",
+                hint="drop model_type",
+            )
+        if cfg.model_type != tfs_formats.MODEL_TYPE_TENSORFLOW:
+            raise ConfigError(
+                f"{path}: ModelServerConfig::model_type choice {cfg.model_type} not supported.",
+                hint='use model_platform: "tensorflow"',
+            )
+        return "tensorflow"
+    if not cfg.model_platform:
+        raise ConfigError(
+            f"{path}: Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"ModelServerConfig::model_platform, model name is {cfg.name}",
+            hint='add model_platform: "tensorflow" to the config',
+        )
+    return cfg.model_platform
 
 
 def read_monitoring_config(path: str) -> str | None:
     """The Prometheus path from a monitoring config file, or None when it is off."""
-    try:
-        text = open(path).read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
-    msg = textproto.parse(text, path)
-    textproto.check_fields(msg, {"prometheus_config"}, "tensorflow.serving.MonitoringConfig", path)
-    prom = textproto.single(msg, "prometheus_config", path)
-    if not prom:
+    prom = tfs_formats.read(path, tfs_formats.MonitoringConfig).prometheus_config
+    if not prom.enable:
         return None
-    textproto.check_fields(prom, {"enable", "path"}, "tensorflow.serving.PrometheusConfig", path)
-    if not textproto.single(prom, "enable", path):
-        return None
-    return textproto.single(prom, "path", path) or DEFAULT_METRICS_PATH
+    return prom.path or DEFAULT_METRICS_PATH
 
 
 def check_flags(args) -> None:

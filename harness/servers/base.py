@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol
 
+from harness import tfs_formats
 from harness.batching import BatchingParameters
 from harness.errors import ServerError
 
@@ -176,7 +177,7 @@ def write_config_files(spec: ServerSpec, workdir: Path) -> tuple[Path | None, Pa
     if spec.batching is not None:
         batching = spec.batching.write(workdir / "batching_parameters.txt")
     monitoring = workdir / "monitoring.txt"
-    monitoring.write_text(f'prometheus_config {{\n  enable: true\n  path: "{METRICS_PATH}"\n}}\n')
+    monitoring.write_text(tfs_formats.to_text(tfs_formats.monitoring_config(METRICS_PATH)))
     return batching, monitoring
 
 

@@ -236,7 +236,7 @@ def test_harness_tune_prints_one_error_line(tmp_path, text, fragment):
             "Last entry in allowed_batch_sizes",
         ),
         ("max_batch_size: 8\n", "must be written as"),
-        ('thread_pool_name: "\\x"\n', "cannot parse"),
+        ('thread_pool_name { value: "\\x" }\n', "cannot parse"),
         ("a { " * 5000 + "}" * 5000, "cannot parse"),
         ("num_batch_threads { value: 99999999999999999999999 }", "out of range"),
     ],
