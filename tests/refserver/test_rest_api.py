@@ -80,7 +80,10 @@ def test_row_and_columnar_predict_agree(server):
     bare = post(
         server, "/v1/models/m:predict", {"signature_name": "serving_default", "inputs": [ROW]}
     )
-    assert named[0] == cols[0] == bare.json()["outputs"][0] == preds[0]
+    # one-row requests run as batches of one and agree exactly; the two-row request runs the
+    # model at batch size 2, where TensorFlow's CPU kernels may round differently (last digits)
+    assert named[0] == cols[0] == bare.json()["outputs"][0]
+    assert preds[0] == pytest.approx(named[0], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize(
