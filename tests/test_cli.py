@@ -15,7 +15,7 @@ import pytest
 from harness import config
 from harness.cli import build_parser, main
 from harness.cli.app import COMMANDS
-from harness.cli.commands import run as runcmd
+from harness.cli.commands import run as run_command
 from harness.config import LoadConfig, Protocol
 from harness.errors import ConfigError
 from tests.conftest import ROOT
@@ -76,10 +76,10 @@ def parse(*argv: str):
 
 
 def test_run_without_flags_measures_with_the_experiment_defaults():
-    exp = runcmd.experiment_from(parse("run"))
+    exp = run_command.experiment_from(parse("run"))
     assert exp.load == LoadConfig()  # one set of defaults: 64 users, 3 s windows
     assert exp.server == config.ServerConfig()
-    assert exp.model.demo == runcmd.DEFAULT_DEMO and exp.source == "command line"
+    assert exp.model.demo == run_command.DEFAULT_DEMO and exp.source == "command line"
 
 
 def sample_value(hint, choices):
@@ -92,14 +92,14 @@ def sample_value(hint, choices):
     return "x", "x"
 
 
-FLAG_ROWS = [(section, *row) for section, rows in runcmd.FLAGS.items() for row in rows]
+FLAG_ROWS = [(section, *row) for section, rows in run_command.FLAGS.items() for row in rows]
 
 
 @pytest.mark.parametrize("section, flag, field, text", FLAG_ROWS, ids=[r[1] for r in FLAG_ROWS])
 def test_each_run_flag_sets_its_settings_field(section, flag, field, text):
     import typing
 
-    hint = typing.get_type_hints(runcmd.SECTIONS[section])[field]
+    hint = typing.get_type_hints(run_command.SECTIONS[section])[field]
     action = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions
                   if flag in a.option_strings)  # fmt: skip
     if hint is bool:
@@ -107,8 +107,8 @@ def test_each_run_flag_sets_its_settings_field(section, flag, field, text):
     else:
         raw, want = sample_value(hint, action.choices)
         given = [flag, raw]
-    assert runcmd.settings_from(parse("run", *given)) == {section: {field: want}}
-    assert runcmd.settings_from(parse("run")) == {}  # not given: the field's own default
+    assert run_command.settings_from(parse("run", *given)) == {section: {field: want}}
+    assert run_command.settings_from(parse("run")) == {}  # not given: the field's own default
 
 
 def test_run_flags_and_set_become_a_checked_experiment(tmp_path):
@@ -118,14 +118,14 @@ def test_run_flags_and_set_become_a_checked_experiment(tmp_path):
         "--server-cpus", "0", "--load-cpus", "1", "--arrivals", "constant",
         "--set", "slo.p99_ms=20",
     )  # fmt: skip
-    exp = runcmd.experiment_from(args)
+    exp = run_command.experiment_from(args)
     assert exp.model.path == str(tmp_path) and exp.model.name == "m" and not exp.model.demo
     assert exp.load.protocol is Protocol.REST and exp.load.arrivals == "constant"
     assert (exp.load.users, exp.load.warmup_s, exp.load.window_s) == (8, 1.0, 1.5)
     assert (exp.load.min_windows, exp.load.max_windows) == (2, 2)  # at most the windows asked
     assert (exp.server.cpus, exp.load.cpus, exp.slo.p99_ms) == ("0", "1", 20)
-    assert runcmd.batching_from(args) is None
-    assert runcmd.batching_from(parse("run", "--max-batch-size", "4")).max_batch_size == 4
+    assert run_command.batching_from(args) is None
+    assert run_command.batching_from(parse("run", "--max-batch-size", "4")).max_batch_size == 4
 
 
 def test_run_choices_and_types_come_from_the_settings():
@@ -138,19 +138,19 @@ def test_run_choices_and_types_come_from_the_settings():
 
 
 def test_run_from_a_bundled_experiment_with_overrides():
-    exp = runcmd.experiment_from(parse("run", "--experiment", "open_loop", "--set", "load.rate=9"))
+    exp = run_command.experiment_from(parse("run", "--experiment", "open_loop", "--set", "load.rate=9"))
     assert exp.source == str(config.BUNDLED_DIR / "open_loop.toml") and exp.load.rate == 9
 
 
 def test_sweep_steps():
     load = LoadConfig(rate=5.0)
-    assert [s.users for s in runcmd.sweep_steps("users=1,4", load)] == [1, 4]
-    assert all(s.rate == 0 for s in runcmd.sweep_steps("users=1,4", load))
-    assert [s.rate for s in runcmd.sweep_steps("rate=10,20", load)] == [10.0, 20.0]
-    assert runcmd.sweep_steps(None, load) == [load]
+    assert [s.users for s in run_command.sweep_steps("users=1,4", load)] == [1, 4]
+    assert all(s.rate == 0 for s in run_command.sweep_steps("users=1,4", load))
+    assert [s.rate for s in run_command.sweep_steps("rate=10,20", load)] == [10.0, 20.0]
+    assert run_command.sweep_steps(None, load) == [load]
     for bad in ("threads=1,2", "users=", "users=a,b"):
         with pytest.raises(ConfigError, match="--sweep"):
-            runcmd.sweep_steps(bad, load)
+            run_command.sweep_steps(bad, load)
 
 
 # -- the other commands' flags --------------------------------------------------------------------
