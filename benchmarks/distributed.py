@@ -30,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def load_part(seconds: float, workdir: Path) -> list[tuple]:
-    from harness.load.runner import LoadSpec, run_load
+    from harness.config import LoadConfig
+    from harness.load.runner import run_load
     from harness.models.export import ensure
     from harness.servers import ProcessBackend, ServerSpec
 
@@ -42,17 +43,16 @@ def load_part(seconds: float, workdir: Path) -> list[tuple]:
     try:
         for cpus in ((1,), (0, 1)):
             for n in (1, 2, 4):
-                spec = LoadSpec(
+                spec = LoadConfig(
                     protocol="grpc",
                     users=64,
                     processes=n,
-                    cpus=cpus,
                     warmup_s=2,
                     window_s=seconds,
                     min_windows=3,
                     max_windows=4,
                 )
-                r = run_load(server.endpoint, spec, workdir / f"load-{len(rows)}")
+                r = run_load(server.endpoint, spec, workdir / f"load-{len(rows)}", cpus=cpus)
                 per = ", ".join(f"{w['cpu']:.0%}" for w in r.workers if w["cpu"] is not None)
                 rows.append(
                     (

@@ -73,8 +73,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=6.0)
     args = ap.parse_args()
+    from harness.config import LoadConfig
     from harness.load.payloads import rest_encoder
-    from harness.load.runner import LoadSpec, run_load
+    from harness.load.runner import run_load
     from harness.models.export import ensure
     from harness.servers import ProcessBackend, ServerSpec
 
@@ -87,7 +88,7 @@ def main() -> None:
     )
     ep = server.endpoint
     win = dict(
-        warmup_s=2.0, window_s=args.seconds / 3, min_windows=3, max_windows=3, cpus=(LOAD_CPU,)
+        warmup_s=2.0, window_s=args.seconds / 3, min_windows=3, max_windows=3
     )
     try:
         print(
@@ -101,7 +102,9 @@ def main() -> None:
         for proto in ("grpc", "rest"):
             for users in (8, 32):
                 r = run_load(
-                    ep, LoadSpec(protocol=proto, users=users, **win), tmp / f"cap-{proto}-{users}"
+                    ep, LoadConfig(protocol=proto, users=users, **win),
+                    tmp / f"cap-{proto}-{users}",
+                    cpus=(LOAD_CPU,),
                 )
                 rps = r.measurement.throughput_rps
                 if proto == "rest":
@@ -112,7 +115,7 @@ def main() -> None:
                 )
 
         print("\n## Latency at concurrency 1 (gRPC)\n")
-        r = run_load(ep, LoadSpec(protocol="grpc", users=1, **win), tmp / "c1")
+        r = run_load(ep, LoadConfig(protocol="grpc", users=1, **win), tmp / "c1", cpus=(LOAD_CPU,))
         plain = json.loads(
             subprocess.run(
                 [

@@ -76,8 +76,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from harness.batching import BatchingParameters
+    from harness.config import LoadConfig
     from harness.cpus import default_cpus
-    from harness.load.runner import LoadSpec, run_load
+    from harness.load.runner import run_load
     from harness.models.export import ensure
     from harness.servers import ProcessBackend, ServerSpec
 
@@ -91,7 +92,7 @@ def main() -> int:
         max_enqueued_batches=1_000_000,
     )
     spec = ServerSpec(model_name=args.model, model_dir=base, batching=batching, cpus=server_cpus)
-    load = LoadSpec(
+    load = LoadConfig(
         protocol=args.protocol,
         users=args.users,
         request_sizes=args.request_sizes,
@@ -100,7 +101,6 @@ def main() -> int:
         min_windows=args.minutes,
         max_windows=args.minutes,
         tolerance=0.0,  # never stop early: every window is measured
-        cpus=load_cpus,
     )
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     backend = ProcessBackend("reference")
@@ -115,7 +115,9 @@ def main() -> int:
         flush=True,
     )
     try:
-        run = run_load(server.endpoint, load, work / "load", check_server=server.check_alive)
+        run = run_load(
+            server.endpoint, load, work / "load", cpus=load_cpus, check_server=server.check_alive
+        )
     finally:
         sampler.stop()
         server.stop()

@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--out", help="also write the table (markdown) here")
     args = ap.parse_args()
     from harness.sim import profile as profile_io
-    from harness.sim.cli import profile_path_for
+    from harness.sim.profile import profile_path_for
 
     profs = {}
     rows = []

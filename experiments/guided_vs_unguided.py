@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from experiments.tuning_efficiency import read_grid, replay, server_cores  # noqa: E402
-from harness.config import Range  # noqa: E402
-from harness.sim.cli import load_experiment, profile_path_for  # noqa: E402
+from harness.config import Range, load_experiment  # noqa: E402
+from harness.sim.profile import profile_path_for  # noqa: E402
 
 KEYS = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
 MISSING = {"items_per_s": 0.0, "p99_ms": None, "error_rate": 1.0, "feasible": False}

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.batching import BatchingParameters  # noqa: E402
-from harness.sim.cli import ensure_profile, load_experiment  # noqa: E402
+from harness.config import load_experiment  # noqa: E402
+from harness.sim.measure import ensure_profile  # noqa: E402
 from harness.tuning import outputs  # noqa: E402
 from harness.tuning.space import TrialConfig  # noqa: E402
 
@@ -156,11 +157,8 @@ def predict(model: str, overrides: list[str], params, profile, speed: float = 1.
 
     exp = experiment(model, overrides)
     load = exp.load
-    wl = Workload(
-        users=load.users,
-        rate=load.rate,
-        arrivals=load.arrivals,
-        request_sizes=load.request_sizes,
+    wl = Workload.from_load(
+        load,
         warmup_s=2.0,
         window_s=20.0,
         tail_s=10.0,  # overloaded configs: late answers still count, as the harness waits for them
@@ -230,7 +228,7 @@ def _inside(pred, rng) -> bool | None:
 
 def cmd_report(args) -> None:
     from harness.sim import profile as profiles
-    from harness.sim.cli import profile_path_for
+    from harness.sim.profile import profile_path_for
 
     rows = []
     profs = {}
@@ -417,9 +415,9 @@ def markdown(rows) -> str:
 def cmd_study(args) -> None:
     """Predict every measured trial of an existing study (no server): a second, free check."""
     from harness.sim import profile as profiles
-    from harness.sim.cli import profile_path_for
     from harness.sim.guide import workload_for
     from harness.sim.model import Prepared, ServerModel, simulate
+    from harness.sim.profile import profile_path_for
 
     study = Path(args.dir)
     exp = load_experiment(str(study / "experiment.toml"), [])

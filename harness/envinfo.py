@@ -13,6 +13,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from harness.config import BackendKind
+
 PACKAGES = ("tfs-harness", "tensorflow", "tensorflow-serving-api", "grpcio", "locust", "optuna")
 
 
@@ -74,7 +76,7 @@ def git_commit(root: Path | None = None) -> str | None:
 def server_info(server_cfg, backend=None) -> dict:
     """The server as the user named it, plus what could be learned without starting it."""
     info = {"backend": server_cfg.backend}
-    if server_cfg.backend == "docker":
+    if server_cfg.backend == BackendKind.DOCKER:
         info["image"] = server_cfg.image
         client = getattr(backend, "client", None)
         if client is not None:
@@ -84,7 +86,7 @@ def server_info(server_cfg, backend=None) -> dict:
                 info["image_digests"] = image.attrs.get("RepoDigests") or []
             except Exception as exc:  # the engine may be gone; the report says so
                 info["image_id"] = f"unknown ({type(exc).__name__})"
-    elif server_cfg.backend == "process":
+    elif server_cfg.backend == BackendKind.PROCESS:
         binary = server_cfg.binary
         info["binary"] = binary
         if binary == "reference":

@@ -17,6 +17,7 @@ import numpy as np
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.config import Arrivals, parse_size_mix
 from harness.load import distributed, payloads, status
 from harness.load.recorder import Recorder
 
@@ -49,8 +50,8 @@ def _options(parser) -> None:
     )
     parser.add_argument(
         "--arrivals",
-        choices=["poisson", "constant"],
-        default="poisson",
+        choices=[a.value for a in Arrivals],
+        default=Arrivals.POISSON.value,
         env_var="LOCUST_ARRIVALS",
         help="open-loop inter-arrival times",
     )
@@ -194,7 +195,7 @@ class _PredictUser:
         self.rec = recorder(self.environment)
         key = (type(self).__name__, self.host, o.model_name, o.signature_name, o.request_sizes)
         if key not in _pools:
-            mix = payloads.parse_size_mix(o.request_sizes)
+            mix = parse_size_mix(o.request_sizes)
             specs = self._signature(o)
             _pools[key] = payloads.PayloadPool(specs, mix, self._encoder(o), seed=len(_pools))
         self.pool = _pools[key]
@@ -240,7 +241,7 @@ class _PredictUser:
         rate = o.arrival_rate / users
         next_t = time.time()
         while True:
-            gap = self.rng.exponential(1.0 / rate) if o.arrivals == "poisson" else 1.0 / rate
+            gap = self.rng.exponential(1.0 / rate) if o.arrivals == Arrivals.POISSON else 1.0 / rate
             next_t += gap
             delay = next_t - time.time()
             if delay > 0:

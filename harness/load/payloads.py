@@ -12,7 +12,7 @@ import urllib.request
 
 import numpy as np
 
-from harness.errors import ConfigError, LoadError
+from harness.errors import LoadError
 from harness.load import wire
 
 DTYPE_NAMES = {
@@ -37,30 +37,6 @@ class InputSpec:
     alias: str
     dtype: int
     shape: tuple[int, ...] | None  # with the batch dimension first (-1)
-
-
-def parse_size_mix(text: str) -> list[tuple[int, float]]:
-    """``"1:50,4:30,16:20"`` (size:weight) or ``"8"`` -> [(size, probability), ...]."""
-    mix = []
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        size_s, _, weight_s = part.partition(":")
-        try:
-            size = int(size_s)
-            weight = float(weight_s) if weight_s else 1.0
-        except ValueError:
-            raise ConfigError(
-                f"request size mix {text!r}: {part!r} is not size or size:weight",
-                hint="write it like 1:50,4:30,16:20",
-            ) from None
-        if size < 1 or weight <= 0:
-            raise ConfigError(f"request size mix {text!r}: sizes must be >= 1 and weights > 0")
-        mix.append((size, weight))
-    if not mix:
-        raise ConfigError("request size mix is empty", hint="write it like 1 or 1:50,4:30,16:20")
-    total = sum(w for _, w in mix)
-    return [(s, w / total) for s, w in mix]
 
 
 def signature_from_grpc(

@@ -4,6 +4,9 @@ Locust runs as its own process (it monkey-patches the interpreter with gevent) w
 locustfiles a user runs by hand. Every request is recorded by the workers; the harness reads the
 chunks as they land, cuts them into windows by intended send time, scrapes the server's
 Prometheus metrics at each window edge, and stops Locust once the last three windows agree.
+
+What to send and how long to measure is the experiment's ``LoadConfig`` as it is; what is known
+only at run time (the cores the generator was given, the model's signature) comes beside it.
 """
 
 from __future__ import annotations
@@ -19,70 +22,15 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from harness.errors import ConfigError, LoadError
+from harness.config import LOCUST_MASTER_PORT, LoadConfig, Protocol
+from harness.endpoint import Endpoint, is_loopback, log_tail
+from harness.errors import LoadError
 from harness.load import distributed, promscrape, status
 from harness.load.recorder import Samples
 from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group
-from harness.servers.base import Endpoint, is_loopback, log_tail
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LoadSpec:
-    protocol: str = "grpc"  # "grpc" or "rest"
-    users: int = 16  # closed loop: concurrent users, each waiting for its answer
-    rate: float = 0.0  # open loop when > 0: requests/s in total
-    arrivals: str = "poisson"  # open loop: "poisson" or "constant"
-    request_sizes: str = "1"
-    signature_name: str = "serving_default"
-    warmup_s: float = 5.0
-    window_s: float = 5.0
-    min_windows: int = 3
-    max_windows: int = 8
-    tolerance: float = 0.10
-    processes: int = 1  # local Locust processes; above 1 (or with remote workers): master/workers
-    cpus: tuple[int, ...] | None = None  # cores for the generator
-    request_timeout_s: float = 30.0
-    remote_workers: int = 0  # workers on other machines that connect to our master
-    master_bind_host: str = "127.0.0.1"  # where the master listens for workers
-    master_port: int = 0  # 0: a free port (5557, Locust's default, once remote workers join)
-
-    @property
-    def distributed(self) -> bool:
-        return self.processes > 1 or self.remote_workers > 0
-
-    @property
-    def workers(self) -> int:
-        return self.processes + self.remote_workers if self.distributed else 1
-
-    def check(self) -> None:
-        if self.protocol not in ("grpc", "rest"):
-            raise ConfigError(f"protocol must be grpc or rest, not {self.protocol!r}")
-        if self.rate < 0 or self.users < 1:
-            raise ConfigError("users must be >= 1 and rate >= 0")
-        if self.arrivals not in ("poisson", "constant"):
-            raise ConfigError(f"arrivals must be poisson or constant, not {self.arrivals!r}")
-        if (
-            self.window_s <= 0
-            or self.warmup_s < 0
-            or self.max_windows < self.min_windows
-            or self.min_windows < 1
-        ):
-            raise ConfigError(
-                "need window_s > 0, warmup_s >= 0 and 1 <= min_windows <= max_windows"
-            )
-        if (
-            self.processes < 0
-            or self.remote_workers < 0
-            or self.processes + self.remote_workers < 1
-        ):
-            raise ConfigError(
-                "need processes >= 0 and remote_workers >= 0, with at least one of them > 0"
-            )
-        if not 0 <= self.master_port < 65536:
-            raise ConfigError(f"master_port {self.master_port} is not a port number")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -124,20 +72,21 @@ def locustfile(protocol: str) -> Path:
 
 def locust_command(
     endpoint: Endpoint,
-    spec: LoadSpec,
+    load: LoadConfig,
     record_dir: Path,
     run_time_s: int,
+    signature: str = "serving_default",
     master_port: int | None = None,
 ) -> list[str]:
     """The one Locust process of a plain run, or the master when ``master_port`` is given."""
-    host = f"grpc://{endpoint.grpc_target}" if spec.protocol == "grpc" else endpoint.rest_url
-    users = spec.users if spec.rate <= 0 else max(1, spec.workers)
+    host = f"grpc://{endpoint.grpc_target}" if load.protocol == Protocol.GRPC else endpoint.rest_url
+    users = load.users if load.rate <= 0 else max(1, load.workers)
     cmd = [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        str(locustfile(spec.protocol)),
+        str(locustfile(load.protocol)),
         "--headless",
         "--host",
         host,
@@ -150,30 +99,30 @@ def locust_command(
         "--model-name",
         endpoint.model_name,
         "--signature-name",
-        spec.signature_name,
+        signature,
         "--request-sizes",
-        spec.request_sizes,
+        load.request_sizes,
         "--record-dir",
         str(record_dir),
         "--request-timeout",
-        str(spec.request_timeout_s),
+        str(load.request_timeout_s),
         "--only-summary",
         "--loglevel",
         "WARNING",
         "--stop-timeout",
         "5",
     ]
-    if spec.rate > 0:
-        cmd += ["--arrival-rate", str(spec.rate), "--arrivals", spec.arrivals]
+    if load.rate > 0:
+        cmd += ["--arrival-rate", str(load.rate), "--arrivals", str(load.arrivals)]
     if master_port is not None:
         cmd += [
             "--master",
             "--master-bind-host",
-            spec.master_bind_host,
+            load.master_bind_host,
             "--master-bind-port",
             str(master_port),
             "--expect-workers",
-            str(spec.workers),
+            str(load.workers),
             "--expect-workers-max-wait",
             str(int(WORKER_WAIT_S)),
         ]
@@ -201,11 +150,11 @@ def worker_command(protocol: str, master_host: str, master_port: int) -> list[st
     ]
 
 
-def _master_port(spec: LoadSpec) -> int:
-    if spec.master_port:
-        return spec.master_port
-    if spec.remote_workers:
-        return 5557  # remote workers need a port known in advance: Locust's own default
+def _master_port(load: LoadConfig) -> int:
+    if load.master_port:
+        return load.master_port
+    if load.remote_workers:
+        return LOCUST_MASTER_PORT  # remote workers need a port known in advance
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -231,12 +180,14 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 
 
 class _Procs:
-    """The Locust processes of one measurement: one alone, or a master and its local workers."""
+    """The Locust processes of one measurement (one alone, or a master and its local workers),
+    watched together with the server they load: ``check`` raises when either has gone."""
 
-    def __init__(self, master, workers, log_path: Path) -> None:
+    def __init__(self, master, workers, log_path: Path, check_server=None) -> None:
         self.master = master
         self.workers = workers  # [(Popen, log path)]
         self.log_path = log_path
+        self.check_server = check_server
 
     def poll(self):
         """The master's exit code; a local worker that exited raises WorkerLost."""
@@ -252,147 +203,126 @@ class _Procs:
     def returncode(self):
         return self.master.returncode
 
+    def log(self) -> str:
+        return log_tail(self.log_path.read_text(errors="replace"))
+
+    def check(self) -> None:
+        """Raise if Locust exited early or the server died."""
+        if self.poll() is not None:
+            raise LoadError(f"Locust exited early with code {self.returncode}\n{self.log()}")
+        if self.check_server:
+            self.check_server()
+
+    def sleep_until(self, t: float) -> None:
+        while True:
+            left = t - time.time()
+            if left <= 0:
+                return
+            self.check()
+            time.sleep(min(left, 0.25))
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the local load processes and their children so far."""
+        return sum(map(_cpu_seconds, self._ps))
+
+    def watch_cpu(self) -> None:
+        self._ps = [psutil.Process(p.pid) for p in (self.master, *(w for w, _ in self.workers))]
+
     def stop(self) -> None:
         stop_group(self.master, 15)  # Locust stops its users and flushes its samples on SIGTERM
         for w, _ in self.workers:
             stop_group(w, 15)
 
 
-def run_load(endpoint: Endpoint, spec: LoadSpec, workdir: Path, *, check_server=None) -> RunResult:
-    """Drive ``endpoint`` with ``spec`` and measure; ``check_server()`` raises if the server died."""
-    spec.check()
+def run_load(
+    endpoint: Endpoint,
+    load: LoadConfig,
+    workdir: Path,
+    *,
+    cpus: tuple[int, ...] | None = None,
+    signature: str = "serving_default",
+    check_server=None,
+) -> RunResult:
+    """Drive ``endpoint`` with ``load`` and measure; ``cpus``: the cores the generator may use
+    (None: any); ``signature``: the model's; ``check_server()`` raises if the server died."""
+    load.check()
     workdir = Path(workdir).resolve()  # Locust runs in workdir: relative paths would land inside it
     record_dir = workdir / "samples"
     shutil.rmtree(record_dir, ignore_errors=True)
     record_dir.mkdir(parents=True)
-    run_time = int(spec.warmup_s + spec.max_windows * spec.window_s + 30)
+    run_time = int(load.warmup_s + load.max_windows * load.window_s + 30)
     log_path = workdir / "locust.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     workers = []
-    if not spec.distributed:
-        cmd = locust_command(endpoint, spec, record_dir, run_time)
-        proc = spawn(cmd, log_path, spec.cpus, env=env, cwd=workdir)
+    if not load.distributed:
+        cmd = locust_command(endpoint, load, record_dir, run_time, signature)
+        proc = spawn(cmd, log_path, cpus, env=env, cwd=workdir)
     else:
-        port = _master_port(spec)
-        cmd = locust_command(endpoint, spec, record_dir, run_time + int(WORKER_WAIT_S), port)
-        proc = spawn(cmd, log_path, spec.cpus, env=env, cwd=workdir)
-        wcmd = worker_command(spec.protocol, _local_master_host(spec.master_bind_host), port)
-        cpus = spec.cpus or tuple(sorted(os.sched_getaffinity(0)))
-        for i in range(spec.processes):  # each local worker on its own core, round robin
+        port = _master_port(load)
+        cmd = locust_command(
+            endpoint, load, record_dir, run_time + int(WORKER_WAIT_S), signature, port
+        )
+        proc = spawn(cmd, log_path, cpus, env=env, cwd=workdir)
+        wcmd = worker_command(load.protocol, _local_master_host(load.master_bind_host), port)
+        cores = cpus or tuple(sorted(os.sched_getaffinity(0)))
+        for i in range(load.processes):  # each local worker on its own core, round robin
             log = workdir / f"locust-worker-{i + 1}.log"
-            workers.append((spawn(wcmd, log, (cpus[i % len(cpus)],), env=env, cwd=workdir), log))
-    procs = _Procs(proc, workers, log_path)
+            workers.append((spawn(wcmd, log, (cores[i % len(cores)],), env=env, cwd=workdir), log))
+    procs = _Procs(proc, workers, log_path, check_server)
     try:
-        return _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server)
+        return _measure_windows(procs, endpoint, load, cpus, record_dir)
     finally:
         procs.stop()
 
 
-def _wait_first_sample(
-    proc, record_dir: Path, log_path: Path, check_server, timeout: float = 60.0
-) -> float:
+def _wait_first_sample(procs: _Procs, record_dir: Path, timeout: float = 60.0) -> float:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if proc.poll() is not None:
+        if procs.poll() is not None:
             raise LoadError(
-                f"Locust exited with code {proc.returncode} before sending\n"
-                f"{log_tail(log_path.read_text(errors='replace'))}"
+                f"Locust exited with code {procs.returncode} before sending\n{procs.log()}"
             )
-        if check_server:
-            check_server()
+        if procs.check_server:
+            procs.check_server()
         if any(record_dir.glob("samples-*.npz")):
             return Samples.read(record_dir)["t_intended"].min()
         time.sleep(0.2)
-    raise LoadError(
-        f"no request was recorded within {timeout:.0f}s\n{log_tail(log_path.read_text(errors='replace'))}"
-    )
+    raise LoadError(f"no request was recorded within {timeout:.0f}s\n{procs.log()}")
 
 
-def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) -> RunResult:
-    ps = [psutil.Process(p.pid) for p in (procs.master, *(w for w, _ in procs.workers))]
-    wait = 60.0 + (WORKER_WAIT_S if spec.distributed else 0.0)
-    first = _wait_first_sample(procs, record_dir, log_path, check_server, wait)
-    start = first + spec.warmup_s
-    _sleep_until(start + 0.5, procs, check_server, log_path)
-
-    def poll():
-        _check(procs, check_server, log_path)
-
-    if spec.distributed:  # every worker alive and reporting before the first window counts
-        distributed.wait_window(record_dir, start, spec.workers, poll)
+def _measure_windows(procs: _Procs, endpoint, load: LoadConfig, cpus, record_dir) -> RunResult:
+    procs.watch_cpu()
+    wait = 60.0 + (WORKER_WAIT_S if load.distributed else 0.0)
+    first = _wait_first_sample(procs, record_dir, wait)
+    start = first + load.warmup_s
+    procs.sleep_until(start + 0.5)
+    if load.distributed:  # every worker alive and reporting before the first window counts
+        distributed.wait_window(record_dir, start, load.workers, procs.check)
     status0 = distributed.read_status(record_dir)
-    windows: list[Measurement] = []
-    views: list[dict] = []
-    scrape0 = prev = promscrape.scrape(endpoint.metrics_url)
-    cpu0, wall0 = sum(map(_cpu_seconds, ps)), time.time()
-    stable = False
-    for i in range(spec.max_windows):
-        edge = start + (i + 1) * spec.window_s
-        # wait for the window's requests to be answered and flushed (chunks land every second)
-        _sleep_until(edge + 1.5, procs, check_server, log_path)
-        if spec.distributed:  # a worker that died makes this window invalid, not smaller
-            distributed.wait_window(record_dir, edge, spec.workers, poll)
-        now_scrape = promscrape.scrape(endpoint.metrics_url)
-        samples = Samples.read(record_dir)
-        windows.append(measure(samples, edge - spec.window_s, edge))
-        views.append(promscrape.server_view(prev, now_scrape))
-        prev = now_scrape
-        if len(windows) >= spec.min_windows:
-            last = windows[-3:]
-            if agree([w.throughput_rps for w in last], spec.tolerance) and agree(
-                [w.p99_ms for w in last], spec.tolerance
-            ):
-                stable = True
-                break
-    cpu1, wall1 = sum(map(_cpu_seconds, ps)), time.time()
-    end = start + len(windows) * spec.window_s
+    scrape0 = promscrape.scrape(endpoint.metrics_url)
+    cpu0, wall0 = procs.cpu_seconds(), time.time()
+    windows, views, last_scrape, stable = _windows(
+        procs, endpoint, load, record_dir, start, scrape0
+    )
+    cpu1, wall1 = procs.cpu_seconds(), time.time()
+    end = start + len(windows) * load.window_s
     samples = Samples.read(record_dir)
     overall = measure(samples, start, end)
-    n_cpus = len(spec.cpus) if spec.cpus else (os.cpu_count() or 1)
+    n_cpus = len(cpus) if cpus else (os.cpu_count() or 1)
     # the local load processes (master and local workers) over the cores they may use
-    gen_cpu = (cpu1 - cpu0) / max(wall1 - wall0, 1e-9) / max(min(n_cpus, max(spec.processes, 1)), 1)
+    gen_cpu = (cpu1 - cpu0) / max(wall1 - wall0, 1e-9) / max(min(n_cpus, max(load.processes, 1)), 1)
     warnings = []
     workers = []
-    if spec.distributed:
+    if load.distributed:
         workers = distributed.worker_figures(status0, distributed.read_status(record_dir))
-        shares = [w["cpu"] for w in workers if w["cpu"] is not None]
-        # the busiest worker (one process, one core) or the local cores, whichever is fuller
-        gen_cpu = max([gen_cpu, *shares])
-        for w in workers:
-            if w["skew_s"] is not None and abs(w["skew_s"]) > distributed.SKEW_WARN_S:
-                warnings.append(
-                    f"worker {w['worker']}'s clock is {w['skew_s'] * 1000:+.0f} ms off the "
-                    "master's (plus network delay): samples may land in the wrong window; "
-                    "sync clocks (NTP)"
-                )
-    if not stable:
-        warnings.append(
-            f"unstable: the last windows differ by more than {spec.tolerance:.0%} "
-            "in throughput or p99"
-        )
-    if gen_cpu > 0.9:
-        warnings.append(
-            f"the load generator used {gen_cpu:.0%} of its cores: it may be the bottleneck "
-            "(add --processes or cores)"
-        )
-    if spec.rate > 0 and overall.requests and overall.late_sends > 0.01 * overall.requests:
-        warnings.append(
-            f"the generator fell behind: {overall.late_sends} of {overall.requests} sends "
-            "were more than 1 ms late"
-        )
-    if overall.requests == 0:
-        warnings.append("no request was due in the measured windows")
-    if spec.remote_workers and is_loopback(endpoint.host):
-        warnings.append(
-            f"the server is reached at {endpoint.host}, a loopback address: only load workers "
-            "on this machine can reach it (server.bind_host and server.advertise_host let "
-            "workers on other machines in)"
-        )
+        gen_cpu = _busiest(gen_cpu, workers)
+        warnings += _skew_warnings(workers)
+    warnings += _warnings(load, endpoint, overall, stable, gen_cpu)
     return RunResult(
         measurement=overall,
         windows=windows,
         stable=stable,
-        server=promscrape.server_view(scrape0, prev),
+        server=promscrape.server_view(scrape0, last_scrape),
         window_server=views,
         generator_cpu=gen_cpu,
         generator_bound=gen_cpu > 0.9,
@@ -401,6 +331,76 @@ def _measure_windows(procs, endpoint, spec, record_dir, log_path, check_server) 
         oversize=oversize_counts(samples, start, end),
         workers=workers,
     )
+
+
+def _windows(procs: _Procs, endpoint, load: LoadConfig, record_dir, start: float, scrape0):
+    """Windows from ``start`` until the last three agree or ``max_windows`` are measured:
+    (windows, the server's view of each, the last scrape, stable)."""
+    windows: list[Measurement] = []
+    views: list[dict] = []
+    prev = scrape0
+    for i in range(load.max_windows):
+        edge = start + (i + 1) * load.window_s
+        # wait for the window's requests to be answered and flushed (chunks land every second)
+        procs.sleep_until(edge + 1.5)
+        if load.distributed:  # a worker that died makes this window invalid, not smaller
+            distributed.wait_window(record_dir, edge, load.workers, procs.check)
+        now_scrape = promscrape.scrape(endpoint.metrics_url)
+        samples = Samples.read(record_dir)
+        windows.append(measure(samples, edge - load.window_s, edge))
+        views.append(promscrape.server_view(prev, now_scrape))
+        prev = now_scrape
+        if len(windows) >= load.min_windows:
+            last = windows[-3:]
+            if agree([w.throughput_rps for w in last], load.tolerance) and agree(
+                [w.p99_ms for w in last], load.tolerance
+            ):
+                return windows, views, prev, True
+    return windows, views, prev, False
+
+
+def _busiest(local_cpu: float, workers: list[dict]) -> float:
+    """The busiest worker (one process, one core) or the local cores, whichever is fuller."""
+    shares = [w["cpu"] for w in workers if w["cpu"] is not None]
+    return max([local_cpu, *shares])
+
+
+def _skew_warnings(workers: list[dict]) -> list[str]:
+    return [
+        f"worker {w['worker']}'s clock is {w['skew_s'] * 1000:+.0f} ms off the "
+        "master's (plus network delay): samples may land in the wrong window; "
+        "sync clocks (NTP)"
+        for w in workers
+        if w["skew_s"] is not None and abs(w["skew_s"]) > distributed.SKEW_WARN_S
+    ]
+
+
+def _warnings(load: LoadConfig, endpoint, overall: Measurement, stable, gen_cpu) -> list[str]:
+    warnings = []
+    if not stable:
+        warnings.append(
+            f"unstable: the last windows differ by more than {load.tolerance:.0%} "
+            "in throughput or p99"
+        )
+    if gen_cpu > 0.9:
+        warnings.append(
+            f"the load generator used {gen_cpu:.0%} of its cores: it may be the bottleneck "
+            "(add --processes or cores)"
+        )
+    if load.rate > 0 and overall.requests and overall.late_sends > 0.01 * overall.requests:
+        warnings.append(
+            f"the generator fell behind: {overall.late_sends} of {overall.requests} sends "
+            "were more than 1 ms late"
+        )
+    if overall.requests == 0:
+        warnings.append("no request was due in the measured windows")
+    if load.remote_workers and is_loopback(endpoint.host):
+        warnings.append(
+            f"the server is reached at {endpoint.host}, a loopback address: only load workers "
+            "on this machine can reach it (server.bind_host and server.advertise_host let "
+            "workers on other machines in)"
+        )
+    return warnings
 
 
 def oversize_counts(samples: Samples, t0: float, t1: float) -> list[dict]:
@@ -414,22 +414,3 @@ def oversize_counts(samples: Samples, t0: float, t1: float) -> list[dict]:
         for s, n in zip(sizes, counts)
         if int(s) in limits
     ]
-
-
-def _check(proc, check_server, log_path: Path) -> None:
-    if proc.poll() is not None:
-        raise LoadError(
-            f"Locust exited early with code {proc.returncode}\n"
-            f"{log_tail(log_path.read_text(errors='replace'))}"
-        )
-    if check_server:
-        check_server()
-
-
-def _sleep_until(t: float, proc, check_server, log_path: Path) -> None:
-    while True:
-        left = t - time.time()
-        if left <= 0:
-            return
-        _check(proc, check_server, log_path)
-        time.sleep(min(left, 0.25))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config import BackendKind
 from harness.errors import ReportError
 from harness.report import plots, tables
 from harness.report.data import load
@@ -46,7 +47,7 @@ def summary_table(studies, computed) -> pd.DataFrame:
                 "study": res.name,
                 "model": exp.get("model", {}).get("demo") or exp.get("model", {}).get("path"),
                 "protocol": exp.get("load", {}).get("protocol"),
-                "server": server.get("image") if server.get("backend") == "docker" else server.get("binary", server.get("backend")),
+                "server": server.get("image") if server.get("backend") == BackendKind.DOCKER else server.get("binary", server.get("backend")),
                 "server_version": env_server.get("version") or env_server.get("image_id") or "",
                 "trials": h["trials"],
                 "feasible": h["feasible"],

@@ -219,7 +219,7 @@ def headline(res: StudyResults, df: pd.DataFrame) -> dict:
 
 def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
     """Trials that had requests rejected, with the cause and the fix spelled out."""
-    from harness.load.payloads import parse_size_mix
+    from harness.config import parse_size_mix
 
     try:
         mix = parse_size_mix(str(res.load.get("request_sizes", "1")))

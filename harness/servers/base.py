@@ -9,22 +9,30 @@ backend it drives.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import re
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Protocol
 
 from harness import tfs_formats
 from harness.batching import BatchingParameters
-from harness.errors import ServerError
 
-METRICS_PATH = "/monitoring/prometheus/metrics"
-LOG_TAIL_LINES = 25
+# Where a server is reached lives in the foundation (the load runner needs it without the
+# backends); re-exported here so the backends and their callers keep one import.
+from harness.endpoint import (  # noqa: F401
+    LOG_TAIL_LINES,
+    METRICS_PATH,
+    Endpoint,
+    advertised_host,
+    host_port,
+    is_loopback,
+    is_wildcard,
+    log_tail,
+)
+from harness.errors import ServerError
 
 # Start-up lines worth recording with a trial (what the binary was built for, for example).
 NOTABLE_LINES = [
@@ -67,68 +75,6 @@ class ServerSpec:
             flags.append(f"--tensorflow_inter_op_parallelism={self.inter_op_parallelism}")
         flags.extend(self.extra_flags)
         return flags
-
-
-@dataclasses.dataclass(frozen=True)
-class Endpoint:
-    grpc_target: str  # host:port
-    rest_url: str  # http://host:port
-    model_name: str
-
-    @classmethod
-    def at(cls, host: str, grpc_port: int, rest_port: int, model_name: str) -> Endpoint:
-        """A server reached at ``host`` (a name, or an IPv4 or IPv6 address)."""
-        return cls(host_port(host, grpc_port), f"http://{host_port(host, rest_port)}", model_name)
-
-    @property
-    def host(self) -> str:
-        """The host the harness and the load workers use to reach the server."""
-        return urllib.parse.urlsplit(self.rest_url).hostname or ""
-
-    @property
-    def metrics_url(self) -> str:
-        return self.rest_url + METRICS_PATH
-
-
-# -- where a server listens, and how it is reached -------------------------------------------------
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_wildcard(host: str) -> bool:
-    """Whether listening on ``host`` means listening on every interface."""
-    return host in ("0.0.0.0", "::", "")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback (no name lookup: "localhost" or a literal)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def advertised_host(bind_host: str, advertise_host: str = "", engine_host: str = "") -> str:
-    """The host the harness and the load workers use to reach a server listening on ``bind_host``.
-
-    An explicit ``advertise_host`` wins. A server bound to one address is reached there. A server
-    bound to every interface is reached through the remote Docker engine's host when there is
-    one (``engine_host``, from ``DOCKER_HOST``), else through this machine's loopback: naming this
-    machine for other machines is the experiment's business (``server.advertise_host``), not a
-    guess from its host name (Debian maps that to 127.0.1.1).
-    """
-    if advertise_host:
-        return advertise_host
-    if not is_wildcard(bind_host):
-        return bind_host
-    if engine_host:
-        return engine_host
-    return "::1" if bind_host == "::" else "127.0.0.1"
 
 
 class RunningServer(Protocol):
@@ -179,10 +125,6 @@ def write_config_files(spec: ServerSpec, workdir: Path) -> tuple[Path | None, Pa
     monitoring = workdir / "monitoring.txt"
     monitoring.write_text(tfs_formats.to_text(tfs_formats.monitoring_config(METRICS_PATH)))
     return batching, monitoring
-
-
-def log_tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def notable_lines(text: str) -> list[str]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from harness.config import ServerConfig
+from harness.config import BackendKind, ServerConfig
 from harness.errors import ConfigError
 
 
 def make_backend(s: ServerConfig):
-    if s.backend == "process":
+    if s.backend == BackendKind.PROCESS:
         from harness.servers.process import ProcessBackend
 
         return ProcessBackend(s.binary)
-    if s.backend == "docker":
+    if s.backend == BackendKind.DOCKER:
         from harness.servers.docker import DockerBackend, DockerOptions
 
         return DockerBackend(
@@ -22,10 +22,10 @@ def make_backend(s: ServerConfig):
                 model_transfer=s.model_transfer,
             )
         )
-    if s.backend == "external":
+    if s.backend == BackendKind.EXTERNAL:
         if not (s.grpc_target and s.rest_url):
             raise ConfigError("the external backend needs a gRPC target and a REST URL")
         from harness.servers.external import ExternalBackend
 
         return ExternalBackend(s.grpc_target, s.rest_url)
-    raise ConfigError(f"unknown backend {s.backend!r}: choose process, docker or external")
+    raise ConfigError(f"unknown backend {s.backend!r}: choose {', '.join(BackendKind)}")

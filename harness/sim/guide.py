@@ -28,15 +28,7 @@ SIM_TRIALS = 400
 def workload_for(exp: Experiment, users: int | None = None):
     from harness.sim.model import Workload
 
-    load = exp.load
-    return Workload(
-        users=users or load.users,
-        rate=load.rate,
-        arrivals=load.arrivals,
-        request_sizes=load.request_sizes,
-        warmup_s=2.0,
-        window_s=10.0,
-    )
+    return Workload.from_load(exp.load, users=users, warmup_s=2.0, window_s=10.0)
 
 
 class Guide:
@@ -197,7 +189,7 @@ def pareto(tried: list[tuple[TrialConfig, dict]]) -> list[tuple[TrialConfig, dic
 
 def make_guide(exp: Experiment, cores: int, echo=print) -> Guide:
     """The guide with the experiment's profile, measuring it first when there is none."""
-    from harness.sim.cli import ensure_profile
+    from harness.sim.measure import ensure_profile
 
     prof = ensure_profile(exp, echo=echo)
     return Guide(exp, prof, cores, echo)

@@ -28,6 +28,7 @@ Two parts, because they need different instruments:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -43,6 +44,49 @@ from harness.sim.profile import Overhead, Profile, environment
 from harness.sim.tracing import Tracer, traceable
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def space_max_size(exp: Experiment) -> int:
+    """The largest batch the experiment's search space can run."""
+    r = exp.search.max_batch_size
+    top = max(r.choices) if r.choices else int(r.high or r.low or 1)
+    return int(top)
+
+
+def ensure_profile(
+    exp: Experiment,
+    *,
+    path: Path | None = None,
+    protocols: list[str] | None = None,
+    max_size: int | None = None,
+    workdir: Path | None = None,
+    force: bool = False,
+    echo=print,
+) -> Profile:
+    """The experiment's profile: loaded when one covering it exists, else measured and saved."""
+    from harness.sim import profile as profiles
+
+    path = Path(path) if path else profiles.profile_path_for(exp)
+    protocols = protocols or [exp.load.protocol]
+    need = max_size or space_max_size(exp)
+    if path.exists() and not force:
+        prof = profiles.load(path)
+        same_cpu = prof.environment.get("cpu_model") == environment(None)["cpu_model"]
+        if prof.max_size() >= need and all(p in prof.overhead for p in protocols) and same_cpu:
+            echo(f"profile: {path} (measured {prof.environment.get('measured_at', '?')})")
+            return prof
+        echo(f"profile {path} does not cover this study (sizes, protocols or CPU): measuring again")
+    prof = measure(
+        exp,
+        protocols=protocols,
+        max_size=need,
+        workdir=workdir or path.parent / f".work-{path.stem}",
+        echo=echo,
+    )
+    profiles.save(prof, path)
+    prof = dataclasses.replace(prof, path=str(path))
+    echo(f"profile saved: {path}")
+    return prof
 
 
 def batch_sizes(max_size: int) -> list[int]:
@@ -159,12 +203,10 @@ def _load_run(
     seconds: float,
     min_gap_s: float = 0.08,
 ):
-    import dataclasses
 
-    from harness.load.runner import run_load
     from harness.tuning.space import TrialConfig
 
-    base = runner.load_spec(TrialConfig(batching=None, users=users))
+    base = runner.load_for(TrialConfig(batching=None, users=users))
     spec = dataclasses.replace(
         base,
         protocol=protocol,
@@ -176,13 +218,13 @@ def _load_run(
         max_windows=3,
     )
     cpu0, t0 = _cpu_seconds(server), time.monotonic()
-    run = run_load(server.endpoint, spec, workdir, check_server=server.check_alive)
+    run = runner.run_load(server, spec, workdir)
     cpu1, t1 = _cpu_seconds(server), time.monotonic()
     m = run.measurement
     rate = m.requests / m.seconds if m.seconds else 0.0
     gaps = _stalls(run.samples_dir, min_gap_s)
     share = (cpu1 - cpu0) / (t1 - t0) if cpu0 is not None and cpu1 is not None else None
-    load_cores = len(spec.cpus) if spec.cpus else 1
+    load_cores = len(runner.load_cpus) if runner.load_cpus else 1
     return {
         "users": users,
         "request_sizes": sizes,

@@ -14,6 +14,8 @@ import threading
 import numpy as np
 
 from harness.batching import BatchingParameters
+from harness.config import Arrivals, LoadConfig, parse_size_mix
+from harness.config.validate import check_timing, check_traffic
 from harness.errors import ConfigError
 from harness.sim import kernel
 from harness.sim.profile import Profile
@@ -91,16 +93,33 @@ def gc_units(gc: dict) -> float:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Workload:
-    """Closed loop with ``users``, or open loop at ``rate`` requests/s (Poisson or constant)."""
+    """Closed loop with ``users``, or open loop at ``rate`` requests/s (Poisson or constant).
+
+    The traffic fields are ``LoadConfig``'s (``from_load`` copies them); the lengths are virtual
+    time, the simulator's own: a window of simulated seconds costs milliseconds to run, so it
+    is longer than a measured one and needs no repeats to settle.
+    """
 
     users: int = 0
     rate: float = 0.0
-    arrivals: str = "poisson"
+    arrivals: Arrivals = Arrivals.POISSON
     request_sizes: str = "1"
     warmup_s: float = 2.0
     window_s: float = 10.0
     tail_s: float = 1.0  # simulated past the window so late answers are counted
     seed: int = 0
+
+    @classmethod
+    def from_load(cls, load: LoadConfig, *, users: int | None = None, **virtual) -> Workload:
+        """The traffic of ``load`` (``users`` instead of its own when given); ``virtual``:
+        this workload's own ``warmup_s``, ``window_s``, ``tail_s`` and ``seed``."""
+        return cls(
+            users=users or load.users,
+            rate=load.rate,
+            arrivals=load.arrivals,
+            request_sizes=load.request_sizes,
+            **virtual,
+        )
 
     @property
     def closed(self) -> bool:
@@ -109,8 +128,8 @@ class Workload:
     def check(self) -> Workload:
         if self.closed and self.users < 1:
             raise ConfigError("a workload needs users >= 1 (closed loop) or rate > 0 (open loop)")
-        if self.window_s <= 0 or self.warmup_s < 0:
-            raise ConfigError("workload window_s must be > 0 and warmup_s >= 0")
+        check_traffic("simulator", "workload", self.rate, self.arrivals, self.request_sizes)
+        check_timing("simulator", "workload", self.warmup_s, self.window_s)
         return self
 
     def describe(self) -> str:
@@ -122,8 +141,6 @@ class Prepared:
     """A workload's random draws, made once and shared by every config simulated against it."""
 
     def __init__(self, wl: Workload, server: ServerModel) -> None:
-        from harness.load.payloads import parse_size_mix
-
         wl.check()
         self.wl = wl
         self.server = server
@@ -141,7 +158,7 @@ class Prepared:
             self.n_cap = min(cap, 4_000_000)
         else:
             n = int(wl.rate * self.t_end * 1.2) + 64
-            if wl.arrivals == "constant":
+            if wl.arrivals == Arrivals.CONSTANT:
                 arr = np.arange(n) / wl.rate
             else:
                 arr = np.cumsum(rng.exponential(1.0 / wl.rate, n))

@@ -82,7 +82,7 @@ def capacity(params, server: ServerModel, sizes: str, slo_ms: float, window_s: f
 
 
 def _mean_rows(sizes: str) -> float:
-    from harness.load.payloads import parse_size_mix
+    from harness.config import parse_size_mix
 
     return sum(s * p for s, p in parse_size_mix(sizes))
 
@@ -103,7 +103,7 @@ def plan(
     if not 0 <= headroom < 1:
         raise ConfigError("--headroom must be in [0, 1)")
     server = ServerModel.from_profile(profile, protocol, max_size=1024)
-    from harness.load.payloads import parse_size_mix
+    from harness.config import parse_size_mix
 
     biggest = max(s for s, _ in parse_size_mix(sizes))
     caps = [

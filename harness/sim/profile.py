@@ -14,6 +14,7 @@ import json
 import platform
 from pathlib import Path
 
+from harness.config import BackendKind, Experiment
 from harness.errors import ConfigError
 
 FORMAT = 1
@@ -156,6 +157,18 @@ def default_path(
 ) -> Path:
     where = "-".join(str(c) for c in cpus) if cpus else "all"
     return Path(root) / f"{model}-{backend}-cpus{where}.json"
+
+
+def profile_path_for(exp: Experiment, root: Path | None = None) -> Path:
+    """Where the profile of ``exp`` is kept: one per model, server and server cores."""
+    from harness.cpus import default_cpus, parse_cpus
+
+    server_cpus, _ = default_cpus(parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus))
+    model = exp.model.name or exp.model.demo or Path(exp.model.path).name
+    backend = exp.server.backend
+    if backend == BackendKind.PROCESS and exp.server.binary not in ("auto", "reference"):
+        backend = f"process-{Path(exp.server.binary).name}"
+    return default_path(model, str(backend), server_cpus, root or DEFAULT_DIR)
 
 
 def environment(cpus: list[int] | None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.config import Experiment
+from harness.config import BackendKind, Experiment
 from harness.errors import HarnessError
 
 
@@ -50,7 +50,7 @@ def traceable(exp: Experiment) -> bool:
     by the process backend (a container does not see this process's environment)."""
     from harness.servers.process import server_command
 
-    if exp.server.backend != "process":
+    if exp.server.backend != BackendKind.PROCESS:
         return False
     try:
         return server_command(exp.server.binary)[-1] == "harness.refserver"

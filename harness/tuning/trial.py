@@ -1,16 +1,22 @@
-"""One trial: a fresh server with the trial's config, one measurement, the figures kept."""
+"""One trial: a fresh server with the trial's config, one measurement, the figures kept.
+
+``TrialRunner.measure_loads`` is the one way a server is started and measured: a trial, a
+re-measurement and ``harness run`` (which may sweep several loads over one server) all go
+through it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from harness.config import Experiment
+from harness.config import BackendKind, Experiment, LoadConfig
 from harness.cpus import default_cpus, parse_cpus
 from harness.errors import ConfigError
-from harness.load.runner import LoadSpec, run_load
+from harness.load.runner import RunResult, run_load
 from harness.procs import reap_orphans
 from harness.servers.base import ServerSpec, is_wildcard
 from harness.servers.factory import make_backend
@@ -21,7 +27,7 @@ from harness.tuning.space import TrialConfig
 def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[str, Path]:
     m = exp.model
     if m.path:
-        if exp.server.backend != "external" and not Path(m.path).is_dir():
+        if exp.server.backend != BackendKind.EXTERNAL and not Path(m.path).is_dir():
             raise ConfigError(
                 f"{exp.source}: model.path {m.path} is not a directory",
                 hint="give the SavedModel base path (holding version directories), or export one",
@@ -30,7 +36,7 @@ def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[
     from harness.models.export import ensure
 
     base = models_dir / m.demo
-    if exp.server.backend != "external":
+    if exp.server.backend != BackendKind.EXTERNAL:
         ensure(m.demo, base)
     return m.name or m.demo, base
 
@@ -53,7 +59,7 @@ class TrialRunner:
         s = self.exp.server
         if (
             self.exp.load.remote_workers
-            and s.backend != "external"
+            and s.backend != BackendKind.EXTERNAL
             and is_wildcard(s.bind_host)
             and not s.advertise_host
             and not getattr(self.backend, "engine_host", "")
@@ -83,37 +89,52 @@ class TrialRunner:
             advertise_host=exp.server.advertise_host,
         )
 
-    def load_spec(self, cfg: TrialConfig) -> LoadSpec:
-        load = self.exp.load
-        return LoadSpec(
-            protocol=load.protocol,
-            users=cfg.users or load.users,
-            rate=load.rate,
-            arrivals=load.arrivals,
-            request_sizes=load.request_sizes,
-            signature_name=self.exp.model.signature,
-            warmup_s=load.warmup_s,
-            window_s=load.window_s,
-            min_windows=load.min_windows,
-            max_windows=load.max_windows,
-            processes=load.processes,
+    def load_for(self, cfg: TrialConfig) -> LoadConfig:
+        """The experiment's load, with the trial's users when the search varies them."""
+        if cfg.users:
+            return dataclasses.replace(self.exp.load, users=cfg.users)
+        return self.exp.load
+
+    def run_load(self, server, load: LoadConfig, workdir: Path) -> RunResult:
+        """``load`` against a running ``server``, on the load generator's cores."""
+        return run_load(
+            server.endpoint,
+            load,
+            workdir,
             cpus=self.load_cpus,
-            remote_workers=load.remote_workers,
-            master_bind_host=load.master_bind_host,
-            master_port=load.master_port,
+            signature=self.exp.model.signature,
+            check_server=server.check_alive,
         )
+
+    def measure_loads(
+        self,
+        cfg: TrialConfig,
+        workdir: Path,
+        loads: Mapping[str, LoadConfig],
+        *,
+        after: Callable[[LoadConfig, RunResult, list[str]], bool] | None = None,
+    ) -> tuple[list[RunResult], list[str]]:
+        """Start a server with ``cfg``, measure each of ``loads`` against it in turn (each in
+        ``workdir/<its key>``), stop it. ``after(load, run, notes)`` sees each result as it
+        comes; returning False skips the loads left. Returns the runs and the server's notes."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        server = self.backend.start(self.server_spec(cfg), workdir / "server")
+        runs: list[RunResult] = []
+        notes: list[str] = []
+        try:
+            for name, load in loads.items():
+                runs.append(self.run_load(server, load, workdir / name))
+                notes = server.notes()
+                if after is not None and after(load, runs[-1], notes) is False:
+                    break
+        finally:
+            server.stop()
+        return runs, notes
 
     def measure(self, cfg: TrialConfig, workdir: Path) -> dict:
         """Start a server with ``cfg``, measure it, stop it; figures as plain values."""
-        spec = self.server_spec(cfg)
-        load = self.load_spec(cfg)
-        workdir.mkdir(parents=True, exist_ok=True)
-        server = self.backend.start(spec, workdir / "server")
-        try:
-            run = run_load(server.endpoint, load, workdir / "load", check_server=server.check_alive)
-            notes = server.notes()
-        finally:
-            server.stop()
+        load = self.load_for(cfg)
+        (run,), notes = self.measure_loads(cfg, workdir, {"load": load})
         m = run.measurement
         result = {
             "throughput_rps": m.throughput_rps,

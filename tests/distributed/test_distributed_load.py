@@ -19,8 +19,9 @@ import psutil
 import pytest
 
 from harness.batching import BatchingParameters
+from harness.config import LoadConfig
 from harness.load.distributed import WorkerLost
-from harness.load.runner import LoadSpec, run_load
+from harness.load.runner import run_load
 from harness.servers import ProcessBackend, ServerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,8 @@ def server(mlp_base, tmp_path_factory):
     backend.close()
 
 
-FAST = dict(warmup_s=1.0, window_s=1.2, min_windows=2, max_windows=3, cpus=(1,))
+FAST = dict(warmup_s=1.0, window_s=1.2, min_windows=2, max_windows=3)
+LOAD_CPUS = (1,)
 
 
 def _worker_files(samples_dir) -> set[str]:
@@ -57,8 +59,8 @@ def _worker_files(samples_dir) -> set[str]:
 
 
 def test_local_workers_ship_samples_to_the_master_and_are_merged(server, tmp_path):
-    spec = LoadSpec(protocol="grpc", users=8, processes=2, request_sizes="1:80,16:20", **FAST)
-    r = run_load(server.endpoint, spec, tmp_path, check_server=server.check_alive)
+    spec = LoadConfig(protocol="grpc", users=8, processes=2, request_sizes="1:80,16:20", **FAST)
+    r = run_load(server.endpoint, spec, tmp_path, cpus=LOAD_CPUS, check_server=server.check_alive)
     assert _worker_files(tmp_path / "samples") == {"w0", "w1"}  # written by the master, per worker
     assert [w["worker"] for w in r.workers] == [0, 1]  # Locust's worker indexes
     assert all(w["rows"] > 50 for w in r.workers)  # both workers sent traffic
@@ -72,8 +74,8 @@ def test_local_workers_ship_samples_to_the_master_and_are_merged(server, tmp_pat
 
 
 def test_open_loop_rate_is_shared_across_workers(server, tmp_path):
-    spec = LoadSpec(protocol="rest", rate=150, arrivals="constant", processes=2, **FAST)
-    r = run_load(server.endpoint, spec, tmp_path, check_server=server.check_alive)
+    spec = LoadConfig(protocol="rest", rate=150, arrivals="constant", processes=2, **FAST)
+    r = run_load(server.endpoint, spec, tmp_path, cpus=LOAD_CPUS, check_server=server.check_alive)
     # each worker sends half the rate: the total, not twice it
     assert 150 * 0.85 < r.measurement.throughput_rps < 150 * 1.15
     assert len(r.workers) == 2
@@ -91,13 +93,13 @@ def _locust_workers_under(path) -> list[psutil.Process]:
 
 
 def test_a_worker_killed_mid_window_invalidates_the_measurement(server, tmp_path):
-    spec = LoadSpec(protocol="grpc", users=4, processes=2, **{**FAST, "max_windows": 6})
+    spec = LoadConfig(protocol="grpc", users=4, processes=2, **{**FAST, "max_windows": 6})
     outcome = {}
 
     def run():
         try:
             outcome["result"] = run_load(
-                server.endpoint, spec, tmp_path, check_server=server.check_alive
+                server.endpoint, spec, tmp_path, cpus=LOAD_CPUS, check_server=server.check_alive
             )
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             outcome["error"] = exc

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from harness.batching import BatchingParameters
-from harness.load.runner import LoadSpec, run_load
+from harness.config import LoadConfig
+from harness.load.runner import run_load
 from harness.servers import ProcessBackend, ServerSpec
 from tests.conftest import ROOT
 
@@ -29,14 +30,16 @@ def server(mlp_base, tmp_path_factory):
     backend.close()
 
 
-FAST = dict(warmup_s=1.0, window_s=1.5, min_windows=3, max_windows=4, cpus=(1,))
+FAST = dict(warmup_s=1.0, window_s=1.5, min_windows=3, max_windows=4)
+LOAD_CPUS = (1,)
 
 
 def test_closed_loop_grpc_counts_rejections_and_sees_batches(server, tmp_path):
     r = run_load(
         server.endpoint,
-        LoadSpec(protocol="grpc", users=8, request_sizes="1:60,4:30,16:10", **FAST),
+        LoadConfig(protocol="grpc", users=8, request_sizes="1:60,4:30,16:10", **FAST),
         tmp_path,
+        cpus=LOAD_CPUS,
         check_server=server.check_alive,
     )
     m = r.measurement
@@ -66,8 +69,9 @@ def test_closed_loop_grpc_counts_rejections_and_sees_batches(server, tmp_path):
 def test_open_loop_rest_holds_the_rate(server, tmp_path):
     r = run_load(
         server.endpoint,
-        LoadSpec(protocol="rest", rate=150, arrivals="constant", **FAST),
+        LoadConfig(protocol="rest", rate=150, arrivals="constant", **FAST),
         tmp_path,
+        cpus=LOAD_CPUS,
         check_server=server.check_alive,
     )
     m = r.measurement
@@ -150,8 +154,8 @@ def test_harness_run_json(mlp_base, tmp_path):
 
 
 def test_two_locust_processes_are_merged(server, tmp_path):
-    spec = LoadSpec(protocol="grpc", users=8, processes=2, **{**FAST, "cpus": None})
-    r = run_load(server.endpoint, spec, tmp_path, check_server=server.check_alive)
+    spec = LoadConfig(protocol="grpc", users=8, processes=2, **FAST)
+    r = run_load(server.endpoint, spec, tmp_path, cpus=None, check_server=server.check_alive)
     pids = {p.name.split("-")[1] for p in (tmp_path / "samples").glob("samples-*.npz")}
     assert len(pids) == 2  # one recorder per Locust worker process, read back as one record
     assert r.measurement.ok > 100

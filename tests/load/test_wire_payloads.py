@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-from harness.errors import ConfigError
+from harness.config import parse_size_mix
 from harness.load import payloads, wire
 
 
@@ -41,18 +41,10 @@ def test_signature_inputs_from_a_real_metadata_response():
         wire.signature_inputs(resp.SerializeToString(), "other")
 
 
-def test_size_mix():
-    assert payloads.parse_size_mix("8") == [(8, 1.0)]
-    assert payloads.parse_size_mix("1:50, 4:30,16:20") == [(1, 0.5), (4, 0.3), (16, 0.2)]
-    for bad in ("", "a:1", "0:5", "2:-1"):
-        with pytest.raises(ConfigError):
-            payloads.parse_size_mix(bad)
-
-
 def test_pool_follows_the_mix_and_builds_valid_bodies():
     specs = [payloads.InputSpec("x", 1, (-1, 16)), payloads.InputSpec("n", 9, (-1,))]
     pool = payloads.PayloadPool(
-        specs, payloads.parse_size_mix("1:70,5:30"), payloads.grpc_encoder("m"), seed=3
+        specs, parse_size_mix("1:70,5:30"), payloads.grpc_encoder("m"), seed=3
     )
     picks = [pool.pick() for _ in range(5000)]
     share = sum(1 for s, _ in picks if s == 5) / len(picks)

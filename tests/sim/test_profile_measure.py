@@ -64,8 +64,8 @@ def test_traces_split_served_cpu_into_per_request_and_per_batch_parts():
 
 
 def test_profile_of_the_tiny_model_is_split_from_traced_served_runs(tmp_path, mlp_base):
+    from harness.config import load_experiment
     from harness.refserver.batch_trace import ENV
-    from harness.sim.cli import load_experiment
     from harness.sim.measure import measure
 
     exp_file = tmp_path / "exp.toml"

@@ -1,0 +1,229 @@
+"""The one validator of the settings: every rule a value must follow, written once.
+
+Each message starts with where the value came from (a file, ``--set``, the command line) and
+names the key, on one line: ``<source>: load.users must be > 0, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import math
+import re
+
+from harness.config.settings import (
+    DEMO_MODELS,
+    Arrivals,
+    BackendKind,
+    Experiment,
+    LoadConfig,
+    ModelConfig,
+    Protocol,
+    Range,
+    SearchConfig,
+    ServerConfig,
+    SloConfig,
+    StudyConfig,
+)
+from harness.config.sizes import parse_size_mix
+from harness.errors import ConfigError
+
+
+def check_experiment(exp: Experiment) -> None:
+    src = exp.source
+    check_model(src, exp.model)
+    check_server(src, exp.server)
+    check_load(src, exp.load)
+    check_slo(src, exp.slo)
+    check_search(src, exp.search)
+    check_study(src, exp.study)
+
+
+def check_model(src: str, m: ModelConfig) -> None:
+    if bool(m.demo) == bool(m.path):
+        raise ConfigError(f'{src}: [model] needs exactly one of demo = "..." or path = "..."')
+    if m.demo and m.demo not in DEMO_MODELS:
+        raise ConfigError(
+            f"{src}: model.demo {m.demo!r} is not a demo model ({', '.join(DEMO_MODELS)})"
+        )
+    if m.name and not _MODEL_NAME.fullmatch(m.name):
+        raise ConfigError(
+            f"{src}: model.name {show(m.name)} may hold only letters, digits, '.', '_' and '-'",
+            hint="it is used in URLs, paths and server flags",
+        )
+
+
+def check_server(src: str, s: ServerConfig) -> None:
+    one_of(src, "server.backend", s.backend, BackendKind)
+    check_cpu_list(src, "server.cpus", s.cpus)
+    positive(src, "server.startup_timeout_s", s.startup_timeout_s)
+    _check_hosts(src, s)
+    one_of(src, "server.model_transfer", s.model_transfer, ("auto", "bind", "copy"))
+    if s.backend == BackendKind.EXTERNAL and not (s.grpc_target and s.rest_url):
+        raise ConfigError(
+            f"{src}: the external backend needs server.grpc_target and server.rest_url"
+        )
+
+
+def check_load(src: str, load: LoadConfig) -> None:
+    if not 1 <= load.processes <= 64:
+        raise ConfigError(f"{src}: load.processes must be between 1 and 64")
+    if load.users > 100_000:
+        raise ConfigError(f"{src}: load.users must be at most 100000, got {load.users}")
+    one_of(src, "load.protocol", load.protocol, Protocol)
+    positive(src, "load.users", load.users)
+    check_traffic(src, "load", load.rate, load.arrivals, load.request_sizes)
+    check_timing(src, "load", load.warmup_s, load.window_s)
+    if load.min_windows < 1 or load.max_windows < load.min_windows:
+        raise ConfigError(f"{src}: need 1 <= load.min_windows <= load.max_windows")
+    check_cpu_list(src, "load.cpus", load.cpus)
+    if not load.tolerance >= 0:
+        raise ConfigError(f"{src}: load.tolerance must be >= 0, got {show(load.tolerance)}")
+    positive(src, "load.request_timeout_s", load.request_timeout_s)
+    if load.remote_workers < 0:
+        raise ConfigError(f"{src}: load.remote_workers must be >= 0")
+    if not 0 <= load.master_port < 65536:
+        raise ConfigError(f"{src}: load.master_port {load.master_port} is not a port number")
+
+
+def check_traffic(src: str, section: str, rate: float, arrivals, request_sizes: str) -> None:
+    """What is sent: the open-loop rate, how sends are spaced, the request size mix (the
+    simulator's ``Workload`` follows the same rules)."""
+    one_of(src, f"{section}.arrivals", arrivals, Arrivals)
+    if not rate >= 0:
+        raise ConfigError(f"{src}: {section}.rate must be >= 0, got {show(rate)}")
+    try:
+        parse_size_mix(request_sizes)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: {section}.request_sizes: {exc.message}", hint=exc.hint) from None
+
+
+def check_timing(src: str, section: str, warmup_s: float, window_s: float) -> None:
+    """How long is measured: a warm-up and a window (the simulator's are in virtual time)."""
+    positive(src, f"{section}.window_s", window_s)
+    if not warmup_s >= 0:
+        raise ConfigError(f"{src}: {section}.warmup_s must be >= 0, got {show(warmup_s)}")
+
+
+def check_slo(src: str, slo: SloConfig) -> None:
+    positive(src, "slo.p99_ms", slo.p99_ms)
+    if not 0 <= slo.max_error_rate <= 1:
+        raise ConfigError(f"{src}: slo.max_error_rate must be between 0 and 1")
+
+
+def check_search(src: str, search: SearchConfig) -> None:
+    for f in dataclasses.fields(SearchConfig):
+        r = getattr(search, f.name)
+        if isinstance(r, Range) and not (f.name == "users" and r == Range(choices=())):
+            _check_range(src, f"search.{f.name}", r, _SEARCH_MIN[f.name])
+
+
+def check_study(src: str, study: StudyConfig) -> None:
+    one_of(src, "study.sampler", study.sampler, ("tpe", "random", "nsga2"))
+    one_of(src, "study.mode", study.mode, ("constrained", "pareto"))
+    positive(src, "study.trials", study.trials)
+    if study.top_k < 1 or study.repeats < 1:
+        raise ConfigError(f"{src}: study.top_k and study.repeats must be >= 1")
+
+
+# -- the rules the sections share ----------------------------------------------------------------
+
+
+def one_of(src: str, key: str, value, allowed) -> None:
+    """``allowed``: a tuple of strings or a StrEnum (its values, in declaration order)."""
+    names = [m.value for m in allowed] if isinstance(allowed, type) else list(allowed)
+    plain = value.value if isinstance(value, enum.Enum) else value
+    if not isinstance(plain, str) or plain not in names:
+        raise ConfigError(f"{src}: {key} = {show(plain)} is not one of {', '.join(names)}")
+
+
+def positive(src: str, key: str, value) -> None:
+    if not value > 0:
+        raise ConfigError(f"{src}: {key} must be > 0, got {show(value)}")
+
+
+def check_cpu_list(src: str, key: str, value: str) -> None:
+    if value and not _CPU_LIST.fullmatch(value):
+        raise ConfigError(f'{src}: {key} = {show(value)} is not like "0", "0-3" or "0,2"')
+
+
+def _check_hosts(src: str, server: ServerConfig) -> None:
+    try:
+        ipaddress.ip_address(server.bind_host)
+    except ValueError:
+        raise ConfigError(
+            f"{src}: server.bind_host = {show(server.bind_host)} is not an IP address",
+            hint='the address the server listens on: "127.0.0.1" (the default), "0.0.0.0" for '
+            "every interface, or one of this machine's addresses; names go in server.advertise_host",
+        ) from None
+    adv = server.advertise_host
+    if not adv:
+        return
+    if adv in ("0.0.0.0", "::"):
+        raise ConfigError(
+            f"{src}: server.advertise_host = {show(adv)} is not an address a client can reach",
+            hint="give this machine's (or the Docker host's) name or address as other machines see it",
+        )
+    try:
+        ipaddress.ip_address(adv)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(adv):
+            raise ConfigError(
+                f"{src}: server.advertise_host = {show(adv)} is not a host name or an IP address",
+                hint='a bare name or address, without scheme or port: "10.0.0.5", "gpu-box-1.internal"',
+            ) from None
+
+
+def _check_range(src, key, r: Range, minimum: int = 0) -> None:
+    values = [("choices", v) for v in r.choices] + [("low", r.low), ("high", r.high)]
+    for what, v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{src}: {key}: {what} must be whole numbers, got {show(v)}")
+        if not float(v).is_integer():
+            raise ConfigError(f"{src}: {key}: {what} must be whole numbers, got {v}")
+    if r.step is not None and (r.step < 1 or r.log):
+        raise ConfigError(f"{src}: {key}: step must be >= 1 and cannot go with a log scale")
+    if r.choices:
+        if r.low is not None or r.high is not None:
+            raise ConfigError(f"{src}: {key}: give either choices or low/high, not both")
+        _check_minimum(src, key, r, minimum)
+        return
+    if r.low is None or r.high is None:
+        raise ConfigError(f"{src}: {key}: give choices = [...] or low and high")
+    if r.high != 0 and r.low > r.high:
+        raise ConfigError(f"{src}: {key}: low ({r.low}) is above high ({r.high})")
+    if r.log and r.low <= 0:
+        raise ConfigError(f"{src}: {key}: a log scale needs low > 0, got {r.low}")
+    _check_minimum(src, key, r, minimum)
+
+
+def _check_minimum(src, key, r: Range, minimum: int) -> None:
+    for what, v in [("choices", v) for v in r.choices] + [("low", r.low), ("high", r.high)]:
+        if v is not None and v < minimum and not (what == "high" and v == 0):
+            raise ConfigError(f"{src}: {key}: {what} must be >= {minimum}, got {v}")
+
+
+# The smallest value each searched parameter may take (num_batch_threads' high = 0: the cores).
+_SEARCH_MIN = {
+    "max_batch_size": 1,
+    "batch_timeout_micros": 0,
+    "num_batch_threads": 1,
+    "max_enqueued_batches": 1,
+    "intra_op_parallelism": 0,
+    "inter_op_parallelism": 0,
+    "users": 1,
+}
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
+
+
+def show(value, width: int = 60) -> str:
+    """A value for a one-line message: repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
