@@ -21,9 +21,9 @@ import psutil
 
 from harness.errors import ConfigError, LoadError
 from harness.load import distributed, promscrape, status
-from harness.load.recorder import Samples
 from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group
+from harness.samples import Samples
 from harness.servers.base import Endpoint, is_loopback, log_tail
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,9 @@ from collections import Counter
 import numpy as np
 
 from harness.load import promscrape
-from harness.load.recorder import Recorder, Samples
+from harness.load.recorder import Recorder
 from harness.metrics import agree, measure
+from harness.samples import Samples
 
 
 def synthetic(tmp_path):
