@@ -17,7 +17,8 @@ it, the candidate order rotating between rounds, because this kind of machine dr
 45% within an hour. Prints medians over rounds with the range.
 
 Usage: python benchmarks/rest_transport.py [--rounds 5] [--seconds 5] [--connections 1,16,64]
-Needs wrk (Debian package ``wrk``) and, for their candidates, aiohttp and uvicorn + httptools. Takes the machine: run it
+Needs wrk (Debian package ``wrk``) and, for their candidates, aiohttp and uvicorn + httptools
+(``pip install -e ".[bench]"``). Takes the machine: run it
 under ``flock /tmp/heavy.lock``.
 """
 
