@@ -1,6 +1,7 @@
 """Status codes as TF Serving reports them: gRPC code numbers and names, and the HTTP status its
-REST API answers with for each (model_servers/http_server.cc). Standard library only: the
-reference server and the load generator both read it."""
+REST API answers with for each (model_servers/http_server.cc), and the outcome codes the harness
+records per request. Standard library only: the reference server, the load generator and the
+figures computed from its samples all read it."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ HTTP_STATUS = {
     "DATA_LOSS": 500,
     "UNAUTHENTICATED": 401,
 }
+
+# The outcome of one recorded request (the ``code`` column of harness.samples): the gRPC code the
+# server answered with (a REST answer mapped back to it), or one of two codes of our own.
+OK = 0
+TRANSPORT = 100  # connection refused, reset, timed out at the socket: no answer at all
+OTHER = 101  # an answer that maps to no gRPC code
+
+OUTCOME_NAMES = {**CODE_NAMES, TRANSPORT: "TRANSPORT", OTHER: "OTHER"}
+OUTCOME_CODES = {v: k for k, v in OUTCOME_NAMES.items()}

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from harness.load import status
-from harness.load.recorder import Samples
+from harness import codes
+from harness.samples import Samples
 
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99, "p999_ms": 99.9}
 LATE_US = 1000.0  # an open-loop send more than 1 ms after its intended time counts as late
@@ -39,8 +39,8 @@ def measure(samples: Samples, t0: float, t1: float) -> Measurement:
     fast rejections would otherwise flatter the percentiles; they are counted in ``errors``."""
     window = samples.between(t0, t1)
     seconds = max(t1 - t0, 1e-9)
-    codes = window["code"]
-    ok_mask = codes == status.OK
+    outcome = window["code"]
+    ok_mask = outcome == codes.OK
     lat_ms = window["latency_us"][ok_mask] / 1000.0
     n_ok = int(ok_mask.sum())
     if n_ok:
@@ -50,9 +50,9 @@ def measure(samples: Samples, t0: float, t1: float) -> Measurement:
         pct = [float("nan")] * len(PERCENTILES)
         mean = float("nan")
     errors: dict[str, int] = {}
-    values, counts = np.unique(codes[~ok_mask], return_counts=True)
+    values, counts = np.unique(outcome[~ok_mask], return_counts=True)
     for v, c in zip(values, counts):
-        errors[status.NAMES.get(int(v), f"CODE_{int(v)}")] = int(c)
+        errors[codes.OUTCOME_NAMES.get(int(v), f"CODE_{int(v)}")] = int(c)
     n = len(window)
     return Measurement(
         seconds=seconds,

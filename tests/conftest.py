@@ -136,11 +136,9 @@ def copy_model(src: Path, dst: Path) -> Path:
 
 
 def metric_value(text: str, name: str, **labels) -> float:
-    """The value of one sample line (``name{labels} value``) in Prometheus text; 0 if absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            lab, _, value = line[len(name) + 1 :].rpartition("} ")
-            if lab == want:
-                return float(value)
-    return 0.0
+    """The value of the sample ``name`` with exactly these labels in Prometheus text (read by
+    prometheus_client's parser, as the harness reads it); 0 if absent."""
+    from harness.load.promscrape import parse
+
+    want = tuple(sorted((k, str(v)) for k, v in labels.items()))
+    return parse(text).get((name, want), 0.0)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import atomic
 from harness.errors import LoadError
-from harness.load.recorder import COLUMNS, DTYPES, write_chunk
+from harness.samples import COLUMNS, DTYPES, write_chunk
 
 MESSAGE = "harness_samples"
 STATUS_FILE = "workers.json"
@@ -107,10 +108,9 @@ class Collector:
             self.save()
 
     def save(self) -> None:
-        path = self.dir / STATUS_FILE
-        tmp = path.with_name("." + path.name + ".tmp")
-        tmp.write_text(json.dumps({"expected": self.expected, "workers": self.workers}))
-        os.replace(tmp, path)
+        # rewritten at every worker message: atomic for the harness reading it, no fsync
+        doc = {"expected": self.expected, "workers": self.workers}
+        atomic.write_text(self.dir / STATUS_FILE, json.dumps(doc), durable=False)
 
 
 def read_status(record_dir: Path) -> dict | None:

@@ -12,24 +12,9 @@ import urllib.request
 
 import numpy as np
 
+from harness import dtypes
 from harness.errors import LoadError
 from harness.load import wire
-
-DTYPE_NAMES = {
-    "DT_FLOAT": 1,
-    "DT_DOUBLE": 2,
-    "DT_INT32": 3,
-    "DT_UINT8": 4,
-    "DT_INT16": 5,
-    "DT_INT8": 6,
-    "DT_STRING": 7,
-    "DT_INT64": 9,
-    "DT_BOOL": 10,
-    "DT_UINT16": 17,
-    "DT_HALF": 19,
-    "DT_UINT32": 22,
-    "DT_UINT64": 23,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +69,7 @@ def signature_from_rest(
             if shape_doc.get("unknown_rank")
             else tuple(int(d.get("size", 0)) for d in shape_doc.get("dim", []))
         )
-        out.append(InputSpec(alias, DTYPE_NAMES.get(info.get("dtype"), 0), shape))
+        out.append(InputSpec(alias, dtypes.code(info.get("dtype")), shape))
     return out
 
 
@@ -99,7 +84,7 @@ def random_inputs(
                 f"input {spec.alias!r} has an unknown rank: cannot invent a shape for it"
             )
         shape = (rows, *[d if d > 0 else 1 for d in spec.shape[1:]])
-        if spec.dtype == wire.DT_STRING:
+        if spec.dtype == dtypes.DT_STRING:
             raise LoadError(
                 f"input {spec.alias!r} is DT_STRING: give the load generator example payloads"
             )

@@ -1,13 +1,17 @@
-"""The server's own view of a window: Prometheus text before and after, histograms differenced."""
+"""The server's own view of a window: Prometheus text before and after, histograms differenced.
+
+The exposition text is read by prometheus_client's parser (label values may hold any character,
+escaped quotes and braces included). Only sample lines are handed to it: with the ``# TYPE``
+lines it would rename a counter's samples to OpenMetrics' ``<name>_total``, and the harness
+looks samples up by the names the server wrote.
+"""
 
 from __future__ import annotations
 
 import math
-import re
 import urllib.request
 
-_LINE = re.compile(r"^(?P<name>[^{\s]+)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+from prometheus_client.parser import text_string_to_metric_families
 
 PROCESSED = ":tensorflow:serving:batching_session:processed_batch_size"
 INPUT = ":tensorflow:serving:batching_session:input_batch_size"
@@ -15,19 +19,26 @@ QUEUING = ":tensorflow:serving:batching_session:queuing_latency"
 
 
 def parse(text: str) -> dict[tuple, float]:
-    """{(metric name, ((label, value), ...)): value} for every sample line."""
+    """{(metric name, ((label, value), ...)): value} for every sample line. A malformed line is
+    skipped, the rest kept: one bad line of a live server must not lose the window's view."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    try:
+        return _samples("\n".join(lines))
+    except ValueError:
+        out = {}
+        for line in lines:
+            try:
+                out.update(_samples(line))
+            except ValueError:
+                continue
+        return out
+
+
+def _samples(text: str) -> dict[tuple, float]:
     out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        labels = tuple(sorted(_LABEL.findall(m["labels"] or "")))
-        try:
-            out[(m["name"], labels)] = float(m["value"])
-        except ValueError:
-            continue
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
     return out
 
 

@@ -26,9 +26,9 @@ from harness.config import LOCUST_MASTER_PORT, LoadConfig, Protocol
 from harness.endpoint import Endpoint, is_loopback, log_tail
 from harness.errors import LoadError
 from harness.load import distributed, promscrape, status
-from harness.load.recorder import Samples
 from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group
+from harness.samples import Samples
 
 ROOT = Path(__file__).resolve().parents[2]
 

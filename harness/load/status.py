@@ -1,4 +1,5 @@
-"""Outcome codes for recorded requests: gRPC status numbers, plus transport failures.
+"""Outcome codes for recorded requests, as the load users need them: gRPC status numbers, plus
+transport failures (the codes and their names live in harness.codes).
 
 REST answers are mapped back to the gRPC code that TF Serving's HTTP mapping came from, so both
 protocols are counted the same way.
@@ -8,14 +9,11 @@ from __future__ import annotations
 
 import re
 
-from harness.codes import CODE_NAMES, HTTP_STATUS
+from harness import codes
+from harness.codes import HTTP_STATUS
 
-OK = 0
-TRANSPORT = 100  # connection refused, reset, timed out at the socket: no answer at all
-OTHER = 101
-
-NAMES = {**CODE_NAMES, TRANSPORT: "TRANSPORT", OTHER: "OTHER"}
-CODES = {v: k for k, v in NAMES.items()}
+OK, TRANSPORT, OTHER = codes.OK, codes.TRANSPORT, codes.OTHER
+NAMES, CODES = codes.OUTCOME_NAMES, codes.OUTCOME_CODES
 
 # HTTP back to the gRPC code TF Serving mapped from; where several map to one (400), the
 # commonest: INVALID_ARGUMENT.

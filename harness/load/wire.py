@@ -19,22 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# DataType values and the numpy dtypes a load generator can produce for them.
-DTYPES = {
-    1: np.float32,
-    2: np.float64,
-    3: np.int32,
-    4: np.uint8,
-    5: np.int16,
-    6: np.int8,
-    9: np.int64,
-    10: np.bool_,
-    17: np.uint16,
-    19: np.float16,
-    22: np.uint32,
-    23: np.uint64,
-}
-DT_STRING = 7
+from harness import dtypes
+
+# DataType codes and the numpy dtypes a load generator can produce for them (harness.dtypes).
+DTYPES = {d.code: np.dtype(d.numpy) for d in dtypes.fixed_size()}
 DTYPE_OF = {np.dtype(v): k for k, v in DTYPES.items()}
 
 

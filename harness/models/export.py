@@ -7,10 +7,9 @@ can batch requests together.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from harness import atomic
 from harness.errors import ModelError
 from harness.models.catalog import MODELS
 
@@ -109,20 +108,13 @@ def export(
     import tensorflow as tf
 
     module, serve = build(name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base))
-    try:
+    with atomic.replacing(target, directory=True) as tmp:
         if hasattr(module, "write_out"):  # a Keras export archive
             module.write_out(str(tmp), verbose=False)
         else:
             tf.saved_model.save(
                 module, str(tmp), signatures={"serving_default": serve.get_concrete_function()}
             )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except Exception:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -22,6 +22,8 @@ import os
 import statistics
 from pathlib import Path
 
+from harness import atomic
+
 ENV = "HARNESS_REFSERVER_BATCH_TRACE"
 LIMIT = 500_000
 FIELDS = (
@@ -54,11 +56,7 @@ class BatchTrace:
 
     def write(self) -> Path:
         out = Path(f"{self.path}.{os.getpid()}")
-        tmp = out.with_name(out.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"fields": FIELDS, "records": self.records}, f)
-        os.replace(tmp, out)
-        return out
+        return atomic.write_text(out, json.dumps({"fields": FIELDS, "records": self.records}))
 
 
 def load(path: Path) -> list[dict]:

@@ -11,43 +11,27 @@ import math
 
 import numpy as np
 
+from harness import dtypes
+from harness.dtypes import (
+    DT_BOOL,
+    DT_DOUBLE,
+    DT_FLOAT,
+    DT_HALF,
+    DT_INT8,
+    DT_INT16,
+    DT_INT32,
+    DT_INT64,
+    DT_STRING,
+    DT_UINT8,
+    DT_UINT16,
+    DT_UINT32,
+    DT_UINT64,
+)
 from harness.refserver.status import invalid
 
-# DataType enum values (tensorflow/core/framework/types.proto).
-DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
-DT_INT64, DT_BOOL, DT_BFLOAT16, DT_UINT16, DT_HALF, DT_UINT32, DT_UINT64 = 9, 10, 14, 17, 19, 22, 23
-
-NUMPY_DTYPE = {
-    DT_FLOAT: np.dtype(np.float32),
-    DT_DOUBLE: np.dtype(np.float64),
-    DT_INT32: np.dtype(np.int32),
-    DT_UINT8: np.dtype(np.uint8),
-    DT_INT16: np.dtype(np.int16),
-    DT_INT8: np.dtype(np.int8),
-    DT_INT64: np.dtype(np.int64),
-    DT_BOOL: np.dtype(np.bool_),
-    DT_UINT16: np.dtype(np.uint16),
-    DT_HALF: np.dtype(np.float16),
-    DT_UINT32: np.dtype(np.uint32),
-    DT_UINT64: np.dtype(np.uint64),
-    DT_STRING: np.dtype(object),
-}
-DTYPE_NAME = {
-    DT_FLOAT: "DT_FLOAT",
-    DT_DOUBLE: "DT_DOUBLE",
-    DT_INT32: "DT_INT32",
-    DT_UINT8: "DT_UINT8",
-    DT_INT16: "DT_INT16",
-    DT_INT8: "DT_INT8",
-    DT_STRING: "DT_STRING",
-    DT_INT64: "DT_INT64",
-    DT_BOOL: "DT_BOOL",
-    DT_BFLOAT16: "DT_BFLOAT16",
-    DT_UINT16: "DT_UINT16",
-    DT_HALF: "DT_HALF",
-    DT_UINT32: "DT_UINT32",
-    DT_UINT64: "DT_UINT64",
-}
+# DataType codes from the one table (harness.dtypes); the numpy dtypes built here, where numpy is
+# used. BFLOAT16 has no numpy dtype: it is named in errors but never decoded.
+NUMPY_DTYPE = {d.code: np.dtype(d.numpy) for d in dtypes.TABLE if d.numpy is not None}
 # Which repeated field of TensorProto carries each dtype.
 VALUE_FIELD = {
     DT_FLOAT: "float_val",
@@ -73,7 +57,7 @@ MAX_BROADCAST_ELEMENTS = 1 << 24
 
 
 def dtype_name(dt: int) -> str:
-    return DTYPE_NAME.get(dt, f"DT_<{dt}>")
+    return dtypes.name(dt)
 
 
 def proto_to_numpy(tp, alias: str) -> np.ndarray:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.atomic import write_text as write_text_atomic
 from harness.config import BackendKind
 from harness.errors import ReportError
 from harness.report import plots, tables
 from harness.report.data import load
 from harness.report.render import Doc, fmt, to_html, to_markdown
-from harness.tuning.outputs import write_text_atomic
 
 
 def _differences(studies) -> list[str]:

@@ -6,15 +6,14 @@ and ``tables/*.csv`` (the numbers behind every plot, small enough to publish).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from harness import atomic
 from harness.report import plots, predictions, tables
 from harness.report.data import StudyResults, load
 from harness.report.render import Doc, fmt, to_html, to_markdown
-from harness.tuning.outputs import write_text_atomic
 
 SLICE_PARAMS = ["max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches", "users", "max_execution_batch_size"]
 
@@ -49,8 +48,8 @@ def build(study_dir: str | Path) -> dict[str, Path]:
     d = res.dir
     tdir, pdir = d / "tables", d / "plots"
     for name in ("top", "front", "rejections", "batch_sizes", "latency_quantiles", "importance", "history", "notes"):
-        write_text_atomic(tdir / f"{name}.csv", t[name].to_csv(index=False))
-    write_text_atomic(tdir / "headline.json", json.dumps(t["headline"], indent=2, default=str) + "\n")
+        atomic.write_text(tdir / f"{name}.csv", t[name].to_csv(index=False))
+    atomic.write_json(tdir / "headline.json", t["headline"])
     winner = (t["headline"].get("winner") or {}).get("trial")
     df = t["trials"]
     search = df[(df["kind"] == "search") & ~df["duplicate"]]
@@ -65,13 +64,13 @@ def build(study_dir: str | Path) -> dict[str, Path]:
         "history": plots.history(t["history"], pdir / "history.png"),
     }
     if len(t["predictions"]):  # a guided study: the simulator's predictions beside the figures
-        write_text_atomic(tdir / "predictions.csv", t["predictions"].to_csv(index=False))
+        atomic.write_text(tdir / "predictions.csv", t["predictions"].to_csv(index=False))
         images["predictions"] = predictions.plot(
             t["predictions"], res.slo_p99_ms, pdir / "predictions.png"
         )
     doc = document(res, t, images)
-    write_text_atomic(d / "report.md", to_markdown(doc, d))
-    write_text_atomic(d / "report.html", to_html(doc))
+    atomic.write_text(d / "report.md", to_markdown(doc, d))
+    atomic.write_text(d / "report.html", to_html(doc))
     return {"markdown": d / "report.md", "html": d / "report.html", **images}
 
 
@@ -107,8 +106,15 @@ def headline_text(h: dict) -> list[str]:
 
 
 def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
-    h = t["headline"]
+    """The report, section by section, from the computed tables and the drawn images."""
     doc = Doc(f"Batching study {res.name}")
+    for section in SECTIONS:
+        section(doc, res, t, images)
+    return doc
+
+
+def _answer(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
+    h = t["headline"]
     doc.p(" ".join(headline_text(h)))
     doc.p(
         f"{h['trials']} trials: {h['complete']} completed, {h['feasible']} within the SLO, {h['failed']} failed. "
@@ -119,6 +125,8 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
         doc.pre(h["best_parameters_text"])
         doc.p("Start the server with `--enable_batching --batching_parameters_file=best_batching_parameters.txt`.")
 
+
+def _front(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Throughput against tail latency")
     doc.image(images["throughput_vs_p99"], "Every completed trial; the Pareto front, the SLO line, the baselines and the winner are marked.")
     front = t["front"]
@@ -129,22 +137,27 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
             [[int(r["number"]), r["label"], fmt(r["items_per_s"]), fmt(r["p99_ms"], 1), fmt(bool(r["feasible"]))] for _, r in front.iterrows()],
         )
 
-    pred = t["predictions"]
-    if len(pred):
-        doc.h("The simulator's predictions")
-        doc.p(
-            "This study was guided by the simulator (`--guide simulate`): its real trials went to "
-            "the configs the simulator predicted best. " + predictions.summary(pred)
-        )
-        doc.image(images["predictions"], "Predicted against measured throughput and p99, per trial.")
-        doc.table(
-            ["trial", "config", "why picked", "items/s", "predicted", "error", "p99 ms", "predicted", "error"],
-            [
-                [int(r["number"]), r["label"], _clean(r["guided"]), fmt(r["items_per_s"]), fmt(r["predicted_items_per_s"]), f"{r['items_error']:+.0%}", fmt(r["p99_ms"], 1), fmt(r["predicted_p99_ms"], 1), "" if r["p99_error"] != r["p99_error"] else f"{r['p99_error']:+.0%}"]
-                for _, r in pred.iterrows()
-            ],
-        )
 
+def _predictions(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
+    pred = t["predictions"]
+    if not len(pred):
+        return
+    doc.h("The simulator's predictions")
+    doc.p(
+        "This study was guided by the simulator (`--guide simulate`): its real trials went to "
+        "the configs the simulator predicted best. " + predictions.summary(pred)
+    )
+    doc.image(images["predictions"], "Predicted against measured throughput and p99, per trial.")
+    doc.table(
+        ["trial", "config", "why picked", "items/s", "predicted", "error", "p99 ms", "predicted", "error"],
+        [
+            [int(r["number"]), r["label"], _clean(r["guided"]), fmt(r["items_per_s"]), fmt(r["predicted_items_per_s"]), f"{r['items_error']:+.0%}", fmt(r["p99_ms"], 1), fmt(r["predicted_p99_ms"], 1), "" if r["p99_error"] != r["p99_error"] else f"{r['p99_error']:+.0%}"]
+            for _, r in pred.iterrows()
+        ],
+    )
+
+
+def _top(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Top configs against the baselines")
     top = t["top"]
     if len(top):
@@ -159,6 +172,8 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
     doc.image(images["latency_percentiles"], "Latency percentiles (log scale) of the top configs and the baselines.")
     doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
 
+
+def _rejections(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Rejections")
     rej = t["rejections"]
     if len(rej):
@@ -176,6 +191,8 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
         doc.p("No request was rejected in any trial.")
     doc.image(images["rejections"], "Rejected requests by the trial's max_batch_size, by status code.")
 
+
+def _batches(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Batches the server really formed")
     doc.p("From the server's own `:tensorflow:serving:batching_session:processed_batch_size` histogram during the measured windows. A config only helps if real traffic fills its batches.")
     doc.image(images["batch_sizes"], "Share of batches per batch-size bucket, top configs and baselines.")
@@ -190,6 +207,8 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
             [[n, bs[bs["trial"] == n]["config"].iloc[0], fmt(int(bs[bs["trial"] == n]["batches"].sum())), fmt(m, 1)] for n, m in mean.items()],
         )
 
+
+def _importance(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("What mattered")
     imp = t["importance"]
     if len(imp):
@@ -199,6 +218,8 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
     doc.image(images["slices"], "Throughput against each parameter.")
     doc.image(images["history"], "Optimisation history: every trial and the best within the SLO so far.")
 
+
+def _every_trial(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Every trial")
     df = t["trials"]
     doc.table(
@@ -209,6 +230,8 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
         ],
     )
 
+
+def _environment_and_notes(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Environment")
     doc.table(["", ""], [[k, v] for k, v in t["environment"]])
     notes = t["notes"]
@@ -218,7 +241,20 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
     else:
         doc.p("Nothing notable in the server logs.")
     doc.p("Tables behind every plot are in `tables/`; the raw data is `trials.csv`, `trials/<n>/measurement.json` and `summary.json`.")
-    return doc
+
+
+# The report's sections in order; each writes its heading, prose, tables and images into the Doc.
+SECTIONS = (
+    _answer,
+    _front,
+    _predictions,
+    _top,
+    _rejections,
+    _batches,
+    _importance,
+    _every_trial,
+    _environment_and_notes,
+)
 
 
 def _pct(v) -> str:

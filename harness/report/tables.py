@@ -328,7 +328,7 @@ def latency_quantiles(
     Without samples (a published copy) the quantiles saved by an earlier report are used, so the
     distributions survive the raw data being left out.
     """
-    from harness.load.recorder import Samples
+    from harness.samples import Samples
 
     rows = []
     for n in trials:

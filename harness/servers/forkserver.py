@@ -4,7 +4,9 @@ Starting a Python server costs ~3 s of ``import tensorflow`` on this kind of mac
 at every trial restart. The fork server pays it once: it imports the reference server and
 TensorFlow, stays single-threaded (no TF session, no gRPC server, nothing that forking could
 break), and on request forks a child that runs ``harness serve`` with the given flags. The child
-starts a new session (its own process group), pins itself to its CPUs and writes to its own log.
+starts a new session (its own process group), pins itself to its CPUs (``harness.procs.pin``, as
+every server and Locust process is pinned; here before the server starts, as a forked child of a
+single-threaded parent has no other thread yet) and writes to its own log.
 
 The protocol is JSON lines over the fork server's stdin and stdout. Exit codes of children are
 written to their ``exit_file`` (``-N`` for a signal, as ``subprocess`` reports it), since only
@@ -13,6 +15,7 @@ the fork server can reap them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -23,8 +26,11 @@ import time
 import traceback
 from pathlib import Path
 
+import psutil
+
+from harness import atomic
 from harness.errors import ServerError
-from harness.procs import marked_env
+from harness.procs import marked_env, pin
 
 
 class ForkedProcess:
@@ -126,7 +132,7 @@ def _child(cmd: dict, server_main) -> None:
     try:
         os.setsid()
         if cmd["cpus"]:
-            os.sched_setaffinity(0, set(cmd["cpus"]))
+            pin(os.getpid(), cmd["cpus"])
         fd = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -150,37 +156,29 @@ def _child(cmd: dict, server_main) -> None:
             os._exit(code or 0)
 
 
-def _write_exit(path: str, status: int) -> None:
-    code = os.waitstatus_to_exitcode(status)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(code))
-    os.replace(tmp, path)
+def _write_exit(path: str, code: int) -> None:
+    """The child's exit code as ``subprocess`` reports it (``-N`` for signal N), for its client."""
+    atomic.write_text(path, str(int(code)), durable=False)
 
 
 def _stop_children(children: dict[int, str]) -> None:
+    """SIGTERM each child's group, wait up to 5 s (writing the exit files), SIGKILL the rest."""
+    procs = []
     for pid in list(children):
         for sig in (signal.SIGTERM, signal.SIGCONT):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, sig)  # each child leads its own session and group
-            except (ProcessLookupError, PermissionError):
-                pass
-    end = time.monotonic() + 5
-    while children and time.monotonic() < end:
-        for pid in list(children):
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                children.pop(pid, None)
-                continue
-            if done:
-                _write_exit(children.pop(pid), status)
-        time.sleep(0.05)
-    for pid in children:
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            children.pop(pid, None)
+    # psutil reaps our children as it waits; returncode is the exit code, -N for a signal
+    _, alive = psutil.wait_procs(
+        procs, timeout=5, callback=lambda p: _write_exit(children.pop(p.pid), p.returncode)
+    )
+    for p in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -205,7 +203,7 @@ def main() -> None:
                 break
             exit_file = children.pop(pid, None)
             if exit_file:
-                _write_exit(exit_file, status)
+                _write_exit(exit_file, os.waitstatus_to_exitcode(status))
         if not ready:
             continue
         line = stdin.readline()

@@ -245,7 +245,7 @@ def _stalls(samples_dir, min_gap_s: float = 0.08) -> tuple[int, list[float]]:
     """Answered requests, and the gaps (ms) in which a busy server answered nothing: its pauses."""
     import numpy as np
 
-    from harness.load.recorder import Samples
+    from harness.samples import Samples
 
     s = Samples.read(samples_dir)
     if not len(s):

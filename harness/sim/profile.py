@@ -135,7 +135,7 @@ class Profile:
 
 
 def save(profile: Profile, path: Path) -> Path:
-    from harness.tuning.outputs import write_json_atomic
+    from harness.atomic import write_json as write_json_atomic
 
     write_json_atomic(Path(path), profile.to_json())
     return Path(path)

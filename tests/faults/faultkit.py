@@ -92,41 +92,20 @@ def storage_trials(tmp_path: Path, study: str = "t") -> list:
 
 def processes_of(owner_pid: int) -> list[tuple[int, str]]:
     """Live processes carrying the owner marker of the harness with this pid."""
-    from harness.procs import _marker_of, process_state
+    from harness.procs import marked
 
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        token = _marker_of(pid)
-        if (
-            token
-            and token.split(":")[0] == str(owner_pid)
-            and process_state(pid) not in (None, "Z")
-        ):
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            out.append((pid, cmd))
-    return out
+    return marked(lambda token: token.split(":")[0] == str(owner_pid))
 
 
 def commands_mentioning(text: str) -> list[tuple[int, str]]:
     """Live processes whose command line holds ``text`` (a test's temporary path)."""
-    from harness.procs import process_state
+    import psutil
 
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmd and process_state(int(entry)) not in (None, "Z"):
-            out.append((int(entry), cmd))
+    for p in psutil.process_iter(["cmdline", "status"], ad_value=None):
+        cmd = " ".join(p.info["cmdline"] or ())
+        if p.pid != os.getpid() and text in cmd and p.info["status"] not in (None, "zombie"):
+            out.append((p.pid, cmd))
     return out
 
 

@@ -4,8 +4,9 @@ from collections import Counter
 import numpy as np
 
 from harness.load import promscrape
-from harness.load.recorder import Recorder, Samples
+from harness.load.recorder import Recorder
 from harness.metrics import agree, measure
+from harness.samples import Samples
 
 
 def synthetic(tmp_path):
@@ -69,3 +70,21 @@ def test_server_view_differences_two_scrapes():
     assert view["batch_size_histogram"] == {1: 2, 2: 2, 4: 4}
     assert view["mean_batch_size"] == (2 + 8 + 16) / 8
     assert view["mean_queuing_ms"] == 0.5
+
+
+def test_label_values_with_braces_and_escaped_quotes_keep_their_samples():
+    text = (
+        "# TYPE :tensorflow:serving:request_count counter\n"
+        ':tensorflow:serving:request_count{model_name="m}1",status="OK"} 5\n'
+        ':tensorflow:serving:request_count{model_name="say \\"hi\\" {x}",status="OK"} 7\n'
+        ':tensorflow:serving:request_count{model_name="back\\\\slash",status="OK"} 9\n'
+        "a line no parser can read {\n"
+        + fill(a1=1, a2=1, a4=1, sum=1, q=100)
+    )
+    got = promscrape.parse(text)
+    name = ":tensorflow:serving:request_count"  # the server's own name, not OpenMetrics' _total
+    assert got[(name, (("model_name", "m}1"), ("status", "OK")))] == 5
+    assert got[(name, (("model_name", 'say "hi" {x}'), ("status", "OK")))] == 7
+    assert got[(name, (("model_name", "back\\slash"), ("status", "OK")))] == 9
+    # the malformed line is skipped, the histograms after it are kept
+    assert promscrape.server_view({}, got)["batches"] == 1

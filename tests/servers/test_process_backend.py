@@ -3,6 +3,7 @@
 import json
 import urllib.request
 
+import psutil
 import pytest
 
 from harness.batching import BatchingParameters
@@ -33,8 +34,8 @@ def test_start_predict_restart_with_other_parameters_stop(mlp_base, tmp_path):
         ).read_text() == "max_batch_size { value: 8 }\n"
         assert "--enable_batching" in (tmp_path / "t1" / "server.cmd").read_text()
         assert any("Running gRPC ModelServer" in n for n in server.notes())
-        with open(f"/proc/{server.proc.pid}/status") as f:
-            assert "Cpus_allowed_list:\t0\n" in f.read()
+        threads = [psutil.Process(t.id) for t in psutil.Process(server.proc.pid).threads()]
+        assert len(threads) > 1 and all(t.cpu_affinity() == [0] for t in threads)
     finally:
         server.stop()
     assert server.proc.poll() is not None

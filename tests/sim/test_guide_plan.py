@@ -113,7 +113,7 @@ def test_plan_command_errors_are_one_line(capsys, tmp_path):
 def test_profile_batch_sizes_and_pause_detection(tmp_path):
     import numpy as np
 
-    from harness.load.recorder import write_chunk
+    from harness.samples import write_chunk
     from harness.sim.measure import _stalls, batch_sizes
 
     assert batch_sizes(32) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
