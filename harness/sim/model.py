@@ -119,12 +119,30 @@ class Workload:
 
 
 class Prepared:
-    """A workload's random draws, made once and shared by every config simulated against it."""
+    """A workload's random draws, made once and shared by every config simulated against it.
 
-    def __init__(self, wl: Workload, server: ServerModel) -> None:
+    ``deadline_s``: each request's deadline after it is sent (a gRPC client's timeout, REST's
+    ``--rest_api_timeout_in_ms``); a batch whose every request is past it is answered
+    RESOURCE_EXHAUSTED instead of run. ``math.inf`` (the default): no deadline. ``queues``: the
+    batch queues the load reaches (one per model version and signature); the simulator has one
+    and refuses more rather than predict a different server.
+    """
+
+    def __init__(
+        self, wl: Workload, server: ServerModel, *, deadline_s: float = math.inf, queues: int = 1
+    ) -> None:
         from harness.load.payloads import parse_size_mix
 
         wl.check()
+        if queues != 1:
+            raise ConfigError(
+                f"the simulator models one batch queue (one model version and signature); "
+                f"this load reaches {queues}",
+                hint="simulate each model's share of the load on its own, or measure it",
+            )
+        if not deadline_s > 0:
+            raise ConfigError(f"the request deadline must be > 0 s; was {deadline_s}")
+        self.deadline_s = float(deadline_s)
         self.wl = wl
         self.server = server
         rng = np.random.default_rng(wl.seed)
@@ -173,6 +191,7 @@ class Prediction:
     ok: int
     oversize: int  # INVALID_ARGUMENT: larger than max_batch_size
     queue_full: int  # UNAVAILABLE: the batch queue was full
+    deadline_exceeded: int = 0  # RESOURCE_EXHAUSTED: every request of its batch was past due
     unanswered: int  # sent in the window, not answered by its end plus the tail
     error_rate: float
     batches: int
@@ -231,8 +250,28 @@ def _config_args(params: BatchingParameters | None, prep: Prepared, cores: float
     )
 
 
-def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
-    """One config against a prepared workload."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KernelTrace:
+    """Every batch the kernel formed and every request's verdict (``simulate_trace``)."""
+
+    batch_start: np.ndarray  # when a thread took it (seconds)
+    batch_size: np.ndarray
+    batch_padded: np.ndarray
+    batch_first: np.ndarray  # its first and last request (indices into the task arrays)
+    batch_last: np.ndarray
+    batch_expired: np.ndarray  # answered RESOURCE_EXHAUSTED instead of run
+    task_send: np.ndarray  # per request: send time, size, and verdict
+    task_size: np.ndarray
+    task_verdict: np.ndarray  # scheduler.ADMIT_OK/OVERSIZE/QUEUE_FULL or kernel.V_EXPIRED
+
+
+_NO_TRACE_F = np.zeros(0)
+_NO_TRACE_I = np.zeros((0, 5), np.int64)
+_NO_TRACE_V = np.zeros(0, np.int64)
+
+
+def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
+    """Fill the kernel's records, run it; (counters, batch_hist, lat_hist, trace or None)."""
     srv = prep.server
     wl = prep.wl
     max_input, max_exec, max_enq, split, timeout, threads, allowed = _config_args(
@@ -246,47 +285,61 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
             f"this config runs batches of {biggest}",
             hint="build the server model with max_size covering the search space",
         )
-    lat_hist = np.zeros(HIST_BINS, np.int64)
-    batch_hist = np.zeros(biggest + 2, np.int64)
-    counters = np.zeros(kernel.N_COUNTERS, np.int64)
     users = wl.users if wl.closed else 0
-    wf, wi = _workspace(*kernel.workspace_size(prep.n_cap, users, max_input, max_exec, split))
-    kernel.run(
-        max_input,
-        max_exec,
-        max_enq,
-        split,
-        timeout,
-        threads,
+    nf, ni, b_cap = kernel.workspace_size(prep.n_cap, users, max_input, max_exec, split)
+    wf, wi = _workspace(nf, ni)
+    rec = np.array(
+        [
+            (
+                max_input, max_exec, max_enq, split, timeout, threads,
+                srv.cores, srv.o_in, srv.o_out, srv.o_rej, srv.o_wake, srv.rtt, srv.client,
+                srv.gc_every, srv.gc_s, srv.fe_weight,
+                wl.closed, users, prep.deadline_s, prep.t0, prep.t1, prep.t_end, prep.n_cap,
+                HIST_KEY0, trace,
+            )
+        ],
+        kernel.PARAMS,
+    )  # fmt: skip
+    if trace:
+        tf, ti = np.zeros(b_cap), np.zeros((b_cap, 5), np.int64)
+        tv = np.full(prep.n_cap, -1, np.int64)
+    else:
+        tf, ti, tv = _NO_TRACE_F, _NO_TRACE_I, _NO_TRACE_V
+    buffers = kernel.Buffers(
         allowed,
-        srv.cores,
         table,
         prep.noise,
-        srv.o_in,
-        srv.o_out,
-        srv.o_rej,
-        srv.o_wake,
-        srv.rtt,
-        srv.client,
-        srv.gc_every,
-        srv.gc_s,
-        srv.fe_weight,
-        wl.closed,
-        users,
         prep.arrivals,
         prep.sizes,
-        prep.t0,
-        prep.t1,
-        prep.t_end,
-        prep.n_cap,
-        lat_hist,
-        HIST_KEY0,
-        batch_hist,
-        counters,
+        np.zeros(HIST_BINS, np.int64),
+        np.zeros(biggest + 2, np.int64),
+        np.zeros(kernel.N_COUNTERS, np.int64),
         wf,
         wi,
+        tf,
+        ti,
+        tv,
     )
-    c = counters
+    state = kernel.new_state()
+    n_tasks = kernel.run(rec, buffers, state)
+    out = None
+    if trace:
+        n_b = int(state[0]["n_traced"])
+        out = KernelTrace(
+            batch_start=tf[:n_b].copy(),
+            batch_size=ti[:n_b, 0].copy(),
+            batch_padded=ti[:n_b, 1].copy(),
+            batch_first=ti[:n_b, 2].copy(),
+            batch_last=ti[:n_b, 3].copy(),
+            batch_expired=ti[:n_b, 4].astype(bool),
+            task_send=wf[:n_tasks].copy(),
+            task_size=wi[:n_tasks].copy(),
+            task_verdict=tv[:n_tasks].copy(),
+        )
+    return buffers.counters, buffers.batch_hist, buffers.lat_hist, out
+
+
+def _prediction(wl: Workload, c: np.ndarray, batch_hist: np.ndarray, lat_hist: np.ndarray):
     ok = int(c[kernel.C_OK])
     sent = int(c[kernel.C_SENT])
     n_b = int(c[kernel.C_BATCHES])
@@ -304,6 +357,7 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         ok=ok,
         oversize=int(c[kernel.C_OVERSIZE]),
         queue_full=int(c[kernel.C_QUEUE_FULL]),
+        deadline_exceeded=int(c[kernel.C_EXPIRED]),
         unanswered=int(c[kernel.C_INCOMPLETE]),
         error_rate=(sent - ok) / sent if sent else 0.0,
         batches=n_b,
@@ -311,6 +365,20 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         batch_size_histogram=hist,
         truncated=bool(c[kernel.C_TRUNCATED]),
     )
+
+
+def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
+    """One config against a prepared workload."""
+    counters, batch_hist, lat_hist, _ = _run(params, prep, False)
+    return _prediction(prep.wl, counters, batch_hist, lat_hist)
+
+
+def simulate_trace(
+    params: BatchingParameters | None, prep: Prepared
+) -> tuple[Prediction, KernelTrace]:
+    """``simulate``, and every batch formed and every verdict (slower: for tests)."""
+    counters, batch_hist, lat_hist, trace = _run(params, prep, True)
+    return _prediction(prep.wl, counters, batch_hist, lat_hist), trace
 
 
 def simulate_many(
