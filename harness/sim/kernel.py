@@ -56,8 +56,20 @@ from harness import scheduler as policy
 try:
     import numba
 
+    # ``_nrt=False``: no reference counting. The event handlers pass the Buffers and Views
+    # (tuples of arrays) to one another, and numba increments and decrements every array's count
+    # at each such call, atomics that made the loop ~20x slower than its own work (25 ms per
+    # config instead of 1.3 ms, benchmarks/simulator_speed.py's configs). The kernel allocates
+    # nothing (the caller owns every array), so it needs no counting; the option is numba's own
+    # (CPUTargetOptions._nrt), used by its test suite.
+    _OPTIONS = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
+
     def _jit(fn):
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+        return numba.njit(**_OPTIONS)(fn)
+
+    def _handler(fn):
+        # inlined into ``run`` where numba builds its IR, so that LLVM sees one loop
+        return numba.njit(inline="always", **_OPTIONS)(fn)
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - the same code runs, only slower
@@ -65,6 +77,7 @@ except ImportError:  # pragma: no cover - the same code runs, only slower
     def _jit(fn):
         return fn
 
+    _handler = _jit
     HAVE_NUMBA = False
 
 _admit = _jit(policy.admit)
@@ -136,9 +149,6 @@ PARAMS = np.dtype(
 
 STATE = np.dtype(
     [
-        ("now", _F),
-        ("vt", _F),  # processor sharing: every busy batch advances at one rate in virtual time
-        ("fv", _F),  # the front end's own virtual time (its share differs from a batch's)
         ("fe_fin", _F),  # the virtual time at which the front end's current work is done
         ("fe_idle_at", _F),  # when the front end last ran out of work
         ("cli_free", _F),  # closed loop: when the client is free to read the next answer
@@ -180,6 +190,10 @@ class Buffers(NamedTuple):
     trace_f: np.ndarray  # out with trace: per batch taken, its start time
     trace_i: np.ndarray  # out with trace: per batch taken, (size, padded, first, last, expired)
     trace_v: np.ndarray  # out with trace: per request, its verdict (ADMIT_*, V_EXPIRED; -1 none)
+    r_batch: np.ndarray  # ``threads`` long: the running batches (workspace)
+    r_fin: np.ndarray  # ``threads`` long: when each finishes, in virtual time (workspace)
+    hist_f: np.ndarray  # one float64 and its int64 view: a latency's bits for its histogram bin
+    hist_i: np.ndarray
 
 
 class Views(NamedTuple):
@@ -196,10 +210,6 @@ class Views(NamedTuple):
     b_size: np.ndarray
     b_lo: np.ndarray  # a batch's first and last request
     b_hi: np.ndarray
-    r_batch: np.ndarray  # the running batches and when each finishes, in virtual time
-    r_fin: np.ndarray
-    fbuf: np.ndarray  # a float's bits, for the latency histogram's bins (no log())
-    ibuf: np.ndarray
 
 
 def new_params() -> np.ndarray:
@@ -211,7 +221,7 @@ def new_state() -> np.ndarray:
     return np.zeros(1, STATE)
 
 
-@_jit
+@_handler
 def _caps(n_cap, max_input, max_exec, splitting):
     """The front end's FIFO and the batch queue's lengths."""
     return 2 * n_cap + 1025, n_cap * (2 + (max_input // max_exec if splitting else 0)) + 1
@@ -224,14 +234,13 @@ def workspace_size(n_cap, users, max_input, max_exec, splitting):
     return 2 * n_cap + users + b_cap + fe_cap, 2 * n_cap + 2 * fe_cap + 3 * b_cap, b_cap
 
 
-@_jit
+@_handler
 def _views(p, b):
     """Every array lives in the caller's workspace (reused across configs: no allocation)."""
     n_cap, users = p.n_cap, p.users
     fe_cap, b_cap = _caps(n_cap, p.max_input, p.max_exec, p.splitting)
     wf, wi = b.wf, b.wi
     o = 2 * n_cap + 2 * fe_cap
-    fbuf = np.empty(1)
     return Views(
         wf[:n_cap],
         wf[n_cap : 2 * n_cap + users],
@@ -244,10 +253,6 @@ def _views(p, b):
         wi[o : o + b_cap],
         wi[o + b_cap : o + 2 * b_cap],
         wi[o + 2 * b_cap : o + 3 * b_cap],
-        np.empty(p.threads, np.int64),
-        np.empty(p.threads),
-        fbuf,
-        fbuf.view(np.int64),
     )
 
 
@@ -262,23 +267,30 @@ def run(params, b, state):
     s = state[0]
     v = _views(p, b)
     _start(p, v, s)
+    # Time stays in locals, handed to the handlers: it is on every event's critical path.
+    # Processor sharing in virtual time: every busy participant (running batches, the front
+    # end) advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed
+    # vt; ``fv`` is the front end's own (its share differs from a batch's).
+    now = 0.0
+    vt = 0.0
+    fv = 0.0
     while True:
-        due_next = _dispatch(p, b, v, s)
-        if s.fe_busy == 0 and not _front_end_pick(p, b, v, s):
+        due_next = _dispatch(p, b, v, s, now, vt)
+        if s.fe_busy == 0 and not _front_end_pick(p, b, v, s, now, fv):
             b.counters[C_TRUNCATED] = 1
             break
-        t_next, what, kb, rate, rate_fe = _next_event(p, b, v, s, due_next)
+        t_next, what, kb, rate, rate_fe = _next_event(p, b, v, s, now, vt, fv, due_next)
         if what < 0 or t_next > p.t_end:
             break
-        dt = t_next - s.now
+        dt = t_next - now
         if dt > 0.0:
-            s.vt += dt * rate
-            s.fv += dt * rate_fe
-            s.now = t_next
+            vt += dt * rate
+            fv += dt * rate_fe
+            now = t_next
         if what == 1:
-            _front_end_done(p, b, v, s)
+            _front_end_done(p, b, v, s, now, fv)
         elif what == 2:
-            _batch_done(v, s, kb)
+            _batch_done(b, v, s, kb, now)
         # what == 0: the idle front end takes the arrival at the top of the loop
         # what == 3: a batch came due; _dispatch at the top takes it
     for i in range(s.n_tasks):
@@ -287,7 +299,7 @@ def run(params, b, state):
     return s.n_tasks
 
 
-@_jit
+@_handler
 def _start(p, v, s):
     """Time 0: a closed loop's users are all ready to send; nothing else has happened."""
     if p.closed:
@@ -298,11 +310,10 @@ def _start(p, v, s):
     s.shuffle = 20261123
 
 
-@_jit
-def _dispatch(p, b, v, s):
+@_handler
+def _dispatch(p, b, v, s, now, vt):
     """Idle threads take ready batches (``take_at``); returns when the next one comes due
     (``inf``: none, or no idle thread)."""
-    now = s.now
     while True:
         ready = math.inf
         if s.q_head < s.q_tail:
@@ -320,13 +331,13 @@ def _dispatch(p, b, v, s):
             # one with the latest deadline
             expired = _batch_expired(v.t_send[v.b_hi[bi]] + p.deadline_s, now)
         if p.trace:
-            _trace_batch(b, v, s, bi, padded, expired)
+            _trace_batch(b, v, s, bi, padded, expired, now)
         if expired:
-            _expire(p, b, v, s, bi)
+            _expire(p, b, v, s, bi, now)
             continue
         k = s.n_run
-        v.r_batch[k] = bi
-        v.r_fin[k] = s.vt + b.exec_table[padded] * b.exec_noise[s.n_started % len(b.exec_noise)]
+        b.r_batch[k] = bi
+        b.r_fin[k] = vt + b.exec_table[padded] * b.exec_noise[s.n_started % len(b.exec_noise)]
         s.n_started += 1
         s.n_run += 1
         if p.t0 <= now < p.t1:
@@ -334,11 +345,11 @@ def _dispatch(p, b, v, s):
             b.batch_hist[min(padded, len(b.batch_hist) - 1)] += 1
 
 
-@_jit
-def _trace_batch(b, v, s, bi, padded, expired):
+@_handler
+def _trace_batch(b, v, s, bi, padded, expired, now):
     k = s.n_traced
     s.n_traced += 1
-    b.trace_f[k] = s.now
+    b.trace_f[k] = now
     b.trace_i[k, 0] = v.b_size[bi]
     b.trace_i[k, 1] = padded
     b.trace_i[k, 2] = v.b_lo[bi]
@@ -346,8 +357,8 @@ def _trace_batch(b, v, s, bi, padded, expired):
     b.trace_i[k, 4] = 1 if expired else 0
 
 
-@_jit
-def _expire(p, b, v, s, bi):
+@_handler
+def _expire(p, b, v, s, bi, now):
     """Every request in the batch is past its deadline: each is answered RESOURCE_EXHAUSTED
     (queued for the front end) and the batch never runs."""
     for i in range(v.b_lo[bi], v.b_hi[bi] + 1):
@@ -357,26 +368,25 @@ def _expire(p, b, v, s, bi):
                 b.counters[C_EXPIRED] += 1
             if p.trace:
                 b.trace_v[i] = V_EXPIRED
-            _fe_queue(v, s, _EGRESS_REJ, i)
+            _fe_queue(v, s, _EGRESS_REJ, i, now)
 
 
-@_jit
-def _fe_queue(v, s, kind, i):
+@_handler
+def _fe_queue(v, s, kind, i, now):
     """Queue work for the front end, stamped with the time it was queued."""
     k = s.fe_tail
     v.fe_kind[k] = kind
     v.fe_task[k] = i
-    v.fe_time[k] = s.now
+    v.fe_time[k] = now
     s.fe_tail += 1
 
 
-@_jit
-def _front_end_pick(p, b, v, s):
+@_handler
+def _front_end_pick(p, b, v, s, now, fv):
     """The idle front end takes the oldest waiting work: an arrival (read straight from the
     arrival times, so an arrival is an event only when the front end is idle) or what its FIFO
     holds (answers and collections, each with the time it was queued). False: out of request
     slots."""
-    now = s.now
     t_arr = math.inf
     if p.closed:
         if s.p_head < s.p_tail:
@@ -391,22 +401,22 @@ def _front_end_pick(p, b, v, s):
         s.fe_head += 1
         s.fe_busy = 1
         if kind == _EGRESS_OK:
-            s.fe_fin = s.fv + p.o_out
+            s.fe_fin = fv + p.o_out
         elif kind == _EGRESS_REJ:
-            s.fe_fin = s.fv + p.o_rej
+            s.fe_fin = fv + p.o_rej
         else:
-            s.fe_fin = s.fv + p.gc_s
+            s.fe_fin = fv + p.gc_s
         if t_q > s.fe_idle_at:  # it came while the front end slept: wake it first
             s.fe_fin += p.o_wake
     elif t_arr <= now:
         if s.n_tasks >= p.n_cap:
             return False
-        _take_arrival(p, b, v, s, t_arr)
+        _take_arrival(p, b, v, s, t_arr, fv)
     return True
 
 
-@_jit
-def _take_arrival(p, b, v, s, t_arr):
+@_handler
+def _take_arrival(p, b, v, s, t_arr, fv):
     i = s.n_tasks
     s.n_tasks += 1
     v.t_send[i] = t_arr
@@ -422,13 +432,13 @@ def _take_arrival(p, b, v, s, t_arr):
     s.cur_kind = _INGRESS
     s.cur_task = i
     s.fe_busy = 1
-    s.fe_fin = s.fv + p.o_in
+    s.fe_fin = fv + p.o_in
     if t_arr > s.fe_idle_at:
         s.fe_fin += p.o_wake
 
 
-@_jit
-def _next_event(p, b, v, s, due_next):
+@_handler
+def _next_event(p, b, v, s, now, vt, fv, due_next):
     """The next event: (time, what, running batch, rate of a batch, rate of the front end).
 
     what: 0 an arrival for the idle front end, 1 the front end's work is done, 2 running batch
@@ -450,9 +460,8 @@ def _next_event(p, b, v, s, due_next):
             rate = cores / n_run
     t_next = math.inf
     what = -1
-    now = s.now
     if s.fe_busy:
-        t_next = now + (s.fe_fin - s.fv) / rate_fe
+        t_next = now + (s.fe_fin - fv) / rate_fe
         what = 1
     elif p.closed:  # idle: it wakes for the next arrival (queued answers come with batch events)
         if s.p_head < s.p_tail:
@@ -462,9 +471,8 @@ def _next_event(p, b, v, s, due_next):
         t_next = b.arrivals[s.ai]
         what = 0
     kb = -1
-    vt = s.vt
     for k in range(n_run):
-        t = now + (v.r_fin[k] - vt) / rate
+        t = now + (b.r_fin[k] - vt) / rate
         if t < t_next:
             t_next = t
             what = 2
@@ -475,20 +483,20 @@ def _next_event(p, b, v, s, due_next):
     return t_next, what, kb, rate, rate_fe
 
 
-@_jit
-def _front_end_done(p, b, v, s):
+@_handler
+def _front_end_done(p, b, v, s, now, fv):
     """The front end finished its piece of work."""
     s.fe_busy = 0
-    s.fe_idle_at = s.now
+    s.fe_idle_at = now
     kind = s.cur_kind
     if kind == _INGRESS:
-        _ingress(p, b, v, s, s.cur_task)
+        _ingress(p, b, v, s, s.cur_task, now, fv)
     elif kind != _GC:
-        _egress(p, b, v, s, kind, s.cur_task)
+        _egress(p, b, v, s, kind, s.cur_task, now)
 
 
-@_jit
-def _ingress(p, b, v, s, i):
+@_handler
+def _ingress(p, b, v, s, i, now, fv):
     """A request reaches the batch queue: refused (answered at once, before anything queued),
     or cut into pieces that join the open batch and new ones."""
     size = v.t_size[i]
@@ -512,7 +520,7 @@ def _ingress(p, b, v, s, i):
             b.counters[C_OVERSIZE if verdict == ADMIT_OVERSIZE else C_QUEUE_FULL] += 1
         s.cur_kind = _EGRESS_REJ
         s.fe_busy = 1
-        s.fe_fin = s.fv + p.o_rej
+        s.fe_fin = fv + p.o_rej
         return
     share = _open_share(size, room, p.splitting)
     pieces = 0
@@ -525,7 +533,7 @@ def _ingress(p, b, v, s, i):
         rows = _next_piece(size - start, p.max_exec, p.splitting)
         q = s.q_tail
         v.b_size[q] = rows
-        v.b_first[q] = s.now
+        v.b_first[q] = now
         v.b_lo[q] = i
         v.b_hi[q] = i
         s.q_tail += 1
@@ -534,8 +542,8 @@ def _ingress(p, b, v, s, i):
     v.t_pieces[i] = pieces
 
 
-@_jit
-def _egress(p, b, v, s, kind, i):
+@_handler
+def _egress(p, b, v, s, kind, i, now):
     """An answer (or a refusal) leaves the server; the client reads it."""
     # Python's full garbage collection: with TensorFlow loaded it walks every object (~0.2 s
     # here) holding the GIL, so the request path stalls for that long. What reaches the oldest
@@ -546,10 +554,10 @@ def _egress(p, b, v, s, kind, i):
         if s.garbage >= p.gc_every and s.n_gc < 1024:
             s.garbage -= p.gc_every
             s.n_gc += 1
-            _fe_queue(v, s, _GC, -1)
+            _fe_queue(v, s, _GC, -1, now)
     s.n_live -= 1
     if p.closed:  # the client reads the answer when it is free, then sends again
-        read = s.now + p.rtt
+        read = now + p.rtt
         if s.cli_free > read:
             read = s.cli_free
         read += p.c_cli
@@ -557,30 +565,30 @@ def _egress(p, b, v, s, kind, i):
         v.p_time[s.p_tail] = read
         s.p_tail += 1
     else:
-        read = s.now + p.rtt + p.c_cli
+        read = now + p.rtt + p.c_cli
     if kind == _EGRESS_OK:
         v.t_pieces[i] = -2  # answered
         if p.t0 <= v.t_send[i] < p.t1:
             b.counters[C_OK] += 1
             b.counters[C_ITEMS] += v.t_size[i]
-            v.fbuf[0] = read - v.t_send[i]
-            k = (v.ibuf[0] >> HIST_SHIFT) - p.hist_key0
+            b.hist_f[0] = read - v.t_send[i]
+            k = (b.hist_i[0] >> HIST_SHIFT) - p.hist_key0
             b.lat_hist[min(max(k, 0), len(b.lat_hist) - 1)] += 1
 
 
-@_jit
-def _batch_done(v, s, kb):
+@_handler
+def _batch_done(b, v, s, kb, now):
     """Running batch ``kb`` finished: the requests it completed queue for their answers."""
-    bi = v.r_batch[kb]
+    bi = b.r_batch[kb]
     s.n_run -= 1
-    v.r_batch[kb] = v.r_batch[s.n_run]
-    v.r_fin[kb] = v.r_fin[s.n_run]
+    b.r_batch[kb] = b.r_batch[s.n_run]
+    b.r_fin[kb] = b.r_fin[s.n_run]
     first = s.fe_tail
     for i in range(v.b_lo[bi], v.b_hi[bi] + 1):
         if v.t_pieces[i] > 0:
             v.t_pieces[i] -= 1
             if v.t_pieces[i] == 0:
-                _fe_queue(v, s, _EGRESS_OK, i)
+                _fe_queue(v, s, _EGRESS_OK, i, now)
     # The batch's handler threads wake together and take the GIL in no set order, so its
     # answers leave in a random order (a FIFO here would keep a closed loop in lockstep, every
     # user at the same place in every batch, and its latencies equal).

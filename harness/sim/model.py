@@ -287,7 +287,7 @@ def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
         )
     users = wl.users if wl.closed else 0
     nf, ni, b_cap = kernel.workspace_size(prep.n_cap, users, max_input, max_exec, split)
-    wf, wi = _workspace(nf, ni)
+    wf, wi = _workspace(nf + threads, ni + threads)
     rec = np.array(
         [
             (
@@ -305,6 +305,7 @@ def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
         tv = np.full(prep.n_cap, -1, np.int64)
     else:
         tf, ti, tv = _NO_TRACE_F, _NO_TRACE_I, _NO_TRACE_V
+    hist_f = np.empty(1)
     buffers = kernel.Buffers(
         allowed,
         table,
@@ -319,6 +320,10 @@ def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
         tf,
         ti,
         tv,
+        wi[ni : ni + threads],
+        wf[nf : nf + threads],
+        hist_f,
+        hist_f.view(np.int64),
     )
     state = kernel.new_state()
     n_tasks = kernel.run(rec, buffers, state)
