@@ -270,45 +270,52 @@ _NO_TRACE_I = np.zeros((0, 5), np.int64)
 _NO_TRACE_V = np.zeros(0, np.int64)
 
 
-def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
-    """Fill the kernel's records, run it; (counters, batch_hist, lat_hist, trace or None)."""
+def _kernel_params(params: BatchingParameters | None, prep: Prepared, trace: bool):
+    """The kernel's ``PARAMS`` record for one config, and its allowed sizes and largest batch."""
     srv = prep.server
     wl = prep.wl
     max_input, max_exec, max_enq, split, timeout, threads, allowed = _config_args(
         params, prep, srv.cores
     )
     biggest = max(max_exec, int(allowed[-1]) if len(allowed) else 0, prep.max_request)
-    table = srv.exec_table
-    if len(table) <= biggest:
+    if len(srv.exec_table) <= biggest:
         raise ConfigError(
-            f"the profile's execution table stops at batch size {len(table) - 1}; "
+            f"the profile's execution table stops at batch size {len(srv.exec_table) - 1}; "
             f"this config runs batches of {biggest}",
             hint="build the server model with max_size covering the search space",
         )
-    users = wl.users if wl.closed else 0
-    nf, ni, b_cap = kernel.workspace_size(prep.n_cap, users, max_input, max_exec, split)
-    wf, wi = _workspace(nf + threads, ni + threads)
     rec = np.array(
         [
             (
                 max_input, max_exec, max_enq, split, timeout, threads,
                 srv.cores, srv.o_in, srv.o_out, srv.o_rej, srv.o_wake, srv.rtt, srv.client,
                 srv.gc_every, srv.gc_s, srv.fe_weight,
-                wl.closed, users, prep.deadline_s, prep.t0, prep.t1, prep.t_end, prep.n_cap,
-                HIST_KEY0, trace,
+                wl.closed, wl.users if wl.closed else 0, prep.deadline_s,
+                prep.t0, prep.t1, prep.t_end, prep.n_cap, HIST_KEY0, trace,
             )
         ],
         kernel.PARAMS,
     )  # fmt: skip
-    if trace:
+    return rec, allowed, biggest
+
+
+def _buffers(prep: Prepared, rec: np.ndarray, allowed: np.ndarray, biggest: int) -> kernel.Buffers:
+    """The kernel's arrays: this thread's workspace, zeroed outputs, trace arrays if asked."""
+    p = rec[0]
+    threads, n_cap = int(p["threads"]), prep.n_cap
+    nf, ni, b_cap = kernel.workspace_size(
+        n_cap, int(p["users"]), int(p["max_input"]), int(p["max_exec"]), int(p["splitting"])
+    )
+    wf, wi = _workspace(nf + threads, ni + threads)
+    if p["trace"]:
         tf, ti = np.zeros(b_cap), np.zeros((b_cap, 5), np.int64)
-        tv = np.full(prep.n_cap, -1, np.int64)
+        tv = np.full(n_cap, -1, np.int64)
     else:
         tf, ti, tv = _NO_TRACE_F, _NO_TRACE_I, _NO_TRACE_V
     hist_f = np.empty(1)
-    buffers = kernel.Buffers(
+    return kernel.Buffers(
         allowed,
-        table,
+        prep.server.exec_table,
         prep.noise,
         prep.arrivals,
         prep.sizes,
@@ -325,23 +332,30 @@ def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
         hist_f,
         hist_f.view(np.int64),
     )
+
+
+def _trace(b: kernel.Buffers, state: np.ndarray, n_tasks: int) -> KernelTrace:
+    n_b = int(state[0]["n_traced"])
+    return KernelTrace(
+        batch_start=b.trace_f[:n_b].copy(),
+        batch_size=b.trace_i[:n_b, 0].copy(),
+        batch_padded=b.trace_i[:n_b, 1].copy(),
+        batch_first=b.trace_i[:n_b, 2].copy(),
+        batch_last=b.trace_i[:n_b, 3].copy(),
+        batch_expired=b.trace_i[:n_b, 4].astype(bool),
+        task_send=b.wf[:n_tasks].copy(),  # the kernel's t_send and t_size (see kernel._views)
+        task_size=b.wi[:n_tasks].copy(),
+        task_verdict=b.trace_v[:n_tasks].copy(),
+    )
+
+
+def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
+    """Run the kernel on one config: (counters, batch_hist, lat_hist, KernelTrace or None)."""
+    rec, allowed, biggest = _kernel_params(params, prep, trace)
+    b = _buffers(prep, rec, allowed, biggest)
     state = kernel.new_state()
-    n_tasks = kernel.run(rec, buffers, state)
-    out = None
-    if trace:
-        n_b = int(state[0]["n_traced"])
-        out = KernelTrace(
-            batch_start=tf[:n_b].copy(),
-            batch_size=ti[:n_b, 0].copy(),
-            batch_padded=ti[:n_b, 1].copy(),
-            batch_first=ti[:n_b, 2].copy(),
-            batch_last=ti[:n_b, 3].copy(),
-            batch_expired=ti[:n_b, 4].astype(bool),
-            task_send=wf[:n_tasks].copy(),
-            task_size=wi[:n_tasks].copy(),
-            task_verdict=tv[:n_tasks].copy(),
-        )
-    return buffers.counters, buffers.batch_hist, buffers.lat_hist, out
+    n_tasks = kernel.run(rec, b, state)
+    return b.counters, b.batch_hist, b.lat_hist, _trace(b, state, n_tasks) if trace else None
 
 
 def _prediction(wl: Workload, c: np.ndarray, batch_hist: np.ndarray, lat_hist: np.ndarray):
