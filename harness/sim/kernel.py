@@ -212,12 +212,8 @@ class Views(NamedTuple):
     b_hi: np.ndarray
 
 
-def new_params() -> np.ndarray:
-    """A zeroed ``PARAMS`` record (a one-element array: numba reads it as ``p[0]``)."""
-    return np.zeros(1, PARAMS)
-
-
 def new_state() -> np.ndarray:
+    """A zeroed ``STATE`` record (a one-element array: ``run`` works on its element)."""
     return np.zeros(1, STATE)
 
 
