@@ -15,7 +15,9 @@ several queues. Deadlines are modelled: a request's deadline is its send time pl
 ``run`` takes three records: ``PARAMS`` (the config, the server model and the workload as plain
 numbers, one structured numpy record), ``Buffers`` (the arrays: inputs, outputs and the
 caller's workspace) and ``STATE`` (the loop's own scalars, so that each event handler is a
-function of its own).
+function of its own). A structured record rather than a jitclass: numba's cache cannot serve a
+jitclass to a new process (every ``harness`` command would compile the kernel again), and it is
+no faster (benchmarks/kernel_records.py).
 
 Model of the server (see docs/simulator.md):
 
@@ -149,7 +151,6 @@ PARAMS = np.dtype(
 
 STATE = np.dtype(
     [
-        ("fe_fin", _F),  # the virtual time at which the front end's current work is done
         ("fe_idle_at", _F),  # when the front end last ran out of work
         ("cli_free", _F),  # closed loop: when the client is free to read the next answer
         ("garbage", _F),  # garbage promoted since the last full collection
@@ -159,7 +160,6 @@ STATE = np.dtype(
         ("p_tail", _I),
         ("fe_head", _I),  # the front end's FIFO of answers and collections
         ("fe_tail", _I),
-        ("fe_busy", _I),
         ("cur_kind", _I),
         ("cur_task", _I),
         ("n_gc", _I),
@@ -167,7 +167,6 @@ STATE = np.dtype(
         ("shuffle", _I),  # the state of the answer-order shuffle (the same for every config)
         ("q_head", _I),  # the batch queue (only grows; q_head..q_tail-1 wait, the last is open)
         ("q_tail", _I),
-        ("n_run", _I),  # running batches, packed in r_batch[0:n_run]
         ("n_started", _I),
         ("n_traced", _I),
     ]
@@ -263,19 +262,28 @@ def run(params, b, state):
     s = state[0]
     v = _views(p, b)
     _start(p, v, s)
-    # Time stays in locals, handed to the handlers: it is on every event's critical path.
-    # Processor sharing in virtual time: every busy participant (running batches, the front
+    # What every event reads (time, the running batches, the front end's current work) stays
+    # in locals handed to and returned by the handlers; the rest lives in ``s``. Kept in the
+    # record, these made the loop 2-4% slower (benchmarks/kernel_records.py shows the kind: a record
+    # field is memory that every array store may alias). Processor sharing in virtual time: every busy participant (running batches, the front
     # end) advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed
     # vt; ``fv`` is the front end's own (its share differs from a batch's).
     now = 0.0
     vt = 0.0
     fv = 0.0
+    n_run = 0  # running batches, packed in r_batch[0:n_run]
+    fe_busy = 0
+    fe_fin = 0.0  # the virtual time at which the front end's current work is done
     while True:
-        due_next = _dispatch(p, b, v, s, now, vt)
-        if s.fe_busy == 0 and not _front_end_pick(p, b, v, s, now, fv):
-            b.counters[C_TRUNCATED] = 1
-            break
-        t_next, what, kb, rate, rate_fe = _next_event(p, b, v, s, now, vt, fv, due_next)
+        n_run, due_next = _dispatch(p, b, v, s, now, vt, n_run)
+        if fe_busy == 0:
+            fe_busy, fe_fin = _front_end_pick(p, b, v, s, now, fv)
+            if fe_busy < 0:
+                b.counters[C_TRUNCATED] = 1
+                break
+        t_next, what, kb, rate, rate_fe = _next_event(
+            p, b, v, s, now, vt, fv, due_next, n_run, fe_busy, fe_fin
+        )
         if what < 0 or t_next > p.t_end:
             break
         dt = t_next - now
@@ -284,9 +292,9 @@ def run(params, b, state):
             fv += dt * rate_fe
             now = t_next
         if what == 1:
-            _front_end_done(p, b, v, s, now, fv)
+            fe_busy, fe_fin = _front_end_done(p, b, v, s, now, fv)
         elif what == 2:
-            _batch_done(b, v, s, kb, now)
+            n_run = _batch_done(b, v, s, kb, now, n_run)
         # what == 0: the idle front end takes the arrival at the top of the loop
         # what == 3: a batch came due; _dispatch at the top takes it
     for i in range(s.n_tasks):
@@ -307,17 +315,17 @@ def _start(p, v, s):
 
 
 @_handler
-def _dispatch(p, b, v, s, now, vt):
-    """Idle threads take ready batches (``take_at``); returns when the next one comes due
-    (``inf``: none, or no idle thread)."""
+def _dispatch(p, b, v, s, now, vt, n_run):
+    """Idle threads take ready batches (``take_at``); returns the running batches and when the
+    next one comes due (``inf``: none, or no idle thread)."""
     while True:
         ready = math.inf
         if s.q_head < s.q_tail:
             qh = s.q_head
             ready = _ready_time(s.q_tail - qh, v.b_size[qh], v.b_first[qh], p.max_exec, p.timeout_s)
-        at = _take_at(p.threads - s.n_run, ready, now)
+        at = _take_at(p.threads - n_run, ready, now)
         if at != now:
-            return at
+            return n_run, at
         bi = s.q_head
         s.q_head += 1
         padded = _padded_size(v.b_size[bi], b.allowed)
@@ -331,11 +339,11 @@ def _dispatch(p, b, v, s, now, vt):
         if expired:
             _expire(p, b, v, s, bi, now)
             continue
-        k = s.n_run
+        k = n_run
         b.r_batch[k] = bi
         b.r_fin[k] = vt + b.exec_table[padded] * b.exec_noise[s.n_started % len(b.exec_noise)]
         s.n_started += 1
-        s.n_run += 1
+        n_run += 1
         if p.t0 <= now < p.t1:
             b.counters[C_BATCHES] += 1
             b.batch_hist[min(padded, len(b.batch_hist) - 1)] += 1
@@ -381,8 +389,8 @@ def _fe_queue(v, s, kind, i, now):
 def _front_end_pick(p, b, v, s, now, fv):
     """The idle front end takes the oldest waiting work: an arrival (read straight from the
     arrival times, so an arrival is an event only when the front end is idle) or what its FIFO
-    holds (answers and collections, each with the time it was queued). False: out of request
-    slots."""
+    holds (answers and collections, each with the time it was queued). Returns (busy, when its
+    work is done in its virtual time); busy -1: out of request slots."""
     t_arr = math.inf
     if p.closed:
         if s.p_head < s.p_tail:
@@ -395,20 +403,20 @@ def _front_end_pick(p, b, v, s, now, fv):
         s.cur_kind = kind
         s.cur_task = v.fe_task[s.fe_head]
         s.fe_head += 1
-        s.fe_busy = 1
         if kind == _EGRESS_OK:
-            s.fe_fin = fv + p.o_out
+            fin = fv + p.o_out
         elif kind == _EGRESS_REJ:
-            s.fe_fin = fv + p.o_rej
+            fin = fv + p.o_rej
         else:
-            s.fe_fin = fv + p.gc_s
+            fin = fv + p.gc_s
         if t_q > s.fe_idle_at:  # it came while the front end slept: wake it first
-            s.fe_fin += p.o_wake
-    elif t_arr <= now:
+            fin += p.o_wake
+        return 1, fin
+    if t_arr <= now:
         if s.n_tasks >= p.n_cap:
-            return False
-        _take_arrival(p, b, v, s, t_arr, fv)
-    return True
+            return -1, 0.0
+        return 1, _take_arrival(p, b, v, s, t_arr, fv)
+    return 0, 0.0
 
 
 @_handler
@@ -427,26 +435,25 @@ def _take_arrival(p, b, v, s, t_arr, fv):
         b.counters[C_SENT] += 1
     s.cur_kind = _INGRESS
     s.cur_task = i
-    s.fe_busy = 1
-    s.fe_fin = fv + p.o_in
+    fin = fv + p.o_in
     if t_arr > s.fe_idle_at:
-        s.fe_fin += p.o_wake
+        fin += p.o_wake
+    return fin
 
 
 @_handler
-def _next_event(p, b, v, s, now, vt, fv, due_next):
+def _next_event(p, b, v, s, now, vt, fv, due_next, n_run, fe_busy, fe_fin):
     """The next event: (time, what, running batch, rate of a batch, rate of the front end).
 
     what: 0 an arrival for the idle front end, 1 the front end's work is done, 2 running batch
     ``kb`` is done, 3 a batch comes due, -1 nothing will happen. The cores are shared: each
     running batch weighs 1, a busy front end ``fe_weight``.
     """
-    n_run = s.n_run
     cores = p.cores
     rate = 1.0
     rate_fe = 1.0
-    if n_run + (1 if s.fe_busy else 0) > cores:
-        if s.fe_busy:
+    if n_run + (1 if fe_busy else 0) > cores:
+        if fe_busy:
             rate = cores / (n_run + p.fe_weight)
             rate_fe = p.fe_weight * rate
             if rate_fe > 1.0:
@@ -456,8 +463,8 @@ def _next_event(p, b, v, s, now, vt, fv, due_next):
             rate = cores / n_run
     t_next = math.inf
     what = -1
-    if s.fe_busy:
-        t_next = now + (s.fe_fin - fv) / rate_fe
+    if fe_busy:
+        t_next = now + (fe_fin - fv) / rate_fe
         what = 1
     elif p.closed:  # idle: it wakes for the next arrival (queued answers come with batch events)
         if s.p_head < s.p_tail:
@@ -481,14 +488,15 @@ def _next_event(p, b, v, s, now, vt, fv, due_next):
 
 @_handler
 def _front_end_done(p, b, v, s, now, fv):
-    """The front end finished its piece of work."""
-    s.fe_busy = 0
+    """The front end finished its piece of work: (busy, when done) for what it does next (a
+    refusal is answered at once)."""
     s.fe_idle_at = now
     kind = s.cur_kind
     if kind == _INGRESS:
-        _ingress(p, b, v, s, s.cur_task, now, fv)
-    elif kind != _GC:
+        return _ingress(p, b, v, s, s.cur_task, now, fv)
+    if kind != _GC:
         _egress(p, b, v, s, kind, s.cur_task, now)
+    return 0, 0.0
 
 
 @_handler
@@ -515,9 +523,7 @@ def _ingress(p, b, v, s, i, now, fv):
         if p.t0 <= v.t_send[i] < p.t1:
             b.counters[C_OVERSIZE if verdict == ADMIT_OVERSIZE else C_QUEUE_FULL] += 1
         s.cur_kind = _EGRESS_REJ
-        s.fe_busy = 1
-        s.fe_fin = fv + p.o_rej
-        return
+        return 1, fv + p.o_rej
     share = _open_share(size, room, p.splitting)
     pieces = 0
     if share > 0:
@@ -536,6 +542,7 @@ def _ingress(p, b, v, s, i, now, fv):
         start += rows
         pieces += 1
     v.t_pieces[i] = pieces
+    return 0, 0.0
 
 
 @_handler
@@ -573,12 +580,13 @@ def _egress(p, b, v, s, kind, i, now):
 
 
 @_handler
-def _batch_done(b, v, s, kb, now):
-    """Running batch ``kb`` finished: the requests it completed queue for their answers."""
+def _batch_done(b, v, s, kb, now, n_run):
+    """Running batch ``kb`` finished: the requests it completed queue for their answers.
+    Returns the running batches left."""
     bi = b.r_batch[kb]
-    s.n_run -= 1
-    b.r_batch[kb] = b.r_batch[s.n_run]
-    b.r_fin[kb] = b.r_fin[s.n_run]
+    n_run -= 1
+    b.r_batch[kb] = b.r_batch[n_run]
+    b.r_fin[kb] = b.r_fin[n_run]
     first = s.fe_tail
     for i in range(v.b_lo[bi], v.b_hi[bi] + 1):
         if v.t_pieces[i] > 0:
@@ -594,3 +602,4 @@ def _batch_done(b, v, s, kb, now):
         tmp = v.fe_task[k]
         v.fe_task[k] = v.fe_task[j]
         v.fe_task[j] = tmp
+    return n_run
