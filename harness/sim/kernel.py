@@ -264,10 +264,11 @@ def run(params, b, state):
     _start(p, v, s)
     # What every event reads (time, the running batches, the front end's current work) stays
     # in locals handed to and returned by the handlers; the rest lives in ``s``. Kept in the
-    # record, these made the loop 2-4% slower (benchmarks/kernel_records.py shows the kind: a record
-    # field is memory that every array store may alias). Processor sharing in virtual time: every busy participant (running batches, the front
-    # end) advances at the same rate, so ``vt`` grows by dt * rate and each finishes at a fixed
-    # vt; ``fv`` is the front end's own (its share differs from a batch's).
+    # record, these made the loop 2-4% slower (benchmarks/kernel_records.py shows the kind: a
+    # record field is memory that every array store may alias). Processor sharing in virtual
+    # time: every busy participant (running batches, the front end) advances at the same rate,
+    # so ``vt`` grows by dt * rate and each finishes at a fixed vt; ``fv`` is the front end's
+    # own (its share differs from a batch's).
     now = 0.0
     vt = 0.0
     fv = 0.0
