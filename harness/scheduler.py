@@ -15,14 +15,32 @@ same code in virtual time. The rules follow TensorFlow's shared batch scheduler:
 
 Batches handed to a thread leave the queue and stop counting toward ``max_enqueued_batches``.
 
-The rules themselves are the scalar functions below (``admit``, ``ready_time``,
-``padded_size``): plain numbers in, plain numbers out. ``BatchQueue`` applies them
-to real tasks for the reference server; the simulator (``harness.sim``) compiles the very same
-functions with numba and applies them to arrays in virtual time. There is no second copy.
+The rules themselves are the scalar functions below: plain numbers in, plain numbers out, no
+classes, no allocation, and none calls another, so that numba can compile each one alone.
+``BatchQueue`` and ``Scheduler`` apply them to real tasks for the reference server
+(``refserver/batcher.py`` adds threads and ``time.monotonic``); the simulator
+(``harness.sim.kernel``) compiles the very same functions and applies them to arrays in virtual
+time. There is no second copy. Their docstrings are the specification another implementation of
+the policy (a native server) must meet:
+
+=====================  ======================================================================
+``admit``              may a task join the queue, and how many new batches it opens
+``open_share``         how many of its rows join the open batch
+``next_piece``         how many rows go into each new batch after that
+``ready_time``         when the front batch becomes ready
+``take_at``            when an idle batch thread takes it
+``pick_queue``         which queue a free thread serves next (round-robin)
+``batch_expired``      whether a batch is answered RESOURCE_EXHAUSTED instead of run
+``padded_size``        the size a batch runs at
+=====================  ======================================================================
+
+Times are seconds on one clock; ``math.inf`` stands for "never" (an empty queue's ready time, a
+task without a deadline).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from harness.batching import EffectiveBatching
@@ -53,11 +71,20 @@ def admit(
 ) -> tuple[int, int, int]:
     """Whether a task of ``size`` rows may join a queue, and how many new batches it opens.
 
-    ``open_size`` is the size of the open (last) batch when ``has_open``; ``queued`` the batches
-    waiting. Returns ``(verdict, new_batches, room)``: new_batches 0 means it joins the open
-    batch; with splitting, the first piece fills ``room`` rows of the open batch and the rest go
-    into the new batches, ``max_exec`` rows each. (Self-contained, like every rule here, so that
-    numba can compile it for the simulator.)
+    ``open_size`` is the size of the open (last) batch when ``has_open``; ``queued`` counts the
+    batches waiting, the open one included (batches a thread took no longer count). Returns
+    ``(verdict, new_batches, room)``, checked in this order:
+
+    - ``ADMIT_OVERSIZE`` when ``size > max_input`` (INVALID_ARGUMENT, "Task size N is larger
+      than maximum input batch size M");
+    - else ``new_batches``: 0 when the task fits the open batch (``size <= room``), else
+      ``ceil((size - room) / max_exec)`` with splitting and 1 without;
+    - ``ADMIT_QUEUE_FULL`` when ``queued + new_batches > max_enqueued`` (UNAVAILABLE,
+      ``QUEUE_FULL_MESSAGE``);
+    - else ``ADMIT_OK``.
+
+    ``room`` is the open batch's free rows (``max_exec - open_size``; 0 without an open batch);
+    ``open_share`` and ``next_piece`` say where the rows of an admitted task go.
     """
     room = max_exec - open_size if has_open else 0
     if size > max_input:
@@ -73,6 +100,34 @@ def admit(
     return ADMIT_OK, new_batches, room
 
 
+def open_share(size: int, room: int, splitting: bool) -> int:
+    """How many of a task's ``size`` rows join the open batch, which has ``room`` free rows.
+
+    ``room`` is the third value ``admit`` returns (0 when there is no open batch). All of them
+    when the task fits (``size <= room``); else ``room`` with large-batch splitting (the first
+    piece fills the open batch, which may be 0 rows) and 0 without it (the task opens a new
+    batch and the open one is closed as it is). Call it only for a task ``admit`` let in.
+    """
+    if size <= room:
+        return size
+    if splitting:
+        return room
+    return 0
+
+
+def next_piece(rest: int, max_exec: int, splitting: bool) -> int:
+    """How many rows go into the next new batch when ``rest`` rows of a task are still to place.
+
+    After ``open_share``, a task's remaining rows are cut into new batches, each appended to the
+    queue in order: ``max_exec`` rows each (the last one the remainder) with splitting, or the
+    whole rest in one batch without it. So a task yields ``(open_share > 0) + new_batches``
+    pieces, where ``new_batches`` is what ``admit`` counted, and its rows stay in order.
+    """
+    if splitting and rest > max_exec:
+        return max_exec
+    return rest
+
+
 def open_batch_ready(open_size: int, max_exec: int, timeout: float) -> bool:
     """Whether the open batch is ready as soon as it is formed (full, or a zero timeout)."""
     return ready_time(1, open_size, 0.0, max_exec, timeout) == 0.0
@@ -83,12 +138,59 @@ def ready_time(
 ) -> float:
     """When the front batch of a non-empty queue becomes ready (a past time: ready now).
 
-    A closed batch (one with another behind it) is ready at once; the open one when
-    ``open_batch_ready`` says so, else ``timeout`` seconds after its first task arrived.
+    ``queued`` batches wait (>= 1); the front one holds ``front_size`` rows and its first task
+    arrived at ``front_first``. A closed batch (one with another behind it) is ready at once;
+    the open one (the only one) when full (``front_size >= max_exec``) or when ``timeout`` is 0,
+    else ``timeout`` seconds after its first task arrived.
     """
     if queued > 1 or front_size >= max_exec or timeout == 0:
         return front_first
     return front_first + timeout
+
+
+def take_at(idle: int, ready_at: float, now: float) -> float:
+    """When one of ``idle`` batch threads takes the front batch, seen at ``now``.
+
+    ``ready_at`` is the front batch's ``ready_time`` (``math.inf`` for an empty queue). A thread
+    takes a batch as soon as both exist: ``now`` when a thread is idle and the batch is ready,
+    ``ready_at`` when a thread is idle and the batch is not ready yet (that thread sleeps until
+    then, or until a new task changes the front batch), and ``math.inf`` when no thread is idle or
+    nothing waits (the next thread to finish asks again). One thread takes one batch; the driver
+    asks again, with one thread fewer, for the next.
+    """
+    if idle <= 0 or ready_at == math.inf:
+        return math.inf
+    if ready_at <= now:
+        return now
+    return ready_at
+
+
+def pick_queue(ready_at, cursor: int, now: float) -> int:
+    """Which queue a free batch thread serves at ``now``: round-robin across the queues.
+
+    ``ready_at[i]`` is queue i's ``ready_time`` (``math.inf`` when empty), ``cursor`` the queue
+    to try first. Returns the first index from ``cursor`` on, wrapping round, whose front batch is
+    ready (``ready_at[i] <= now``), or -1 when none is. The caller then moves ``cursor`` to one
+    past the queue it served, so that a busy queue cannot starve the others.
+    """
+    n = len(ready_at)
+    for k in range(n):
+        i = (cursor + k) % n
+        if ready_at[i] <= now:
+            return i
+    return -1
+
+
+def batch_expired(latest_deadline: float, now: float) -> bool:
+    """Whether a batch a thread takes at ``now`` is answered instead of run.
+
+    ``latest_deadline`` is the latest deadline among the batch's tasks (``math.inf`` if any task
+    has none). When every task's deadline has passed (``latest_deadline <= now``) running the
+    batch helps no one: each of its tasks is answered RESOURCE_EXHAUSTED with
+    ``QUEUE_TIMEOUT_MESSAGE`` and the batch is not run (nor counted in the batch metrics). A
+    batch with one task still in time runs whole.
+    """
+    return latest_deadline <= now
 
 
 def padded_size(size: int, allowed) -> int:
@@ -188,22 +290,17 @@ class BatchQueue:
         if verdict == ADMIT_QUEUE_FULL:
             raise Rejection(UNAVAILABLE, QUEUE_FULL_MESSAGE)
         task.enqueue_time = now
-        if new_batches == 0:
+        share = open_share(size, room, self._splitting)
+        if share == size:
             open_batch.add(task, 0, size, now)
             return open_batch_ready(open_batch.size, self._max_exec, self._timeout)
-        if not self._splitting:
-            batch = Batch()
-            batch.add(task, 0, size, now)
-            batches.append(batch)
-            return True
-        start = 0
         pieces = 0
-        if room > 0:
-            open_batch.add(task, 0, room, now)
-            start = room
+        if share > 0:
+            open_batch.add(task, 0, share, now)
             pieces = 1
+        start = share
         while start < size:
-            rows = min(self._max_exec, size - start)
+            rows = next_piece(size - start, self._max_exec, self._splitting)
             batch = Batch()
             batch.add(task, start, rows, now)
             batches.append(batch)
@@ -212,18 +309,23 @@ class BatchQueue:
         task.pieces = pieces
         return True
 
-    def due_time(self) -> float | None:
-        """When the front batch becomes ready (``-inf``-like past times mean ready now)."""
+    def ready_at(self) -> float:
+        """When the front batch becomes ready (a past time: ready now; ``math.inf``: empty)."""
         if not self._batches:
-            return None
+            return math.inf
         front = self._batches[0]
         return ready_time(
             len(self._batches), front.size, front.first_enqueue, self._max_exec, self._timeout
         )
 
+    def due_time(self) -> float | None:
+        """``ready_at``, or None when the queue is empty."""
+        due = self.ready_at()
+        return None if due == math.inf else due
+
     def pop_ready(self, now: float) -> Batch | None:
-        due = self.due_time()
-        if due is None or due > now:
+        """The front batch if a free thread takes it at ``now`` (``take_at``), else None."""
+        if take_at(1, self.ready_at(), now) != now:
             return None
         return self._batches.popleft()
 
@@ -254,16 +356,19 @@ class Scheduler:
         return queue.drain()
 
     def pop_ready(self, now: float) -> tuple[BatchQueue, Batch] | None:
-        queues = self.queues
-        n = len(queues)
-        for i in range(n):
-            q = queues[(self._next + i) % n]
-            batch = q.pop_ready(now)
-            if batch is not None:
-                self._next = (self._next + i + 1) % n
-                return q, batch
-        return None
+        """The batch a free thread takes at ``now``, from the queue ``pick_queue`` chooses."""
+        i = pick_queue([q.ready_at() for q in self.queues], self._next, now)
+        if i < 0:
+            return None
+        self._next = (i + 1) % len(self.queues)
+        q = self.queues[i]
+        return q, q.pop_ready(now)
+
+    def ready_at(self) -> float:
+        """When the earliest front batch becomes ready (``math.inf``: nothing waits)."""
+        return min((q.ready_at() for q in self.queues), default=math.inf)
 
     def next_due(self) -> float | None:
-        dues = [d for d in (q.due_time() for q in self.queues) if d is not None]
-        return min(dues) if dues else None
+        """``ready_at``, or None when nothing waits."""
+        due = self.ready_at()
+        return None if due == math.inf else due

@@ -1,9 +1,12 @@
 """The batch-forming policy in virtual time: no threads, no clock."""
 
+import math
+
 import pytest
 
 from harness.batching import BatchingParameters
 from harness.scheduler import (
+    ADMIT_OK,
     INVALID_ARGUMENT,
     QUEUE_FULL_MESSAGE,
     UNAVAILABLE,
@@ -11,6 +14,12 @@ from harness.scheduler import (
     Rejection,
     Scheduler,
     Task,
+    admit,
+    batch_expired,
+    next_piece,
+    open_share,
+    pick_queue,
+    take_at,
 )
 
 
@@ -125,3 +134,69 @@ def test_scheduler_serves_queues_round_robin():
     order = [s.pop_ready(0.0)[0] for _ in range(4)]
     assert order == [a, b, a, b]
     assert s.pop_ready(0.0) is None and s.next_due() is None
+
+
+# -- the pure rules themselves (what the simulator's kernel and a native server also run) ------
+
+
+def test_open_share_and_next_piece_place_every_row_in_as_many_pieces_as_admit_counts():
+    for max_exec in (1, 3, 4, 16):
+        for open_size in range(-1, max_exec + 1):  # -1: no open batch
+            has_open = open_size >= 0
+            for size in range(1, 3 * max_exec + 2):
+                for splitting in (False, True):
+                    verdict, new, room = admit(
+                        size, max(open_size, 0), has_open, 1, 10**6, max_exec, 10**6, splitting
+                    )
+                    if verdict != ADMIT_OK:
+                        continue
+                    share = open_share(size, room, splitting)
+                    pieces, start = [], share
+                    while start < size:
+                        pieces.append(next_piece(size - start, max_exec, splitting))
+                        start += pieces[-1]
+                    assert share + sum(pieces) == size
+                    assert len(pieces) == new
+                    assert share <= room
+                    if splitting:
+                        assert all(0 < rows <= max_exec for rows in pieces)
+
+
+def test_without_splitting_a_task_that_does_not_fit_opens_one_batch_whole():
+    assert open_share(5, 3, False) == 0
+    assert next_piece(5, 4, False) == 5
+    assert open_share(5, 3, True) == 3 and next_piece(2, 4, True) == 2
+
+
+def test_an_idle_thread_takes_the_front_batch_when_it_is_ready():
+    assert take_at(1, 2.0, now=3.0) == 3.0  # ready since 2.0: now
+    assert take_at(2, 5.0, now=3.0) == 5.0  # not yet: sleep until 5.0
+    assert take_at(0, 2.0, now=3.0) == math.inf  # no idle thread
+    assert take_at(1, math.inf, now=3.0) == math.inf  # nothing waits
+
+
+def test_pick_queue_goes_round_robin_from_the_cursor():
+    ready = [0.0, math.inf, 1.0, 0.5]
+    assert pick_queue(ready, 0, now=1.0) == 0
+    assert pick_queue(ready, 1, now=1.0) == 2
+    assert pick_queue(ready, 3, now=1.0) == 3
+    assert pick_queue(ready, 3, now=0.2) == 0  # wraps round
+    assert pick_queue(ready, 0, now=-1.0) == -1
+    assert pick_queue([], 0, now=1.0) == -1
+
+
+def test_a_batch_expires_only_when_its_latest_deadline_has_passed():
+    assert batch_expired(2.0, now=2.0)
+    assert not batch_expired(2.5, now=2.0)
+    assert not batch_expired(math.inf, now=1e9)  # a task without a deadline
+
+
+def test_scheduler_reports_when_the_next_batch_is_due():
+    s = Scheduler()
+    a = queue(max_batch_size=8, batch_timeout_micros=1000)
+    s.add_queue(a)
+    assert s.ready_at() == math.inf and s.next_due() is None
+    a.schedule(Task(1), now=2.0)
+    assert s.next_due() == pytest.approx(2.001) and a.due_time() == pytest.approx(2.001)
+    assert s.pop_ready(2.0) is None
+    assert s.pop_ready(2.001)[1].size == 1

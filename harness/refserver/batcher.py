@@ -8,6 +8,7 @@ lock until its batch has run; batch threads run TensorFlow with the GIL released
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -159,6 +160,7 @@ class Batcher:
     def _loop(self, index: int) -> None:
         cond = self._cond
         sched = self._sched
+        take_at = policy.take_at
         while True:
             with cond:
                 while True:
@@ -167,13 +169,12 @@ class Batcher:
                     now = monotonic()
                     got = sched.pop_ready(now)
                     if got is not None:
-                        due = sched.next_due()
-                        if due is not None and due <= now and self._idle:
+                        if take_at(self._idle, sched.ready_at(), now) == now:
                             cond.notify()  # more work is ready: wake a colleague
                         break
-                    due = sched.next_due()
+                    wake = take_at(1, sched.ready_at(), now)  # this thread is idle
                     self._idle += 1
-                    cond.wait(None if due is None else max(due - now, 0.0))
+                    cond.wait(None if wake == math.inf else max(wake - now, 0.0))
                     self._idle -= 1
             try:
                 if self.trace is None:
@@ -209,8 +210,8 @@ class Batcher:
         pieces = batch.pieces
         jobs = [task.payload for task, _, _ in pieces]
         metrics = self.metrics
-        deadlines = [j.deadline for j in jobs]
-        if all(d is not None and d <= started for d in deadlines):
+        latest = max(math.inf if j.deadline is None else j.deadline for j in jobs)
+        if policy.batch_expired(latest, started):
             err = ServingError("RESOURCE_EXHAUSTED", policy.QUEUE_TIMEOUT_MESSAGE)
             for j in jobs:
                 j.fail(err)

@@ -138,10 +138,28 @@ class Workload:
 
 
 class Prepared:
-    """A workload's random draws, made once and shared by every config simulated against it."""
+    """A workload's random draws, made once and shared by every config simulated against it.
 
-    def __init__(self, wl: Workload, server: ServerModel) -> None:
+    ``deadline_s``: each request's deadline after it is sent (a gRPC client's timeout, REST's
+    ``--rest_api_timeout_in_ms``); a batch whose every request is past it is answered
+    RESOURCE_EXHAUSTED instead of run. ``math.inf`` (the default): no deadline. ``queues``: the
+    batch queues the load reaches (one per model version and signature); the simulator has one
+    and refuses more rather than predict a different server.
+    """
+
+    def __init__(
+        self, wl: Workload, server: ServerModel, *, deadline_s: float = math.inf, queues: int = 1
+    ) -> None:
         wl.check()
+        if queues != 1:
+            raise ConfigError(
+                f"the simulator models one batch queue (one model version and signature); "
+                f"this load reaches {queues}",
+                hint="simulate each model's share of the load on its own, or measure it",
+            )
+        if not deadline_s > 0:
+            raise ConfigError(f"the request deadline must be > 0 s; was {deadline_s}")
+        self.deadline_s = float(deadline_s)
         self.wl = wl
         self.server = server
         rng = np.random.default_rng(wl.seed)
@@ -190,6 +208,7 @@ class Prediction:
     ok: int
     oversize: int  # INVALID_ARGUMENT: larger than max_batch_size
     queue_full: int  # UNAVAILABLE: the batch queue was full
+    deadline_exceeded: int = 0  # RESOURCE_EXHAUSTED: every request of its batch was past due
     unanswered: int  # sent in the window, not answered by its end plus the tail
     error_rate: float
     batches: int
@@ -248,62 +267,115 @@ def _config_args(params: BatchingParameters | None, prep: Prepared, cores: float
     )
 
 
-def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
-    """One config against a prepared workload."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KernelTrace:
+    """Every batch the kernel formed and every request's verdict (``simulate_trace``)."""
+
+    batch_start: np.ndarray  # when a thread took it (seconds)
+    batch_size: np.ndarray
+    batch_padded: np.ndarray
+    batch_first: np.ndarray  # its first and last request (indices into the task arrays)
+    batch_last: np.ndarray
+    batch_expired: np.ndarray  # answered RESOURCE_EXHAUSTED instead of run
+    task_send: np.ndarray  # per request: send time, size, and verdict
+    task_size: np.ndarray
+    task_verdict: np.ndarray  # scheduler.ADMIT_OK/OVERSIZE/QUEUE_FULL or kernel.V_EXPIRED
+
+
+_NO_TRACE_F = np.zeros(0)
+_NO_TRACE_I = np.zeros((0, 5), np.int64)
+_NO_TRACE_V = np.zeros(0, np.int64)
+
+
+def _kernel_params(params: BatchingParameters | None, prep: Prepared, trace: bool):
+    """The kernel's ``PARAMS`` record for one config, and its allowed sizes and largest batch."""
     srv = prep.server
     wl = prep.wl
     max_input, max_exec, max_enq, split, timeout, threads, allowed = _config_args(
         params, prep, srv.cores
     )
     biggest = max(max_exec, int(allowed[-1]) if len(allowed) else 0, prep.max_request)
-    table = srv.exec_table
-    if len(table) <= biggest:
+    if len(srv.exec_table) <= biggest:
         raise ConfigError(
-            f"the profile's execution table stops at batch size {len(table) - 1}; "
+            f"the profile's execution table stops at batch size {len(srv.exec_table) - 1}; "
             f"this config runs batches of {biggest}",
             hint="build the server model with max_size covering the search space",
         )
-    lat_hist = np.zeros(HIST_BINS, np.int64)
-    batch_hist = np.zeros(biggest + 2, np.int64)
-    counters = np.zeros(kernel.N_COUNTERS, np.int64)
-    users = wl.users if wl.closed else 0
-    wf, wi = _workspace(*kernel.workspace_size(prep.n_cap, users, max_input, max_exec, split))
-    kernel.run(
-        max_input,
-        max_exec,
-        max_enq,
-        split,
-        timeout,
-        threads,
+    rec = np.array(
+        [
+            (
+                max_input, max_exec, max_enq, split, timeout, threads,
+                srv.cores, srv.o_in, srv.o_out, srv.o_rej, srv.o_wake, srv.rtt, srv.client,
+                srv.gc_every, srv.gc_s, srv.fe_weight,
+                wl.closed, wl.users if wl.closed else 0, prep.deadline_s,
+                prep.t0, prep.t1, prep.t_end, prep.n_cap, HIST_KEY0, trace,
+            )
+        ],
+        kernel.PARAMS,
+    )  # fmt: skip
+    return rec, allowed, biggest
+
+
+def _buffers(prep: Prepared, rec: np.ndarray, allowed: np.ndarray, biggest: int) -> kernel.Buffers:
+    """The kernel's arrays: this thread's workspace, zeroed outputs, trace arrays if asked."""
+    p = rec[0]
+    threads, n_cap = int(p["threads"]), prep.n_cap
+    nf, ni, b_cap = kernel.workspace_size(
+        n_cap, int(p["users"]), int(p["max_input"]), int(p["max_exec"]), int(p["splitting"])
+    )
+    wf, wi = _workspace(nf + threads, ni + threads)
+    if p["trace"]:
+        tf, ti = np.zeros(b_cap), np.zeros((b_cap, 5), np.int64)
+        tv = np.full(n_cap, -1, np.int64)
+    else:
+        tf, ti, tv = _NO_TRACE_F, _NO_TRACE_I, _NO_TRACE_V
+    hist_f = np.empty(1)
+    return kernel.Buffers(
         allowed,
-        srv.cores,
-        table,
+        prep.server.exec_table,
         prep.noise,
-        srv.o_in,
-        srv.o_out,
-        srv.o_rej,
-        srv.o_wake,
-        srv.rtt,
-        srv.client,
-        srv.gc_every,
-        srv.gc_s,
-        srv.fe_weight,
-        wl.closed,
-        users,
         prep.arrivals,
         prep.sizes,
-        prep.t0,
-        prep.t1,
-        prep.t_end,
-        prep.n_cap,
-        lat_hist,
-        HIST_KEY0,
-        batch_hist,
-        counters,
+        np.zeros(HIST_BINS, np.int64),
+        np.zeros(biggest + 2, np.int64),
+        np.zeros(kernel.N_COUNTERS, np.int64),
         wf,
         wi,
+        tf,
+        ti,
+        tv,
+        wi[ni : ni + threads],
+        wf[nf : nf + threads],
+        hist_f,
+        hist_f.view(np.int64),
     )
-    c = counters
+
+
+def _trace(b: kernel.Buffers, state: np.ndarray, n_tasks: int) -> KernelTrace:
+    n_b = int(state[0]["n_traced"])
+    return KernelTrace(
+        batch_start=b.trace_f[:n_b].copy(),
+        batch_size=b.trace_i[:n_b, 0].copy(),
+        batch_padded=b.trace_i[:n_b, 1].copy(),
+        batch_first=b.trace_i[:n_b, 2].copy(),
+        batch_last=b.trace_i[:n_b, 3].copy(),
+        batch_expired=b.trace_i[:n_b, 4].astype(bool),
+        task_send=b.wf[:n_tasks].copy(),  # the kernel's t_send and t_size (see kernel._views)
+        task_size=b.wi[:n_tasks].copy(),
+        task_verdict=b.trace_v[:n_tasks].copy(),
+    )
+
+
+def _run(params: BatchingParameters | None, prep: Prepared, trace: bool):
+    """Run the kernel on one config: (counters, batch_hist, lat_hist, KernelTrace or None)."""
+    rec, allowed, biggest = _kernel_params(params, prep, trace)
+    b = _buffers(prep, rec, allowed, biggest)
+    state = kernel.new_state()
+    n_tasks = kernel.run(rec, b, state)
+    return b.counters, b.batch_hist, b.lat_hist, _trace(b, state, n_tasks) if trace else None
+
+
+def _prediction(wl: Workload, c: np.ndarray, batch_hist: np.ndarray, lat_hist: np.ndarray):
     ok = int(c[kernel.C_OK])
     sent = int(c[kernel.C_SENT])
     n_b = int(c[kernel.C_BATCHES])
@@ -321,6 +393,7 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         ok=ok,
         oversize=int(c[kernel.C_OVERSIZE]),
         queue_full=int(c[kernel.C_QUEUE_FULL]),
+        deadline_exceeded=int(c[kernel.C_EXPIRED]),
         unanswered=int(c[kernel.C_INCOMPLETE]),
         error_rate=(sent - ok) / sent if sent else 0.0,
         batches=n_b,
@@ -328,6 +401,20 @@ def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
         batch_size_histogram=hist,
         truncated=bool(c[kernel.C_TRUNCATED]),
     )
+
+
+def simulate(params: BatchingParameters | None, prep: Prepared) -> Prediction:
+    """One config against a prepared workload."""
+    counters, batch_hist, lat_hist, _ = _run(params, prep, False)
+    return _prediction(prep.wl, counters, batch_hist, lat_hist)
+
+
+def simulate_trace(
+    params: BatchingParameters | None, prep: Prepared
+) -> tuple[Prediction, KernelTrace]:
+    """``simulate``, and every batch formed and every verdict (slower: for tests)."""
+    counters, batch_hist, lat_hist, trace = _run(params, prep, True)
+    return _prediction(prep.wl, counters, batch_hist, lat_hist), trace
 
 
 def simulate_many(

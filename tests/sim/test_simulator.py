@@ -193,3 +193,31 @@ def test_the_request_path_pays_a_wake_up_only_for_work_that_finds_it_idle():
     assert set(woken.batch_size_histogram) == {8}
     cycle_woken, cycle_plain = 8 / woken.throughput_rps, 8 / plain.throughput_rps
     assert cycle_woken - cycle_plain == pytest.approx(0.001, rel=0.1)
+
+
+def test_a_batch_past_every_deadline_is_answered_resource_exhausted_not_run():
+    wl = Workload(rate=100, arrivals="constant", warmup_s=0.5, window_s=2.0)
+    # requests 10 ms apart, each batch waits 45 ms from its first: 5 requests, the last sent
+    # 40 ms after the first
+    params = cfg(max_batch_size=64, batch_timeout_micros=45_000)
+    late = simulate(params, Prepared(wl, server(exec_ms=1), deadline_s=0.002))
+    assert late.ok == 0 and late.deadline_exceeded == late.requests > 0
+    assert late.batches == 0 and late.error_rate == 1.0
+    # with 20 ms, the first requests of each batch are past due but the last is not: it runs
+    some = simulate(params, Prepared(wl, server(exec_ms=1), deadline_s=0.02))
+    assert some.ok == some.requests and some.deadline_exceeded == 0
+    # a deadline the batches meet changes nothing
+    calm = simulate(params, Prepared(wl, server(exec_ms=1)))
+    met = simulate(params, Prepared(wl, server(exec_ms=1), deadline_s=0.2))
+    assert met == calm and calm.deadline_exceeded == 0
+
+
+def test_a_load_that_reaches_several_queues_is_refused():
+    from harness.errors import ConfigError
+
+    wl = Workload(rate=100, warmup_s=0.5, window_s=1.0)
+    with pytest.raises(ConfigError, match="one batch queue") as exc:
+        Prepared(wl, server(), queues=2)
+    assert "measure it" in exc.value.hint
+    with pytest.raises(ConfigError, match="deadline"):
+        Prepared(wl, server(), deadline_s=0.0)
