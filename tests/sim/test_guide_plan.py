@@ -107,6 +107,28 @@ def test_the_simulator_predicts_and_the_tuner_judges_the_prediction():
         assert judged["predicted_feasible"] == keeps == (p99_ms > 5.0)
 
 
+def test_the_tuner_hooks_enqueue_the_picks_with_their_predictions():
+    import optuna
+
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    g = GuidedSearch(exp, Predictor(exp, ranker_like(), cores=1), cores=1, echo=lambda *a: None)
+    study = optuna.create_study(direction="maximize")
+    g.enqueue(study, 4, seed=0)
+    waiting = study.get_trials()
+    assert len(waiting) == 4 and all(t.user_attrs["guided"] for t in waiting)
+    assert waiting[0].user_attrs["guided"] == "predicted best #1"
+    first = TrialConfig.from_dict(waiting[0].user_attrs["config"])
+    assert waiting[0].user_attrs["predicted_items_per_s"] == g.predict(first)["predicted_items_per_s"]
+    trial = study.ask()  # the first pick; then one the sampler chooses gets its prediction too
+    study.tell(trial, 1.0)
+    for _ in range(3):
+        study.tell(study.ask(), 1.0)
+    free = study.ask()
+    cfg = TrialConfig(batching=None)
+    g.attach_prediction(free, cfg)
+    assert free.user_attrs == g.predict(cfg)
+
+
 def test_plan_scales_replicas_with_the_rate_and_keeps_the_slo():
     prof = ranker_like(max_size=16)
     small = plan(prof, rate=5_000, p99_ms=50, protocol="grpc", headroom=0.2, echo=None)
