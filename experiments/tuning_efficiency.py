@@ -60,42 +60,11 @@ def server_cores(exp) -> int:
 VALUES_OF = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
 
 
-def replay(
-    values, table, slo, n_trials: int, seed: int, sampler: str, cores: int, baselines: bool = True
-) -> list[float]:
-    """Best feasible throughput after each measured trial of one replayed study: the tuner's
-    own trial loop (``loop.run_trials``: baselines, copies of repeated configs, their
-    neighbours, the budget) and sampler, with the grid's measurements as the objective (judged
-    by ``loop.record``, the study's SLO rule)."""
-    import optuna
-
-    from harness.config import Range, SearchConfig, StudyConfig
+def grid_objective(lookup, slo):
+    """The objective of a replayed study: the grid's figures for the trial's config, judged by
+    the study's SLO rule (``loop.record``); a config the grid could not measure fails."""
     from harness.errors import HarnessError
     from harness.tuning import loop
-    from harness.tuning.space import params_for
-    from harness.tuning.study import make_sampler
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = SearchConfig(**{k: Range(choices=tuple(v)) for k, v in values.items()})
-    settings = StudyConfig(name="replay", seed=seed, sampler=sampler)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(settings))
-
-    def lookup(cfg: dict):
-        return table.get(tuple(sorted((k, v) for k, v in cfg.items() if k in VALUES_OF)))
-
-    # the baselines the grid did not measure (batching off, 8 threads on two cores) cost a
-    # trial each in a real study and find nothing: the replayed budget shrinks by their number
-    skipped = 0
-    if baselines:
-        skipped = len(
-            loop.enqueue_baselines(
-                study,
-                space,
-                cores,
-                keep=lambda cfg: params_for(cfg, space, cores) is not None
-                and lookup(cfg.as_dict()) is not None,
-            )
-        )
 
     def objective(trial):
         got = lookup(trial.user_attrs["config"])
@@ -104,22 +73,51 @@ def replay(
         if got["failed"]:
             trial.set_user_attr("fail_reason", got["failed"])
             raise HarnessError(got["failed"])
-        figures = {k: got[k] for k in ("items_per_s", "p99_ms", "error_rate")}
-        return loop.record(trial, figures, slo)
+        return loop.record(trial, {k: got[k] for k in ("items_per_s", "p99_ms", "error_rate")}, slo)
 
-    best, curve = 0.0, []
+    return objective
+
+
+def replay(
+    values, table, slo, n_trials: int, seed: int, sampler: str, cores: int, baselines: bool = True
+) -> list[float]:
+    """Best feasible throughput after each measured trial of one replayed study: the tuner's
+    own trial loop (``loop.run_trials``: baselines, copies of repeated configs, their
+    neighbours, the budget) and sampler, with the grid's measurements as the objective."""
+    import optuna
+
+    from harness.config import Range, SearchConfig, StudyConfig
+    from harness.tuning import loop
+    from harness.tuning.space import params_for
+    from harness.tuning.study import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchConfig(**{k: Range(choices=tuple(v)) for k, v in values.items()})
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(StudyConfig(seed=seed, sampler=sampler))
+    )
+
+    def lookup(cfg: dict):
+        return table.get(tuple(sorted((k, v) for k, v in cfg.items() if k in VALUES_OF)))
+
+    def measured(cfg) -> bool:
+        return params_for(cfg, space, cores) is not None and lookup(cfg.as_dict()) is not None
+
+    # the baselines the grid did not measure (batching off, 8 threads on two cores) cost a
+    # trial each in a real study and find nothing: the replayed budget shrinks by their number
+    skipped = len(loop.enqueue_baselines(study, space, cores, keep=measured)) if baselines else 0
+    curve = []
 
     def after_trial(_study, trial) -> None:
-        nonlocal best
         if loop.is_copy(trial):
             return  # a copy spends no budget
-        if trial.user_attrs.get("feasible"):
-            best = max(best, trial.user_attrs["items_per_s"])
-        curve.append(best)
+        best = curve[-1] if curve else 0.0
+        feasible = trial.user_attrs.get("feasible")
+        curve.append(max(best, trial.user_attrs["items_per_s"]) if feasible else best)
 
     loop.run_trials(
         study,
-        objective=objective,
+        objective=grid_objective(lookup, slo),
         enqueue_first=lambda _n: None,  # enqueued above
         after_trial=after_trial,
         n_trials=n_trials - skipped,

@@ -37,7 +37,8 @@ from harness.procs import pid_alive
 from harness.tuning.space import TrialConfig, baselines, neighbours, params_for, suggest
 
 DUPLICATE_POLL_S = 2.0
-CONSTRAINT_CAP = 1e9  # a p99 that is not known (nothing answered) as a constraint the sampler can sort
+# an unknown p99 (nothing answered) as a constraint value the sampler can still compare
+CONSTRAINT_CAP = 1e9
 
 
 # -- the SLO rule -------------------------------------------------------------------------------
@@ -162,7 +163,11 @@ def enqueue_baselines(study, space: SearchConfig, cores: int, keep=lambda cfg: T
             left_out.append(label)
             continue
         params = params_for(cfg, space, cores)
-        attrs = {"baseline": label, "config": cfg.as_dict(), **({"has_params": True} if params else {})}
+        attrs = {
+            "baseline": label,
+            "config": cfg.as_dict(),
+            **({"has_params": True} if params else {}),
+        }
         study.enqueue_trial(params or {}, user_attrs=attrs)
     return left_out
 

@@ -40,8 +40,14 @@ def test_failed_remeasurements_show_in_the_table(tmp_path):
     runner_up = summary["candidates"][1]
     # as the winner step writes a config all of whose re-measurements failed
     runner_up.update(
-        items_per_s_median=None, items_per_s_min=None, items_per_s_max=None,
-        p99_ms_median=None, error_rate_median=None, runs=0, failed_runs=3, feasible=False,
+        items_per_s_median=None,
+        items_per_s_min=None,
+        items_per_s_max=None,
+        p99_ms_median=None,
+        error_rate_median=None,
+        runs=0,
+        failed_runs=3,
+        feasible=False,
     )
     summary["candidates"][0]["failed_runs"] = 1
     summary["batching_off"].update(items_per_s_median=None, runs=0, failed_runs=3, feasible=False)

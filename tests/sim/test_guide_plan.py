@@ -118,7 +118,9 @@ def test_the_tuner_hooks_enqueue_the_picks_with_their_predictions():
     assert len(waiting) == 4 and all(t.user_attrs["guided"] for t in waiting)
     assert waiting[0].user_attrs["guided"] == "predicted best #1"
     first = TrialConfig.from_dict(waiting[0].user_attrs["config"])
-    assert waiting[0].user_attrs["predicted_items_per_s"] == g.predict(first)["predicted_items_per_s"]
+    assert (
+        waiting[0].user_attrs["predicted_items_per_s"] == g.predict(first)["predicted_items_per_s"]
+    )
     trial = study.ask()  # the first pick; then one the sampler chooses gets its prediction too
     study.tell(trial, 1.0)
     for _ in range(3):

@@ -37,13 +37,17 @@ def published() -> dict:
 
 
 def test_score_is_the_slo_rule():
-    values, constraints, ok = loop.score({"items_per_s": 900.0, "p99_ms": 150.0, "error_rate": 0.01}, SLO)
+    values, constraints, ok = loop.score(
+        {"items_per_s": 900.0, "p99_ms": 150.0, "error_rate": 0.01}, SLO
+    )
     assert values == [900.0] and constraints == [0.0, 0.0] and ok  # on the edge is within
     _, constraints, ok = loop.score({"items_per_s": 900.0, "p99_ms": 150.5, "error_rate": 0.0}, SLO)
     assert constraints[0] == pytest.approx(0.5) and not ok
     _, constraints, ok = loop.score({"items_per_s": 900.0, "p99_ms": 20.0, "error_rate": 0.02}, SLO)
     assert constraints[1] == pytest.approx(0.01) and not ok
-    values, constraints, ok = loop.score({"items_per_s": 0.0, "p99_ms": None, "error_rate": 1.0}, SLO, "pareto")
+    values, constraints, ok = loop.score(
+        {"items_per_s": 0.0, "p99_ms": None, "error_rate": 1.0}, SLO, "pareto"
+    )
     assert values == [0.0, float("inf")] and constraints[0] == float("inf") and not ok
 
 
@@ -71,7 +75,11 @@ def test_failed_runs_are_counted_never_figures(measured):
     assert (one["runs"], one["failed_runs"], one["feasible"]) == (2, 1, True)
     assert one["items_per_s_min"] == min(runs[0]["items_per_s"], runs[2]["items_per_s"])
     two = remeasure.summarise([FAILED, runs[1], FAILED], SLO, repeats=3)
-    assert (two["runs"], two["failed_runs"], two["feasible"]) == (1, 2, False)  # one run is no median
+    assert (two["runs"], two["failed_runs"], two["feasible"]) == (
+        1,
+        2,
+        False,
+    )  # one run is no median
     assert two["items_per_s_median"] == runs[1]["items_per_s"]
     none = remeasure.summarise([FAILED] * 3, SLO, repeats=3)
     assert none["feasible"] is False and none["failed_runs"] == 3
@@ -128,7 +136,9 @@ def test_rounds_interleave_and_resume_from_the_cache(tmp_path, measured):
     assert runs["a"] == measured["31"] and runs["b"][0] == {"failed": FAILED["failed"]}
     kept = json.loads(cache.read_text())
     assert kept["a"] == runs["a"] and kept["b"] == runs["b"] and kept["other"] == [FAILED]
-    again = remeasure.run_rounds(configs, replay.measure, repeats=3, folder=lambda k, r: tmp_path, cache=cache)
+    again = remeasure.run_rounds(
+        configs, replay.measure, repeats=3, folder=lambda k, r: tmp_path, cache=cache
+    )
     assert again == runs and len(replay.calls) == 5  # all done: nothing measured again
 
 
@@ -146,7 +156,9 @@ def test_the_grid_and_head_to_head_summarise_as_the_winner_step_does(tmp_path, m
     assert "every run failed" in capsys.readouterr().out
 
     h2h = Replay({64: [measured["31"][0], FAILED, measured["31"][2]], 128: list(measured["33"])})
-    out = head_to_head({"guided": cfg(64), "unguided": cfg(128)}, h2h.measure, SLO, 3, tmp_path / "h2h")
+    out = head_to_head(
+        {"guided": cfg(64), "unguided": cfg(128)}, h2h.measure, SLO, 3, tmp_path / "h2h"
+    )
     assert [(c[0], c[1]) for c in h2h.calls][:2] == [(64, "guided-0"), (128, "unguided-0")]
     doc = json.loads((tmp_path / "h2h" / "head_to_head.json").read_text())
     assert doc["winners"] == out
@@ -155,4 +167,9 @@ def test_the_grid_and_head_to_head_summarise_as_the_winner_step_does(tmp_path, m
 
 
 def _grid_params(mbs: int) -> dict:
-    return {"batch_timeout_micros": 0, "max_batch_size": mbs, "max_enqueued_batches": 1, "num_batch_threads": 1}
+    return {
+        "batch_timeout_micros": 0,
+        "max_batch_size": mbs,
+        "max_enqueued_batches": 1,
+        "num_batch_threads": 1,
+    }

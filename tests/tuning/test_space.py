@@ -129,7 +129,9 @@ class TableTuner:
         if value is None:
             trial.set_user_attr("fail_reason", "refused")
             raise HarnessError("refused")
-        return loop.record(trial, {"items_per_s": value, "p99_ms": 0.0, "error_rate": 0.0}, self.SLO)
+        return loop.record(
+            trial, {"items_per_s": value, "p99_ms": 0.0, "error_rate": 0.0}, self.SLO
+        )
 
 
 def small_space():
