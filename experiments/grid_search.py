@@ -9,8 +9,9 @@ same measurement as a trial), writes grid.csv, and prints the best config within
         --compare results/ranker-grpc
 
 With --remeasure K, the K best configs within the SLO are then measured --repeats more times,
-interleaved, into remeasure.json: the grid's best by one measurement is biased upwards by noise,
-and a study's winner is a re-measured median, so that is what it is set against.
+interleaved, into remeasure.json, the way the tuner's winner step re-measures
+(harness.tuning.remeasure): the grid's best by one measurement is biased upwards by noise, and a
+study's winner is a re-measured median, so that is what it is set against.
 
 A long run (minutes per dozen configs): it is a benchmark, not a test.
 """
@@ -45,60 +46,60 @@ def best_feasible_of_study(study_dir: Path) -> float | None:
 
 
 def remeasure(runner, exp, rows: list[dict], repeats: int, out: Path) -> None:
-    """Measure each of ``rows`` ``repeats`` more times, round-robin, and write the medians."""
-    import statistics
-
+    """Measure each of ``rows`` ``repeats`` more times, round-robin, as the tuner's winner step
+    does (``harness.tuning.remeasure``: same rounds, same summary, same failure rule), and write
+    the summaries to remeasure.json. Runs are cached in remeasure-runs.json: an interrupted
+    re-measurement resumes."""
     from harness.batching import BatchingParameters
-    from harness.errors import HarnessError
+    from harness.tuning import remeasure as rm
     from harness.tuning.outputs import write_json_atomic
     from harness.tuning.space import TrialConfig
 
-    runs: dict[str, list[dict]] = {r["config"]: [] for r in rows}
-    for rep in range(repeats):
-        for key in runs:
-            params = json.loads(key)
-            cfg = TrialConfig(batching=BatchingParameters(**params))
-            folder = (
-                out / "remeasure" / ("-".join(f"{k}{v}" for k, v in params.items()) + f"-{rep}")
-            )
-            try:
-                r = runner.measure(cfg, folder)
-            except HarnessError as exc:
-                r = {"items_per_s": 0.0, "p99_ms": None, "error_rate": 1.0, "failed": str(exc)}
-            runs[key].append(r)
-            print(
-                f"re-measure {rep + 1}/{repeats}  {key}  {r['items_per_s']:.0f} items/s", flush=True
-            )
-    configs = []
-    for key, rs in runs.items():
-        p99s = [r["p99_ms"] if r["p99_ms"] is not None else float("inf") for r in rs]
-        median = {
-            "items_per_s_median": statistics.median(r["items_per_s"] for r in rs),
-            "p99_ms_median": statistics.median(p99s),
-            "error_rate_median": statistics.median(r["error_rate"] for r in rs),
-        }
-        configs.append(
-            {
-                "config": json.loads(key),
-                "items_per_s": [r["items_per_s"] for r in rs],
-                "p99_ms": p99s,
-                **median,
-                "feasible": median["p99_ms_median"] <= exp.slo.p99_ms
-                and median["error_rate_median"] <= exp.slo.max_error_rate,
-            }
-        )
-    write_json_atomic(out / "remeasure.json", {"repeats": repeats, "configs": configs})
-    for c in configs:
-        print(
-            f"re-measured {c['config']}: median {c['items_per_s_median']:.0f} items/s, "
-            f"p99 {c['p99_ms_median']:.1f} ms, feasible={c['feasible']}"
-        )
+    configs = {
+        r["config"]: TrialConfig(batching=BatchingParameters(**json.loads(r["config"])))
+        for r in rows
+    }
+
+    def folder(key: str, rep: int) -> Path:
+        name = "-".join(f"{k}{v}" for k, v in json.loads(key).items())
+        return out / "remeasure" / f"{name}-{rep}"
+
+    def progress(key: str, rep: int, run: dict, _seconds: float) -> None:
+        print(f"re-measure {rep + 1}/{repeats}  {key}  {rm.describe_run(run)}", flush=True)
+
+    runs = rm.run_rounds(
+        configs,
+        runner.measure,
+        repeats=repeats,
+        folder=folder,
+        cache=out / "remeasure-runs.json",
+        progress=progress,
+    )
+    summaries = [
+        {"config": json.loads(key), **rm.summarise(rs, exp.slo, repeats=repeats)}
+        for key, rs in runs.items()
+    ]
+    write_json_atomic(out / "remeasure.json", {"repeats": repeats, "configs": summaries})
+    for c in summaries:
+        print(f"re-measured {c['config']}: {describe_summary(c)}, feasible={c['feasible']}")
+
+
+def describe_summary(c: dict) -> str:
+    """A re-measured config's summary in one line."""
+    failed = f", {c['failed_runs']} failed" if c["failed_runs"] else ""
+    if c["items_per_s_median"] is None:
+        return f"every run failed ({c['failed_runs']})"
+    return (
+        f"median {c['items_per_s_median']:.0f} items/s, p99 {c['p99_ms_median']:.1f} ms "
+        f"({c['runs']} runs{failed})"
+    )
 
 
 def main() -> None:
     from harness import config
     from harness.batching import BatchingParameters
     from harness.errors import HarnessError
+    from harness.tuning.loop import score
     from harness.tuning.outputs import write_csv_atomic
     from harness.tuning.space import TrialConfig
     from harness.tuning.trial import TrialRunner
@@ -153,11 +154,7 @@ def main() -> None:
                 r = runner.measure(
                     cfg, out / "configs" / "-".join(f"{k}{v}" for k, v in params.items())
                 )
-                feasible = (
-                    r["p99_ms"] is not None
-                    and r["p99_ms"] <= exp.slo.p99_ms
-                    and r["error_rate"] <= exp.slo.max_error_rate
-                )
+                feasible = score(r, exp.slo)[2]
                 row = {
                     "config": key,
                     "items_per_s": r["items_per_s"],

@@ -9,8 +9,8 @@ by the grid's best feasible throughput.
 - unguided: ``harness tune``'s own trial loop and sampler (TPE, seeded, 8 random start-up
   trials, constraints p99 <= SLO and error rate <= limit, the baselines first, a repeated config's
   neighbours next), replayed on the grid as experiments/tuning_efficiency.py does;
-- guided: ``harness tune --guide simulate``'s picks (harness.sim.guide) from the model's profile,
-  the simulator searched with Optuna under each seed.
+- guided: ``harness tune --guide simulate``'s picks (harness.tuning.guided) from the model's
+  profile, the simulator (harness.sim.guide.Predictor) searched with Optuna under each seed.
 
 Usage (no server, no lock needed):
     .venv/bin/python experiments/guided_vs_unguided.py [--grid results/grid/ranker-grpc/grid.csv]
@@ -50,9 +50,10 @@ def unguided(
 
 
 def guided(exp, table, profile, trials: int, seed: int) -> tuple[list[float], list]:
-    from harness.sim.guide import Guide
+    from harness.sim.guide import Predictor
+    from harness.tuning.guided import GuidedSearch
 
-    g = Guide(exp, profile, cores=1, echo=lambda *a: None)
+    g = GuidedSearch(exp, Predictor(exp, profile, cores=1), cores=1, echo=lambda *a: None)
     picks = g.candidates(trials, seed=seed)
     best, curve, rows = 0.0, [], []
     for cfg, pred, why in picks:

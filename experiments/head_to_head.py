@@ -3,7 +3,8 @@
 Each study's re-measured winner is a median over a few minutes of this machine; two studies run
 an hour apart saw different minutes (run-to-run differences of 10-20% are common here). This
 script measures every study's winning config --rounds times, round-robin, under the same
-experiment, so "does study A's answer serve as much as study B's?" is judged on the same minutes.
+experiment, so "does study A's answer serve as much as study B's?" is judged on the same minutes
+(harness.tuning.remeasure: the winner step's rounds, summary and failure rule).
 
     flock /tmp/heavy.lock .venv/bin/python experiments/head_to_head.py \\
         results/guided-ranker-grpc results/ranker-grpc --rounds 5
@@ -15,19 +16,68 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def head_to_head(winners: dict, measure, slo, rounds: int, out: Path) -> list[dict]:
+    """Each study's winning config (``winners``: study name -> TrialConfig) measured ``rounds``
+    times, round-robin, through ``measure(config, folder)``; one summary per study (the winner
+    step's, ``remeasure.summarise``), written to head_to_head.json in ``out``."""
+    from harness.tuning import remeasure
+    from harness.tuning.outputs import write_json_atomic
+
+    def progress(name: str, r: int, run: dict, seconds: float) -> None:
+        print(
+            f"round {r + 1}/{rounds}  {name:28} {winners[name].describe():34} "
+            f"{remeasure.describe_run(run)}  ({seconds:.0f}s)",
+            flush=True,
+        )
+
+    runs = remeasure.run_rounds(
+        winners,
+        measure,
+        repeats=rounds,
+        folder=lambda name, r: out / "runs" / f"{name}-{r}",
+        progress=progress,
+    )
+    rows = [
+        {
+            "study": name,
+            "config": winners[name].as_dict(),
+            **remeasure.summarise(rs, slo, repeats=rounds),
+        }
+        for name, rs in runs.items()
+    ]
+    write_json_atomic(out / "head_to_head.json", {"rounds": rounds, "winners": rows})
+    return rows
+
+
+def table(rows: list[dict], winners: dict) -> str:
+    lines = [
+        "| study | winner | items/s median | range | p99 ms median | failed runs | within SLO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["items_per_s_median"] is None:
+            figures = "- | every run failed | -"
+        else:
+            figures = (
+                f"{r['items_per_s_median']:,.0f} | "
+                f"{r['items_per_s_min']:,.0f}-{r['items_per_s_max']:,.0f} | {r['p99_ms_median']:.1f}"
+            )
+        lines.append(
+            f"| {r['study']} | {winners[r['study']].describe()} | {figures} | "
+            f"{r['failed_runs']} | {r['feasible']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     from harness import config
-    from harness.errors import HarnessError
-    from harness.tuning.outputs import write_json_atomic
     from harness.tuning.space import TrialConfig
     from harness.tuning.trial import TrialRunner
 
@@ -45,50 +95,12 @@ def main() -> None:
             sys.exit(f"{d}: no winner in summary.json ({summary.get('reason', 'not finished')})")
         winners[d.name] = TrialConfig.from_dict(summary["winner"]["config"])
     exp = config.load(args.experiment or Path(args.studies[0]) / "experiment.toml")
-    out = Path(args.out)
     runner = TrialRunner(exp)
-    runs: dict[str, list[dict]] = {name: [] for name in winners}
     try:
-        for r in range(args.rounds):
-            for name, cfg in winners.items():
-                t = time.monotonic()
-                try:
-                    res = runner.measure(cfg, out / "runs" / f"{name}-{r}")
-                except HarnessError as exc:
-                    res = {"failed": str(exc).splitlines()[0]}
-                runs[name].append(res)
-                print(
-                    f"round {r + 1}/{args.rounds}  {name:28} {cfg.describe():34} "
-                    f"{res.get('items_per_s', 0):7.0f} items/s  p99 {res.get('p99_ms')}  "
-                    f"({time.monotonic() - t:.0f}s)",
-                    flush=True,
-                )
+        rows = head_to_head(winners, runner.measure, exp.slo, args.rounds, Path(args.out))
     finally:
         runner.close()
-
-    rows = []
-    for name, rs in runs.items():
-        ok = [r for r in rs if "failed" not in r]
-        ips = [r["items_per_s"] for r in ok] or [0.0]
-        p99 = [r["p99_ms"] for r in ok if r.get("p99_ms") is not None] or [float("inf")]
-        rows.append(
-            {
-                "study": name,
-                "config": winners[name].as_dict(),
-                "items_per_s": ips,
-                "items_per_s_median": statistics.median(ips),
-                "p99_ms_median": statistics.median(p99),
-                "failed_runs": len(rs) - len(ok),
-            }
-        )
-    write_json_atomic(out / "head_to_head.json", {"rounds": args.rounds, "winners": rows})
-    print("\n| study | winner | items/s median | range | p99 ms median |\n|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['study']} | {winners[r['study']].describe()} | {r['items_per_s_median']:,.0f} | "
-            f"{min(r['items_per_s']):,.0f}-{max(r['items_per_s']):,.0f} | "
-            f"{r['p99_ms_median']:.1f} |"
-        )
+    print("\n" + table(rows, winners))
 
 
 if __name__ == "__main__":

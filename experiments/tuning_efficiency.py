@@ -3,7 +3,7 @@
 Two views, printed as tables:
 
 1. Replayed studies (many seeds, no servers): the tuner's own trial loop
-   (``harness.tuning.parallel.run_trials``: baselines first, copies of repeated configs, their
+   (``harness.tuning.loop.run_trials``: baselines first, copies of repeated configs, their
    unexplored neighbours next, the budget counting measured configs) and its own sampler run
    against the measured grid as a lookup table, over the grid's values. The share of the grid's
    best feasible throughput reached after N measured trials, over seeds; random search for
@@ -20,13 +20,11 @@ Two views, printed as tables:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import statistics
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,82 +49,6 @@ def read_grid(path: Path) -> tuple[dict[str, list], dict[tuple, dict]]:
     return {k: sorted(v) for k, v in values.items()}, table
 
 
-class ReplayTuner:
-    """What ``harness.tuning.parallel.run_trials`` needs from a Tuner, with the grid's
-    measurements in place of a server: the real trial loop (baselines, duplicate copies,
-    neighbours of repeated configs, the budget) and the real sampler, over the grid's values."""
-
-    def __init__(
-        self, values, table, slo, seed: int, sampler: str, cores: int, baselines: bool = True
-    ) -> None:
-        import optuna
-
-        from harness.config import Range, SearchConfig, StudyConfig
-        from harness.tuning.study import make_sampler
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.table, self.slo = table, slo
-        space = SearchConfig(**{k: Range(choices=tuple(v)) for k, v in values.items()})
-        study = StudyConfig(name="replay", seed=seed, sampler=sampler)
-        self.exp = SimpleNamespace(search=space, study=study)
-        self.study = optuna.create_study(direction="maximize", sampler=make_sampler(study))
-        self.lock = SimpleNamespace(hold=contextlib.nullcontext)
-        self.tuner = "replay"
-        self.cores = cores  # the server's cores: the batching guide's thread count
-        self.best, self.curve = 0.0, []
-        self.skipped_baselines = 0
-        self.baselines = baselines
-
-    def echo(self, *_a) -> None:
-        pass
-
-    def _cores(self) -> int:
-        return self.cores
-
-    def _enqueue_first(self, n_trials: int) -> None:
-        """The real baselines; those the grid did not measure (batching off, 8 threads on two
-        cores) cost a trial each and find nothing, so the budget shrinks by their number."""
-        from harness.tuning.space import baselines, params_for
-
-        if not self.baselines:
-            return
-        for label, cfg in baselines(self.exp.search, self._cores()).items():
-            params = params_for(cfg, self.exp.search, self._cores())
-            if params is None or self._lookup(cfg.as_dict()) is None:
-                self.skipped_baselines += 1
-                continue
-            attrs = {"baseline": label, "config": cfg.as_dict(), "has_params": True}
-            self.study.enqueue_trial(params, user_attrs=attrs)
-
-    def _lookup(self, cfg: dict):
-        return self.table.get(tuple(sorted((k, v) for k, v in cfg.items() if k in VALUES_OF)))
-
-    def _objective(self, trial):
-        from harness.errors import HarnessError
-
-        got = self._lookup(trial.user_attrs["config"])
-        if got is None:
-            raise SystemExit(f"the grid has no measurement for {trial.user_attrs['config']}")
-        if got["failed"]:
-            trial.set_user_attr("fail_reason", got["failed"])
-            raise HarnessError(got["failed"])
-        p99 = got["p99_ms"] if got["p99_ms"] is not None else 1e9
-        constraints = [p99 - self.slo.p99_ms, got["error_rate"] - self.slo.max_error_rate]
-        trial.set_user_attr("constraints", constraints)
-        trial.set_constraint("p99_over_slo_ms", constraints[0])
-        trial.set_constraint("error_rate_over_limit", constraints[1])
-        for k in ("items_per_s", "p99_ms", "error_rate", "feasible"):
-            trial.set_user_attr(k, got[k])
-        return got["items_per_s"]
-
-    def _after_trial(self, study, trial) -> None:
-        if "duplicate_of" in trial.user_attrs:
-            return  # a copy spends no budget
-        if trial.user_attrs.get("feasible"):
-            self.best = max(self.best, trial.user_attrs["items_per_s"])
-        self.curve.append(self.best)
-
-
 def server_cores(exp) -> int:
     """How many cores the experiment's server gets (what the tuner's baselines are sized by)."""
     from harness.cpus import default_cpus, parse_cpus
@@ -138,17 +60,74 @@ def server_cores(exp) -> int:
 VALUES_OF = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
 
 
+def grid_objective(lookup, slo):
+    """The objective of a replayed study: the grid's figures for the trial's config, judged by
+    the study's SLO rule (``loop.record``); a config the grid could not measure fails."""
+    from harness.errors import HarnessError
+    from harness.tuning import loop
+
+    def objective(trial):
+        got = lookup(trial.user_attrs["config"])
+        if got is None:
+            raise SystemExit(f"the grid has no measurement for {trial.user_attrs['config']}")
+        if got["failed"]:
+            trial.set_user_attr("fail_reason", got["failed"])
+            raise HarnessError(got["failed"])
+        return loop.record(trial, {k: got[k] for k in ("items_per_s", "p99_ms", "error_rate")}, slo)
+
+    return objective
+
+
 def replay(
     values, table, slo, n_trials: int, seed: int, sampler: str, cores: int, baselines: bool = True
 ) -> list[float]:
-    """Best feasible throughput after each measured trial of one replayed study."""
-    from harness.tuning import parallel
+    """Best feasible throughput after each measured trial of one replayed study: the tuner's
+    own trial loop (``loop.run_trials``: baselines, copies of repeated configs, their
+    neighbours, the budget) and sampler, with the grid's measurements as the objective."""
+    import optuna
 
-    tuner = ReplayTuner(values, table, slo, seed, sampler, cores, baselines)
-    tuner._enqueue_first(n_trials)
-    parallel.run_trials(tuner, n_trials - tuner.skipped_baselines)
+    from harness.config import Range, SearchConfig, StudyConfig
+    from harness.tuning import loop
+    from harness.tuning.space import params_for
+    from harness.tuning.study import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchConfig(**{k: Range(choices=tuple(v)) for k, v in values.items()})
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(StudyConfig(seed=seed, sampler=sampler))
+    )
+
+    def lookup(cfg: dict):
+        return table.get(tuple(sorted((k, v) for k, v in cfg.items() if k in VALUES_OF)))
+
+    def measured(cfg) -> bool:
+        return params_for(cfg, space, cores) is not None and lookup(cfg.as_dict()) is not None
+
+    # the baselines the grid did not measure (batching off, 8 threads on two cores) cost a
+    # trial each in a real study and find nothing: the replayed budget shrinks by their number
+    skipped = len(loop.enqueue_baselines(study, space, cores, keep=measured)) if baselines else 0
+    curve = []
+
+    def after_trial(_study, trial) -> None:
+        if loop.is_copy(trial):
+            return  # a copy spends no budget
+        best = curve[-1] if curve else 0.0
+        feasible = trial.user_attrs.get("feasible")
+        curve.append(max(best, trial.user_attrs["items_per_s"]) if feasible else best)
+
+    loop.run_trials(
+        study,
+        objective=grid_objective(lookup, slo),
+        enqueue_first=lambda _n: None,  # enqueued above
+        after_trial=after_trial,
+        n_trials=n_trials - skipped,
+        space=space,
+        cores=cores,
+        seed=seed,
+        echo=lambda *_a: None,
+    )
     # the unmeasured baselines come first in a real study and find nothing
-    curve = [0.0] * tuner.skipped_baselines + tuner.curve
+    curve = [0.0] * skipped + curve
     return curve + [curve[-1]] * (n_trials - len(curve))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import labels
 from harness.atomic import write_text as write_text_atomic
 from harness.config import BackendKind
 from harness.errors import ReportError
@@ -86,7 +87,7 @@ def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
         if len(top):
             top = top.assign(study=res.name)
             tops.append(top.iloc[[0]].assign(role=f"{res.name} winner"))
-            off = top[top["config"] == "batching off (TF Serving default)"]
+            off = top[top["config"] == labels.BATCHING_OFF]
             tops.append(off.assign(role=f"{res.name} batching off"))
     top_all = pd.concat(tops, ignore_index=True) if tops else pd.DataFrame()
     if len(top_all):

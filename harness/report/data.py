@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import labels
 from harness.errors import ReportError
-
-BATCHING_OFF = "batching off (TF Serving default)"
 
 
 @dataclasses.dataclass
@@ -64,6 +63,18 @@ def _read_json(path: Path, problems: list[str]):
         return None
 
 
+def _current_labels(summary: dict | None) -> dict | None:
+    """summary.json with an older study's baseline labels read as today's."""
+    if not isinstance(summary, dict):
+        return summary
+    entries = list(summary.get("candidates") or [])
+    entries += [summary[k] for k in ("winner", "batching_off") if isinstance(summary.get(k), dict)]
+    for entry in entries:
+        if isinstance(entry, dict) and "label" in entry:
+            entry["label"] = labels.baseline_label(entry["label"])
+    return summary
+
+
 def load(study_dir: str | Path) -> StudyResults:
     d = Path(study_dir)
     if not d.is_dir():
@@ -87,6 +98,8 @@ def load(study_dir: str | Path) -> StudyResults:
         ) from None
     if "number" not in trials.columns or "state" not in trials.columns:
         raise ReportError(f"{csv_path} is not a trials table (no 'number'/'state' columns)")
+    if "baseline" in trials.columns:  # an older study's baseline labels, read as today's
+        trials["baseline"] = trials["baseline"].map(labels.baseline_label)
 
     experiment: dict = {}
     toml_path = d / "experiment.toml"
@@ -111,7 +124,7 @@ def load(study_dir: str | Path) -> StudyResults:
         experiment=experiment,
         trials=trials,
         measurements=measurements,
-        summary=_read_json(d / "summary.json", problems),
+        summary=_current_labels(_read_json(d / "summary.json", problems)),
         remeasure=remeasure,
         environment=_read_json(d / "environment.json", problems),
         problems=problems,

@@ -17,7 +17,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.report.data import BATCHING_OFF  # noqa: E402
+from harness.labels import BATCHING_OFF  # noqa: E402
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 BASELINE_MARKERS = ("s", "D", "^", "v", "P")

@@ -162,9 +162,9 @@ def _top(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     top = t["top"]
     if len(top):
         doc.table(
-            ["role", "trial", "config", "items/s", "range", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors", "runs", "within SLO"],
+            ["role", "trial", "config", "items/s", "range", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors", "runs", "failed runs", "within SLO"],
             [
-                [r["role"], int(r["trial"]), r["config"], fmt(r["items_per_s"]), r["items_per_s_range"], fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["p999_ms"], 1), _pct(r["error_rate"]), int(r["runs"]), fmt(bool(r["feasible"]))]
+                [r["role"], int(r["trial"]), r["config"], fmt(r["items_per_s"]), r["items_per_s_range"], fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["p999_ms"], 1), _pct(r["error_rate"]), int(r["runs"]), int(r["failed_runs"]), fmt(bool(r["feasible"]))]
                 for _, r in top.iterrows()
             ],
         )

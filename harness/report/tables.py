@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.report.data import BATCHING_OFF, StudyResults
-from harness.tuning.outputs import PARAMS
+from harness.labels import BATCHING_OFF, PARAMS
+from harness.report.data import StudyResults
 
 REJECTIONS = ("INVALID_ARGUMENT", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
 PERCENTILES = (("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms"))
@@ -114,16 +114,21 @@ def _median_runs(runs: list[dict], key: str):
 
 def _remeasured_row(c: dict, runs: list[dict], base: dict, role: str) -> dict:
     """A config re-measured by the winner step (``c``: its summary entry): median and range over
-    its runs, the search trial's own figures where it has no runs."""
+    its successful runs, the search trial's own figures where it has no runs, and how many of
+    its runs failed."""
     row = {"trial": int(c["trial"]), "role": role}
     row["config"] = base.get("label") or json.dumps(c.get("config"))
     row["items_per_s"] = c["items_per_s_median"]
-    row["items_per_s_range"] = f"{c['items_per_s_min']:,.0f}-{c['items_per_s_max']:,.0f}"
+    if c["items_per_s_min"] is None:  # every re-measurement failed
+        row["items_per_s_range"] = "every run failed"
+    else:
+        row["items_per_s_range"] = f"{c['items_per_s_min']:,.0f}-{c['items_per_s_max']:,.0f}"
     for _name, key in PERCENTILES:
         row[key] = _median_runs(runs, key) if runs else base.get(key)
     row["p99_ms"] = c.get("p99_ms_median", row["p99_ms"])
     row["error_rate"] = _median_runs(runs, "error_rate") if runs else base.get("error_rate")
     row["runs"] = c.get("runs", 1)
+    row["failed_runs"] = c.get("failed_runs", 0)
     row["feasible"] = bool(c.get("feasible"))
     for p in PARAMS:
         row[p] = (c.get("config") or {}).get(p, base.get(p))
@@ -162,6 +167,7 @@ def top_configs(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
             row[key] = b.get(key)
         row["error_rate"] = b.get("error_rate")
         row["runs"] = 1
+        row["failed_runs"] = 0
         row["feasible"] = bool(b["feasible"])
         for p in PARAMS:
             row[p] = b.get(p)
@@ -185,7 +191,7 @@ def headline(res: StudyResults, df: pd.DataFrame) -> dict:
     }
     off = df[(df.get("baseline") == BATCHING_OFF) & df["complete"]]
     ref = s.get("batching_off")  # re-measured beside the top configs
-    if ref:
+    if ref and ref.get("items_per_s_median") is not None:  # not when every run of it failed
         out["batching_off_items_per_s"] = float(ref["items_per_s_median"])
         out["batching_off_p99_ms"] = float(ref["p99_ms_median"])
         out["batching_off_runs"] = int(ref.get("runs", 1))

@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness import labels
+
 # The one atomic-write helper (harness.atomic), under the names the tuning code calls.
 from harness.atomic import write_csv as write_csv_atomic
 from harness.atomic import write_json as write_json_atomic  # noqa: F401
 from harness.atomic import write_text as write_text_atomic  # noqa: F401
+from harness.labels import PARAMS
 
-PARAMS = (
-    "enable_batching",
-    "max_batch_size",
-    "batch_timeout_micros",
-    "num_batch_threads",
-    "max_enqueued_batches",
-    "allowed_batch_sizes",
-    "enable_large_batch_splitting",
-    "max_execution_batch_size",
-    "intra_op_parallelism",
-    "inter_op_parallelism",
-    "users",
-)
 FIGURES = (
     "items_per_s",
     "throughput_rps",
@@ -50,7 +40,8 @@ def trial_rows(study) -> list[dict]:
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         cfg = a.get("config", {})
-        row = {"number": t.number, "state": t.state.name, "baseline": a.get("baseline", "")}
+        baseline = labels.baseline_label(a.get("baseline", ""))  # an older study's label: today's
+        row = {"number": t.number, "state": t.state.name, "baseline": baseline}
         for p in PARAMS:
             v = cfg.get(p, "")
             row[p] = json.dumps(v) if isinstance(v, list) else v
@@ -78,19 +69,24 @@ def write_trials_csv(study, path: Path) -> None:
 
 
 def summary_table(rows: list[dict], slo_ms: float, tie: bool, gain: float | None) -> str:
+    from harness.tuning.space import TrialConfig
+
     lines = ["", f"top configs, re-measured (median, range; SLO p99 <= {slo_ms:g} ms)", ""]
     lines.append(f"{'trial':>5}  {'items/s median':>14}  {'range':>15}  {'p99 ms':>7}  config")
     for r in rows:
-        from harness.tuning.space import TrialConfig
-
         desc = r["label"] or TrialConfig.from_dict(r["config"]).describe()
-        rng = f"{r['items_per_s_min']:.0f}-{r['items_per_s_max']:.0f}"
+        if r["items_per_s_median"] is None:  # every re-measurement failed
+            median, rng, p99 = "-", "-", "-"
+        else:
+            median = f"{r['items_per_s_median']:.0f}"
+            rng = f"{r['items_per_s_min']:.0f}-{r['items_per_s_max']:.0f}"
+            p99 = f"{r['p99_ms_median']:.1f}"
         flag = "" if r["feasible"] else "  (misses the SLO on re-measure)"
-        lines.append(
-            f"{r['trial']:>5}  {r['items_per_s_median']:>14.0f}  {rng:>15}  {r['p99_ms_median']:>7.1f}  {desc}{flag}"
-        )
+        if r.get("failed_runs"):
+            flag += f"  ({r['failed_runs']} of {r['failed_runs'] + r['runs']} runs failed)"
+        lines.append(f"{r['trial']:>5}  {median:>14}  {rng:>15}  {p99:>7}  {desc}{flag}")
     if tie:
         lines.append("\nthe top two cannot be told apart: their re-measured ranges overlap")
     if gain:
-        lines.append(f"\n{gain:.2f}x the throughput of batching off (TF Serving's default)")
+        lines.append(f"\n{gain:.2f}x the throughput of batching off")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness import labels
 from harness.batching import BatchingParameters, schedulable_cores
 from harness.config import Range, SearchConfig
 
@@ -138,8 +139,8 @@ def baselines(space: SearchConfig, cores: int | None = None) -> dict[str, TrialC
         else int(space.max_batch_size.high)
     )
     return {
-        "batching off (TF Serving default)": TrialConfig(batching=None),
-        "batching guide CPU start": TrialConfig(
+        labels.BATCHING_OFF: TrialConfig(batching=None),
+        labels.GUIDE_CPU_START: TrialConfig(
             batching=BatchingParameters(
                 max_batch_size=largest,
                 batch_timeout_micros=0,
@@ -147,7 +148,7 @@ def baselines(space: SearchConfig, cores: int | None = None) -> dict[str, TrialC
                 max_enqueued_batches=1_000_000,
             )
         ),
-        "commonly copied config": TrialConfig(
+        labels.COMMONLY_COPIED: TrialConfig(
             batching=BatchingParameters(
                 max_batch_size=8,
                 batch_timeout_micros=0,

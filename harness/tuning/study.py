@@ -9,7 +9,6 @@ study goes on.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from harness import envinfo
 from harness.batching import schedulable_cores
 from harness.config import Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
-from harness.tuning import outputs, parallel, winner
-from harness.tuning.space import TrialConfig, baselines, params_for, suggest
+from harness.tuning import loop, outputs, winner
+from harness.tuning.space import TrialConfig, suggest
 from harness.tuning.storage import StudyLock, open_storage
 from harness.tuning.trial import TrialRunner
 
@@ -39,8 +38,8 @@ class Tuner:
 
         self.optuna = optuna
         self.exp = exp
-        self.guide_mode = guide  # "simulate": the simulator picks the real trials (harness.sim)
-        self.guide = None
+        self.guide_mode = guide  # "simulate": the simulator picks the real trials (tuning.guided)
+        self.guide = None  # the guided search, made when first needed (it may measure a profile)
         name = exp.study.name or default_study_name(exp)
         self.name = name
         self.dir = Path(results_dir) / name
@@ -58,15 +57,17 @@ class Tuner:
         preflight = getattr(self.runner.backend, "preflight", None)
         if preflight:  # refuse the study now when no trial could start (a missing image)
             preflight()
+        cpus = self.runner.server_cpus
+        self.cores = len(cpus) if cpus else schedulable_cores()  # the server's
         if self.runner.removed_leftovers:
             echo(f"removed {len(self.runner.removed_leftovers)} leftovers of a killed run")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         for handler in logging.getLogger("optuna").handlers:
             handler.addFilter(_no_tracebacks)
         pareto = exp.study.mode == "pareto"
-        # Several tuners may share this storage (see harness.tuning.parallel and storage).
+        # Several tuners may share this storage (see harness.tuning.loop and storage).
         self.lock = StudyLock(self.storage_url, name)
-        self.tuner = parallel.tuner_id()
+        self.tuner = loop.tuner_id()
         self.study = optuna.create_study(
             study_name=name,
             storage=open_storage(self.storage_url),
@@ -74,7 +75,7 @@ class Tuner:
             directions=["maximize", "minimize"] if pareto else ["maximize"],
             sampler=self._sampler(),
         )
-        self.study.sampler = self._sampler(parallel.register(self.study, self.lock, self.tuner))
+        self.study.sampler = self._sampler(loop.register(self.study, self.lock, self.tuner))
         outputs.write_text_atomic(self.dir / "experiment.toml", to_toml(exp))
         # what this run measures on, for the report (each resumed run records its own)
         outputs.write_json_atomic(
@@ -92,28 +93,21 @@ class Tuner:
         done = self.study.get_trials(
             deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)
         )
-        return sum(1 for t in done if not parallel.is_copy(t))
+        return sum(1 for t in done if not loop.is_copy(t))
+
+    def _guided(self):
+        if self.guide is None:
+            from harness.tuning.guided import make_guided
+
+            self.guide = make_guided(self.exp, self.cores, self.echo)
+        return self.guide
 
     def _enqueue_first(self, n_trials: int) -> None:
         """The study's first trials (baselines); called once per study, under the study lock."""
         if self.guide_mode == "simulate":
-            from harness.sim.guide import enqueue_guided
-
-            enqueue_guided(self, n_trials)
+            self._guided().enqueue(self.study, n_trials, seed=self.exp.study.seed)
         elif self.exp.study.baselines:
-            space, cores = self.exp.search, self._cores()
-            for label, cfg in baselines(space, cores).items():
-                # inside the space, a baseline goes in with its parameters: the sampler learns
-                # from it like from its own trials
-                params = params_for(cfg, space, cores)
-                self.study.enqueue_trial(
-                    params or {},
-                    user_attrs={
-                        "baseline": label,
-                        "config": cfg.as_dict(),
-                        **({"has_params": True} if params else {}),
-                    },
-                )
+            loop.enqueue_baselines(self.study, self.exp.search, self.cores)
 
     def run(self, n_trials: int, timeout: float | None = None) -> dict:
         remaining = max(0, n_trials - self.finished())
@@ -125,11 +119,25 @@ class Tuner:
                 f" (tuner {self.tuner})"
             )
             t0 = time.monotonic()
-            ran = parallel.run_trials(self, n_trials, timeout)
+            ran = loop.run_trials(
+                self.study,
+                self.lock,
+                objective=self._objective,
+                enqueue_first=self._enqueue_first,
+                after_trial=self._after_trial,
+                n_trials=n_trials,
+                timeout=timeout,
+                space=self.exp.search,
+                cores=self.cores,
+                seed=self.exp.study.seed,
+                mode=self.exp.study.mode,
+                tuner=self.tuner,
+                echo=self.echo,
+            )
             self.echo(f"search done in {time.monotonic() - t0:.0f}s ({ran} trials by this tuner)")
         outputs.write_trials_csv(self.study, self.dir / "trials.csv")
         # The winner step runs once, in the tuner that finishes last (no trial left running).
-        busy = parallel.running_elsewhere(self.study)
+        busy = loop.running_elsewhere(self.study)
         if busy:
             self.echo(
                 f"{busy} trial(s) still running on other tuners: the last tuner to finish "
@@ -142,21 +150,15 @@ class Tuner:
                 return {"study": self.name, "winner": None, "reason": "another tuner chose it"}
             return self.pick_winner()
 
-    def _cores(self) -> int:
-        cpus = self.runner.server_cpus
-        return len(cpus) if cpus else schedulable_cores()
-
     def _objective(self, trial):
         attrs = trial.user_attrs
         if "config" in attrs:  # an enqueued baseline: measured as given, not sampled
             cfg = TrialConfig.from_dict(attrs["config"])
         else:
-            cfg = suggest(trial, self.exp.search, self._cores())
+            cfg = suggest(trial, self.exp.search, self.cores)
             trial.set_user_attr("config", cfg.as_dict())
         if self.guide_mode == "simulate" and "predicted_items_per_s" not in attrs:
-            from harness.sim.guide import attach_prediction
-
-            attach_prediction(self, trial, cfg)
+            self._guided().attach_prediction(trial, cfg)
         try:
             result = self.runner.measure(cfg, self.dir / "trials" / f"{trial.number:04d}")
         except HarnessError as exc:
@@ -166,29 +168,12 @@ class Tuner:
                 self.dir / "trials" / f"{trial.number:04d}" / "failure.txt", f"{exc}\n"
             )
             raise
-        for k, v in result.items():
-            trial.set_user_attr(k, v)
-        slo = self.exp.slo
-        p99 = result["p99_ms"] if result["p99_ms"] is not None else math.inf
-        constraints = [p99 - slo.p99_ms, result["error_rate"] - slo.max_error_rate]
-        trial.set_user_attr("constraints", constraints)
-        if self.exp.study.mode != "pareto":
-            # infeasible trials inform the sampler instead of being thrown away
-            trial.set_constraint(
-                "p99_over_slo_ms", constraints[0] if math.isfinite(constraints[0]) else 1e9
-            )
-            trial.set_constraint("error_rate_over_limit", constraints[1])
-        trial.set_user_attr(
-            "feasible", p99 <= slo.p99_ms and result["error_rate"] <= slo.max_error_rate
-        )
-        if self.exp.study.mode == "pareto":
-            return result["items_per_s"], p99
-        return result["items_per_s"]
+        return loop.record(trial, result, self.exp.slo, self.exp.study.mode)
 
     def _after_trial(self, study, trial) -> None:
         outputs.write_trials_csv(study, self.dir / "trials.csv")
         attrs = trial.user_attrs
-        if parallel.is_copy(trial):  # already said ("same config as trial N"); nothing measured
+        if loop.is_copy(trial):  # already said ("same config as trial N"); nothing measured
             return
         cfg = TrialConfig.from_dict(attrs.get("config", {}))
         label = attrs.get("baseline") or cfg.describe()
@@ -217,7 +202,15 @@ class Tuner:
     # -- the winner -----------------------------------------------------------------------------
 
     def pick_winner(self) -> dict:
-        return winner.pick_winner(self)
+        return winner.pick_winner(
+            self.study,
+            name=self.name,
+            out=self.dir,
+            slo=self.exp.slo,
+            settings=self.exp.study,
+            measure=self.runner.measure,
+            echo=self.echo,
+        )
 
     def close(self) -> None:
         self.runner.close()
@@ -254,7 +247,7 @@ def make_sampler(s, tuner_index: int = 0):
     import optuna
 
     seed = None if s.seed is None else s.seed + 1000 * tuner_index
-    # Constraints reach the samplers through Trial.set_constraint (see Tuner._objective).
+    # Constraints reach the samplers through Trial.set_constraint (see loop.record).
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "nsga2":
@@ -269,5 +262,5 @@ def default_study_name(exp: Experiment) -> str:
 
 
 def best_feasible(study):
-    ranked = winner.ranked_feasible(study)
+    ranked = loop.ranked_feasible(study)
     return ranked[0] if ranked else None

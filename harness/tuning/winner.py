@@ -2,155 +2,152 @@
 
 One measurement of p99 on a busy machine can be lucky. The top ``top_k`` configs within the SLO
 are measured ``repeats`` more times, round-robin (so a slow minute hits every config alike), and
-judged on the medians. A config whose re-measured median misses the SLO (p99 or error rate)
-cannot win; when none of a group holds, the next ``top_k`` are tried, a few groups at most, and
-if still none holds the study says so instead of crowning a config that does not keep the SLO.
+judged on the medians (``remeasure``: the rounds, the summaries and the failure rule). A config
+whose re-measured median misses the SLO (p99 or error rate), or whose re-measurements failed
+too often, cannot win; when none of a group holds, the next ``top_k`` are tried, a few groups at
+most, and if still none holds the study says so instead of crowning a config that does not keep
+the SLO.
 
-Batching off (TF Serving's default) is re-measured in the same rounds, so the gain the study
-reports is a median against a median, measured through the same minutes of this machine.
+Batching off is re-measured in the same rounds, so the gain the study reports is a median
+against a median, measured through the same minutes of this machine.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
+from collections.abc import Callable
+from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.tuning import outputs
+from harness import labels
+from harness.config import SloConfig, StudyConfig
+from harness.tuning import outputs, remeasure
+from harness.tuning.loop import completed, ranked_feasible
 from harness.tuning.space import TrialConfig
 
-BATCHING_OFF = "batching off (TF Serving default)"
 MAX_GROUPS = 3  # re-measured groups of top_k before giving up
 
 
-def completed(study):
-    import optuna
-
-    return list(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-def ranked_feasible(study) -> list:
-    """Completed trials within the SLO, best first, each config once."""
-    feasible = [t for t in completed(study) if t.user_attrs.get("feasible")]
-    feasible.sort(key=lambda t: -t.user_attrs["items_per_s"])
-    seen, out = set(), []
-    for t in feasible:
-        key = json.dumps(t.user_attrs["config"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(t)
-    return out
-
-
-def baseline_of(study, label: str) -> float | None:
+def baseline_trial(study, label: str):
+    """The completed baseline trial named ``label`` (older studies' labels read as today's)."""
     for t in completed(study):
-        if t.user_attrs.get("baseline") == label:
-            return t.user_attrs["items_per_s"]
+        if labels.baseline_label(t.user_attrs.get("baseline")) == label:
+            return t
     return None
 
 
-def _summarise(t, runs: list[dict], slo) -> dict:
-    ok = [r for r in runs if "failed" not in r] or [t.user_attrs]
-    ips = [r["items_per_s"] for r in ok]
-    p99 = [r["p99_ms"] if r.get("p99_ms") is not None else float("inf") for r in ok]
-    err = [r.get("error_rate", 0.0) for r in ok]
-    p99_med, err_med = statistics.median(p99), statistics.median(err)
-    return {
-        "trial": t.number,
-        "config": t.user_attrs["config"],
-        "label": t.user_attrs.get("baseline", ""),
-        "items_per_s_median": statistics.median(ips),
-        "items_per_s_min": min(ips),
-        "items_per_s_max": max(ips),
-        "p99_ms_median": p99_med,
-        "error_rate_median": err_med,
-        "runs": len(ok),
-        "failed_runs": len(runs) - len([r for r in runs if "failed" not in r]),
-        "feasible": p99_med <= slo.p99_ms and err_med <= slo.max_error_rate,
-    }
+def _row(t, summary: dict) -> dict:
+    """A trial's summary row: which trial and config, then the figures."""
+    label = labels.baseline_label(t.user_attrs.get("baseline", ""))
+    return {"trial": t.number, "config": t.user_attrs["config"], "label": label, **summary}
 
 
-def pick_winner(tuner) -> dict:
-    """Re-measure, choose, and write summary.json, remeasure.csv and best_batching_parameters.txt."""
-    s, slo, echo = tuner.exp.study, tuner.exp.slo, tuner.echo
-    ranked = ranked_feasible(tuner.study)
+def _single(t, slo: SloConfig) -> dict:
+    """A config judged on its search measurement alone (the study asked for no re-measuring)."""
+    return _row(t, remeasure.summarise([t.user_attrs], slo, repeats=1))
+
+
+def pick_winner(
+    study,
+    *,
+    name: str,
+    out: Path,
+    slo: SloConfig,
+    settings: StudyConfig,
+    measure: Callable[[TrialConfig, Path], dict],
+    echo: Callable = print,
+) -> dict:
+    """Re-measure, choose, and write summary.json, remeasure.csv and best_batching_parameters.txt
+    into ``out``. ``settings``: the study's (top_k, repeats); ``measure(config, folder)``: one
+    measurement (``TrialRunner.measure``)."""
+    ranked = ranked_feasible(study)
     if not ranked:
-        summary = {"study": tuner.name, "winner": None, "reason": "no trial met the SLO"}
-        outputs.write_json_atomic(tuner.dir / "summary.json", summary)
+        summary = {"study": name, "winner": None, "reason": "no trial met the SLO"}
+        outputs.write_json_atomic(out / "summary.json", summary)
         echo("no trial met the SLO: relax slo.p99_ms or change the search space")
         return summary
-    cache = tuner.dir / "remeasure.json"
-    done = json.loads(cache.read_text()) if cache.exists() else {}
-    remeasure = s.repeats > 1 or min(s.top_k, len(ranked)) > 1
-    off = next(
-        (t for t in completed(tuner.study) if t.user_attrs.get("baseline") == BATCHING_OFF), None
+    off = baseline_trial(study, labels.BATCHING_OFF)
+    rows, reference = _candidates(ranked, off, out, slo, settings, measure, echo)
+    rows = remeasure.rank(rows)
+    base = off.user_attrs["items_per_s"] if off is not None else None
+    summary = {"study": name, "candidates": rows, "batching_off_items_per_s": base}
+    if reference is not None:
+        summary["batching_off"] = reference
+        if reference["items_per_s_median"] is not None:
+            summary["batching_off_items_per_s"] = reference["items_per_s_median"]
+    outputs.write_csv_atomic(
+        out / "remeasure.csv",
+        [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows],
     )
-    off_runs: list[dict] = []
+    if not rows[0]["feasible"]:
+        return _no_winner(summary, rows, out, slo, settings, echo)
+    return _crown(summary, rows, out, slo, echo)
+
+
+def _candidates(ranked, off, out: Path, slo, settings: StudyConfig, measure, echo):
+    """The summary rows of the configs judged (group after group until one keeps the SLO), and
+    batching off's re-measured summary (None when it was not re-measured)."""
+    k, repeats = settings.top_k, settings.repeats
+    if repeats <= 1 and min(k, len(ranked)) <= 1:  # nothing to re-measure: the search decides
+        return [_single(t, slo) for t in ranked[:k]], None
     rows: list[dict] = []
+    reference = None
     for g in range(MAX_GROUPS):
-        group = ranked[g * s.top_k : (g + 1) * s.top_k]
+        group = ranked[g * k : (g + 1) * k]
         if not group:
             break
         measured = list(group)
-        if g == 0 and remeasure and off is not None and off not in group:
+        if g == 0 and off is not None and all(t.number != off.number for t in group):
             measured.append(off)  # the reference the gain is computed against
-        rounds = {t.number: done.get(str(t.number), []) for t in measured}
-        if remeasure:
-            what = "top" if g == 0 else "next"
-            extra = " with batching off beside them" if len(measured) > len(group) else ""
-            echo(
-                f"re-measuring the {what} {len(group)} configs{extra} {s.repeats} times, interleaved"
-            )
-            for r in range(s.repeats):
-                for t in measured:
-                    if len(rounds[t.number]) > r:
-                        continue
-                    cfg = TrialConfig.from_dict(t.user_attrs["config"])
-                    try:
-                        res = tuner.runner.measure(
-                            cfg, tuner.dir / "remeasure" / f"{t.number:04d}-{r}"
-                        )
-                    except HarnessError as exc:
-                        res = {"failed": str(exc).splitlines()[0]}
-                    rounds[t.number].append(res)
-                    done[str(t.number)] = rounds[t.number]
-                    outputs.write_json_atomic(cache, done)
-        rows += [_summarise(t, rounds[t.number], slo) for t in group]
-        if off is not None and off.number in rounds:
-            off_runs = rounds[off.number]
-        if any(r["feasible"] for r in rows) or not remeasure:
+        what = "top" if g == 0 else "next"
+        extra = " with batching off beside them" if len(measured) > len(group) else ""
+        echo(f"re-measuring the {what} {len(group)} configs{extra} {repeats} times, interleaved")
+        runs = _remeasure(measured, out, repeats, measure)
+        rows += [_row(t, remeasure.summarise(runs[t.number], slo, repeats=repeats)) for t in group]
+        if off is not None and off.number in runs:
+            reference = _row(off, remeasure.summarise(runs[off.number], slo, repeats=repeats))
+        if any(r["feasible"] for r in rows):
             break
         echo("none of them kept the SLO when re-measured")
-    rows.sort(key=lambda r: (not r["feasible"], -r["items_per_s_median"]))
-    base = baseline_of(tuner.study, BATCHING_OFF)
-    summary = {"study": tuner.name, "candidates": rows, "batching_off_items_per_s": base}
-    if off is not None and off_runs:
-        reference = _summarise(off, off_runs, slo)
-        summary["batching_off"] = reference
-        summary["batching_off_items_per_s"] = base = reference["items_per_s_median"]
-    outputs.write_csv_atomic(
-        tuner.dir / "remeasure.csv",
-        [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows],
+    return rows, reference
+
+
+def _remeasure(trials: list, out: Path, repeats: int, measure) -> dict[int, list[dict]]:
+    """The trials' configs in interleaved rounds, cached in remeasure.json (by trial number)."""
+    configs = {str(t.number): TrialConfig.from_dict(t.user_attrs["config"]) for t in trials}
+    runs = remeasure.run_rounds(
+        configs,
+        measure,
+        repeats=repeats,
+        folder=lambda key, r: out / "remeasure" / f"{int(key):04d}-{r}",
+        cache=out / "remeasure.json",
     )
-    best_file = tuner.dir / "best_batching_parameters.txt"
-    if not rows[0]["feasible"]:
-        summary["winner"] = None
-        summary["reason"] = (
-            f"none of the {len(rows)} best configs kept p99 <= {slo.p99_ms:g} ms and errors <= "
-            f"{slo.max_error_rate:.1%} when re-measured {s.repeats} times: the SLO sits at the edge "
-            "of what this server does at this load"
-        )
-        outputs.write_json_atomic(tuner.dir / "summary.json", summary)
-        best_file.unlink(missing_ok=True)
-        echo(outputs.summary_table(rows, slo.p99_ms, False, None))
-        echo(f"no winner: {summary['reason']}; relax slo.p99_ms or lower the load")
-        return summary
+    return {int(key): v for key, v in runs.items()}
+
+
+def _no_winner(summary: dict, rows: list[dict], out: Path, slo, settings, echo) -> dict:
+    summary["winner"] = None
+    summary["reason"] = (
+        f"none of the {len(rows)} best configs kept p99 <= {slo.p99_ms:g} ms and errors <= "
+        f"{slo.max_error_rate:.1%} in at least {remeasure.needed(settings.repeats)} of "
+        f"{settings.repeats} runs when re-measured: the SLO sits at the edge of what this server "
+        "does at this load"
+    )
+    outputs.write_json_atomic(out / "summary.json", summary)
+    (out / "best_batching_parameters.txt").unlink(missing_ok=True)
+    echo(outputs.summary_table(rows, slo.p99_ms, False, None))
+    echo(f"no winner: {summary['reason']}; relax slo.p99_ms or lower the load")
+    return summary
+
+
+def _crown(summary: dict, rows: list[dict], out: Path, slo, echo) -> dict:
     winner = rows[0]
     feasible = [r for r in rows if r["feasible"]]
     tie = len(feasible) > 1 and feasible[1]["items_per_s_max"] >= winner["items_per_s_min"]
+    base = summary["batching_off_items_per_s"]
     gain = winner["items_per_s_median"] / base if base else None
     summary.update(winner=winner, indistinguishable_from_runner_up=tie, gain_over_batching_off=gain)
-    outputs.write_json_atomic(tuner.dir / "summary.json", summary)
+    outputs.write_json_atomic(out / "summary.json", summary)
+    best_file = out / "best_batching_parameters.txt"
     cfg = TrialConfig.from_dict(winner["config"])
     if cfg.batching is not None:
         outputs.write_text_atomic(best_file, cfg.batching.to_text())

@@ -11,8 +11,9 @@ from harness.cli import main
 from harness.config import Experiment, ModelConfig
 from harness.errors import ConfigError
 from harness.sim import profile as profiles
-from harness.sim.guide import Guide, pareto
+from harness.sim.guide import Predictor
 from harness.sim.plan import plan
+from harness.tuning.guided import MARGIN, GuidedSearch, pareto
 from harness.tuning.space import TrialConfig, neighbours
 
 
@@ -70,7 +71,7 @@ def test_neighbours_stay_in_the_space():
 def test_guided_picks_are_distinct_predicted_and_best_first():
     exp = Experiment(model=ModelConfig(demo="ranker")).check()
     exp = dataclasses.replace(exp, slo=dataclasses.replace(exp.slo, p99_ms=150))
-    g = Guide(exp, ranker_like(), cores=1, echo=lambda *a: None)
+    g = GuidedSearch(exp, Predictor(exp, ranker_like(), cores=1), cores=1, echo=lambda *a: None)
     picks = g.candidates(10, seed=0, sim_trials=120)
     keys = [json.dumps(c.as_dict(), sort_keys=True) for c, _, _ in picks]
     assert len(picks) == 10 and len(set(keys)) == 10
@@ -87,6 +88,47 @@ def test_guided_picks_are_distinct_predicted_and_best_first():
     front = pareto([(c, p) for c, p, _ in picks])
     p99s = [p["predicted_p99_no_pause_ms"] for _, p in front]
     assert p99s == sorted(p99s, reverse=True)
+
+
+def test_the_simulator_predicts_and_the_tuner_judges_the_prediction():
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    predictor = Predictor(exp, ranker_like(), cores=1)
+    params = BatchingParameters(
+        max_batch_size=32, batch_timeout_micros=1000, num_batch_threads=1, max_enqueued_batches=16
+    )
+    figures = predictor.predict(params, None)
+    assert figures["predicted_items_per_s"] > 0 and "predicted_feasible" not in figures
+    assert predictor.predict(params, None) is figures  # cached
+    for p99_ms in (5.0, 1000.0):  # an SLO the prediction misses, one it keeps
+        slo = dataclasses.replace(exp.slo, p99_ms=p99_ms)
+        g = GuidedSearch(dataclasses.replace(exp, slo=slo), predictor, cores=1)
+        judged = g.predict(TrialConfig(batching=params))
+        keeps = figures["predicted_p99_no_pause_ms"] <= p99_ms * (1 - MARGIN)
+        assert judged["predicted_feasible"] == keeps == (p99_ms > 5.0)
+
+
+def test_the_tuner_hooks_enqueue_the_picks_with_their_predictions():
+    import optuna
+
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    g = GuidedSearch(exp, Predictor(exp, ranker_like(), cores=1), cores=1, echo=lambda *a: None)
+    study = optuna.create_study(direction="maximize")
+    g.enqueue(study, 4, seed=0)
+    waiting = study.get_trials()
+    assert len(waiting) == 4 and all(t.user_attrs["guided"] for t in waiting)
+    assert waiting[0].user_attrs["guided"] == "predicted best #1"
+    first = TrialConfig.from_dict(waiting[0].user_attrs["config"])
+    assert (
+        waiting[0].user_attrs["predicted_items_per_s"] == g.predict(first)["predicted_items_per_s"]
+    )
+    trial = study.ask()  # the first pick; then one the sampler chooses gets its prediction too
+    study.tell(trial, 1.0)
+    for _ in range(3):
+        study.tell(study.ask(), 1.0)
+    free = study.ask()
+    cfg = TrialConfig(batching=None)
+    g.attach_prediction(free, cfg)
+    assert free.user_attrs == g.predict(cfg)
 
 
 def test_plan_scales_replicas_with_the_rate_and_keeps_the_slo():

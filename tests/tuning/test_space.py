@@ -1,19 +1,18 @@
 """The search space's inverse (parameters for a config) and the neighbours the trial loop measures
 instead of a repeated config. The loop itself runs here against a table of figures in place of a
-server: what is under test is its bookkeeping (budget, copies, neighbours), not a measurement."""
+server: what is under test is its bookkeeping (budget, copies, neighbours), not a measurement.
+And the SLO rule (``loop.score``) every measurement is judged by."""
 
-import contextlib
 import itertools
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
 
-from harness import config
+from harness import config, labels
 from harness.batching import BatchingParameters
 from harness.errors import HarnessError
-from harness.tuning import parallel
+from harness.tuning import loop
 from harness.tuning.space import TrialConfig, baselines, neighbours, params_for, suggest
 from harness.tuning.study import make_sampler
 
@@ -63,7 +62,7 @@ def test_configs_outside_the_space_have_no_parameters():
     assert params_for(cfg(8, 50, 1, 1_000_000), space, 2) is None  # below the 100 us floor
     found = {label: params_for(c, space, 2) is not None for label, c in baselines(space, 2).items()}
     assert found == {
-        "batching off (TF Serving default)": False,
+        labels.BATCHING_OFF: False,
         "batching guide CPU start": True,
         "commonly copied config": False,
     }
@@ -97,46 +96,42 @@ def test_neighbours_are_one_step_away_and_inside_the_space():
 
 
 class TableTuner:
-    """The parts of a Tuner that ``parallel.run_trials`` uses, with figures from a table."""
+    """The trial loop (``loop.run_trials``) with figures from a table in place of a server."""
+
+    SLO = config.SloConfig(p99_ms=1.0, max_error_rate=1.0)  # every figure below keeps it
 
     def __init__(self, space, figures, sampler="random", seed=0):
-        study_cfg = config.StudyConfig(name="t", sampler=sampler, seed=seed)
-        self.exp = SimpleNamespace(search=space, study=study_cfg)
-        self.study = optuna.create_study(direction="maximize", sampler=make_sampler(study_cfg))
-        self.lock = SimpleNamespace(hold=contextlib.nullcontext)
-        self.tuner = "table"
+        self.settings = config.StudyConfig(name="t", sampler=sampler, seed=seed)
+        self.space = space
+        self.study = optuna.create_study(direction="maximize", sampler=make_sampler(self.settings))
         self.figures = figures
         self.measured = []
         self.lines = []
 
-    def echo(self, text):
-        self.lines.append(text)
+    def run(self, n_trials):
+        return loop.run_trials(
+            self.study,
+            objective=self.objective,
+            enqueue_first=lambda _n: loop.enqueue_baselines(self.study, self.space, 2),
+            after_trial=lambda study, trial: None,
+            n_trials=n_trials,
+            space=self.space,
+            cores=2,
+            seed=self.settings.seed,
+            tuner="table",
+            echo=self.lines.append,
+        )
 
-    def _cores(self):
-        return 2
-
-    def _enqueue_first(self, n_trials):
-        for label, c in baselines(self.exp.search, 2).items():
-            params = params_for(c, self.exp.search, 2)
-            attrs = {"baseline": label, "config": c.as_dict(), "has_params": bool(params)}
-            self.study.enqueue_trial(params or {}, user_attrs=attrs)
-
-    def _objective(self, trial):
+    def objective(self, trial):
         c = TrialConfig.from_dict(trial.user_attrs["config"])
         self.measured.append(c)
         value = self.figures(c)
         if value is None:
             trial.set_user_attr("fail_reason", "refused")
             raise HarnessError("refused")
-        trial.set_user_attr("constraints", [0.0, 0.0])
-        trial.set_constraint("p99_over_slo_ms", -1.0)
-        trial.set_constraint("error_rate_over_limit", -1.0)
-        trial.set_user_attr("items_per_s", value)
-        trial.set_user_attr("feasible", True)
-        return value
-
-    def _after_trial(self, study, trial):
-        pass
+        return loop.record(
+            trial, {"items_per_s": value, "p99_ms": 0.0, "error_rate": 0.0}, self.SLO
+        )
 
 
 def small_space():
@@ -160,11 +155,11 @@ def throughput(c):
 def test_copies_do_not_spend_the_budget_and_their_neighbours_are_measured():
     # 24 configs in the space, 20 trials: the random sampler repeats itself often
     tuner = TableTuner(small_space(), throughput, sampler="random", seed=3)
-    ran = parallel.run_trials(tuner, 20)
+    ran = tuner.run(20)
     trials = tuner.study.get_trials()
     copies = [t for t in trials if "duplicate_of" in t.user_attrs]
     assert copies, "the random sampler never repeated a config: the test proves nothing"
-    assert ran == 20 == parallel.counted(trials) == len(tuner.measured)
+    assert ran == 20 == loop.counted(trials) == len(tuner.measured)
     keys = [repr(c) for c in tuner.measured]
     assert len(set(keys)) == len(keys), "a config was measured twice"
     followed = [t for t in trials if "neighbour_of" in t.user_attrs and t.state.is_finished()]
@@ -175,8 +170,8 @@ def test_copies_do_not_spend_the_budget_and_their_neighbours_are_measured():
         assert t.user_attrs["config"] in near
         assert t.params, "an enqueued neighbour must carry its parameters to the sampler"
     # the baselines ran once each, the failed one with its reason
-    labels = [t.user_attrs.get("baseline") for t in trials if "duplicate_of" not in t.user_attrs]
-    assert sorted(filter(None, labels)) == sorted(baselines(small_space(), 2))
+    names = [t.user_attrs.get("baseline") for t in trials if "duplicate_of" not in t.user_attrs]
+    assert sorted(filter(None, names)) == sorted(baselines(small_space(), 2))
 
 
 def test_an_exhausted_space_stops_instead_of_copying_forever():
@@ -187,7 +182,7 @@ def test_an_exhausted_space_stops_instead_of_copying_forever():
         max_enqueued_batches=config.Range(choices=(1_000_000,)),
     )
     tuner = TableTuner(space, throughput, sampler="random")
-    ran = parallel.run_trials(tuner, 10)
+    ran = tuner.run(10)
     # the 3 baselines (none inside this space; the copied config refused) and the 2 configs
     assert ran == len(tuner.measured) == 5
     assert any("nearly exhausted" in line for line in tuner.lines)
@@ -198,7 +193,7 @@ def test_every_config_in_a_small_space_is_reachable():
     # with neighbours filling in for repeats, 24 trials measure the whole 24-config space
     space = small_space()
     tuner = TableTuner(space, throughput, sampler="tpe", seed=1)
-    parallel.run_trials(tuner, 26)
+    tuner.run(26)
     measured = {repr(c) for c in tuner.measured if c.batching and c.batching.num_batch_threads <= 2}
     every = {
         repr(cfg(m, t, thr, q))

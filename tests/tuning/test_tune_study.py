@@ -103,7 +103,7 @@ def test_study_runs_records_failures_and_resumes(tmp_path, model):
     got = rows(tmp_path)
     assert len(measured(tmp_path)) == 7
     assert [g["baseline"] for g in got[:3]] == [
-        "batching off (TF Serving default)",
+        "batching off",
         "batching guide CPU start",
         "commonly copied config",
     ]

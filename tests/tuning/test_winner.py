@@ -13,8 +13,10 @@ import types
 import optuna
 import pytest
 
+from harness import labels
 from harness.config import SloConfig, StudyConfig
-from harness.tuning.winner import pick_winner
+from harness.errors import HarnessError
+from harness.tuning import outputs, winner
 
 
 def cfg(mbs: int) -> dict:
@@ -31,7 +33,7 @@ def cfg(mbs: int) -> dict:
 
 class ScriptedRunner:
     """Answers measure() from a table {max_batch_size: [(items/s, p99), ...]}, in turn; batching
-    off is max_batch_size 0."""
+    off is max_batch_size 0; None in the table is a measurement that fails."""
 
     def __init__(self, script: dict[int, list[tuple[float, float]]]) -> None:
         self.script = {k: list(v) for k, v in script.items()}
@@ -40,14 +42,17 @@ class ScriptedRunner:
     def measure(self, config, workdir):
         mbs = config.batching.max_batch_size if config.batching else 0
         self.calls.append(mbs)
-        ips, p99 = self.script[mbs].pop(0)
+        answer = self.script[mbs].pop(0)
+        if answer is None:
+            raise HarnessError("the server exited with code 1 before it was ready")
+        ips, p99 = answer
         return {"items_per_s": ips, "p99_ms": p99, "error_rate": 0.0}
 
 
-def make_tuner(tmp_path, search: dict[int, float], script, top_k=2, repeats=3):
+def make_tuner(tmp_path, search: dict[int, float], script, top_k=2, repeats=3, off_label=labels.BATCHING_OFF):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
-    off = {"items_per_s": 100.0, "p99_ms": 300.0, "feasible": False, "baseline": "batching off (TF Serving default)", "config": {"enable_batching": False}}
+    off = {"items_per_s": 100.0, "p99_ms": 300.0, "feasible": False, "baseline": off_label, "config": {"enable_batching": False}}
     study.add_trial(optuna.trial.create_trial(value=100.0, user_attrs=off))
     for mbs, ips in search.items():
         attrs = {"items_per_s": ips, "p99_ms": 50.0, "feasible": True, "config": cfg(mbs)}
@@ -55,6 +60,13 @@ def make_tuner(tmp_path, search: dict[int, float], script, top_k=2, repeats=3):
     exp = types.SimpleNamespace(study=StudyConfig(top_k=top_k, repeats=repeats), slo=SloConfig(p99_ms=100))
     return types.SimpleNamespace(
         exp=exp, study=study, name="w", dir=tmp_path, runner=ScriptedRunner(script), echo=lambda *a: None
+    )
+
+
+def pick_winner(t):
+    """The winner step as the Tuner calls it."""
+    return winner.pick_winner(
+        t.study, name=t.name, out=t.dir, slo=t.exp.slo, settings=t.exp.study, measure=t.runner.measure, echo=t.echo
     )
 
 
@@ -109,3 +121,59 @@ def test_no_winner_when_nothing_holds_and_no_stale_parameters_file(tmp_path):
     s = pick_winner(t)
     assert s["winner"] is None and "when re-measured" in s["reason"]
     assert not (tmp_path / "best_batching_parameters.txt").exists()
+
+
+def test_a_config_whose_remeasurements_all_fail_cannot_win(tmp_path):
+    # the search's best (1300 items/s) fails every re-measurement: its single search figure does
+    # not make it the winner; the runner-up, re-measured fine, wins
+    t = make_tuner(
+        tmp_path,
+        {128: 1300.0, 64: 1200.0},
+        {128: [None, None, None], 64: [(1150, 60), (1190, 65), (1170, 62)], 0: [(100, 300)] * 3},
+    )
+    s = pick_winner(t)
+    assert s["winner"]["config"]["max_batch_size"] == 64
+    failed = next(c for c in s["candidates"] if c["config"]["max_batch_size"] == 128)
+    assert failed["feasible"] is False and failed["runs"] == 0 and failed["failed_runs"] == 3
+    assert failed["items_per_s_median"] is None  # no figure was made up for it
+    runs = json.loads((tmp_path / "remeasure.json").read_text())
+    assert [r["failed"] for r in runs[str(failed["trial"])]] == ["the server exited with code 1 before it was ready"] * 3
+
+
+def test_one_failed_run_of_three_still_wins_and_is_counted(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {128: 1300.0, 64: 1200.0},
+        {128: [(1290, 70), None, (1310, 72)], 64: [(1150, 60), (1190, 65), (1170, 62)], 0: [(100, 300)] * 3},
+    )
+    s = pick_winner(t)
+    w = s["winner"]
+    assert w["config"]["max_batch_size"] == 128
+    assert (w["runs"], w["failed_runs"]) == (2, 1)
+    assert w["items_per_s_median"] == 1300  # the median of the two that ran
+    assert "1 of 3 runs failed" in outputs.summary_table(s["candidates"], 100, False, None)
+
+
+def test_two_failed_runs_of_three_cannot_win(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {128: 1300.0},
+        {128: [None, (1310, 72), None], 0: [(100, 300)] * 3},
+        top_k=1,
+    )
+    s = pick_winner(t)
+    assert s["winner"] is None and "in at least 2 of 3 runs" in s["reason"]
+    assert s["candidates"][0]["failed_runs"] == 2
+
+
+def test_an_older_studys_batching_off_label_is_still_the_reference(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {64: 900.0},
+        {64: [(800, 60)] * 3, 0: [(80, 300)] * 3},
+        top_k=1,
+        off_label="batching off (TF Serving default)",
+    )
+    s = pick_winner(t)
+    assert s["batching_off"]["label"] == labels.BATCHING_OFF
+    assert s["gain_over_batching_off"] == pytest.approx(10.0)
