@@ -9,7 +9,7 @@ from tests.conftest import metric_value
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory, mlp_base):
+def server(request, tmp_path_factory, mlp_base, refserver_impl):
     from tests.conftest import RefServer
 
     tmp = tmp_path_factory.mktemp("rest")
