@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <cstdlib>
+#include <ctime>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -93,7 +96,9 @@ void Job::piece_done(int64_t start, std::vector<Tensor>&& outputs) {
 }
 
 Batcher::Batcher(BatchingConfig cfg, ServingMetrics* metrics) : cfg_(std::move(cfg)), metrics_(metrics) {
-  for (int i = 0; i < cfg_.num_batch_threads; i++) threads_.emplace_back([this] { loop(); });
+  const char* trace = std::getenv("HARNESS_REFSERVER_BATCH_TRACE");
+  if (trace && *trace) trace_path_ = trace;
+  for (int i = 0; i < cfg_.num_batch_threads; i++) threads_.emplace_back([this, i] { loop(i); });
 }
 
 Batcher::~Batcher() { stop(); }
@@ -159,9 +164,46 @@ void Batcher::stop() {
     for (auto& p : b->pieces)
       std::static_pointer_cast<Job>(p.task->payload)->finish(Error(UNAVAILABLE, "Server is shutting down"), {});
   for (auto& t : threads_) t.join();
+  write_trace();
 }
 
-void Batcher::loop() {
+namespace {
+double clock_s(clockid_t id) {
+  timespec ts;
+  clock_gettime(id, &ts);
+  return double(ts.tv_sec) + ts.tv_nsec / 1e9;
+}
+}  // namespace
+
+void Batcher::run_traced(policy::Batch& batch, double started, int index) {
+  double times[3] = {0, 0, 0};
+  double wall = steady_now(), cpu = clock_s(CLOCK_THREAD_CPUTIME_ID), process = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+  int64_t rows = batch.size, padded = policy::padded_size(batch.size, cfg_.params.allowed_batch_sizes);
+  run(batch, started, times);
+  if (!times[1]) return;  // refused or failed before the model ran
+  char rec[512];
+  snprintf(rec, sizeof rec, "[%d,%.9f,%.9f,%lld,%lld,%.9f,%.9f,%.9f,%.9f,%.9f]", index, started, process,
+           (long long)rows, (long long)padded, times[0] - wall, times[1] - times[0], times[2], steady_now() - wall,
+           clock_s(CLOCK_THREAD_CPUTIME_ID) - cpu);
+  std::lock_guard<std::mutex> g(trace_mu_);
+  if (trace_.size() < 500000) trace_.push_back(rec);
+}
+
+void Batcher::write_trace() {
+  if (trace_path_.empty()) return;
+  std::string out = trace_path_ + "." + std::to_string(getpid()), tmp = out + ".tmp";
+  FILE* f = fopen(tmp.c_str(), "w");
+  if (!f) return;
+  fputs("{\"fields\": [\"thread\", \"taken\", \"process_cpu\", \"rows\", \"padded\", \"merge_wall_s\", "
+        "\"run_wall_s\", \"run_cpu_s\", \"batch_wall_s\", \"batch_cpu_s\"], \"records\": [", f);
+  for (size_t i = 0; i < trace_.size(); i++) fprintf(f, "%s%s", i ? ", " : "", trace_[i].c_str());
+  fputs("]}", f);
+  fclose(f);
+  rename(tmp.c_str(), out.c_str());
+  logf("Wrote the batch trace to %s", out.c_str());
+}
+
+void Batcher::loop(int index) {
   for (;;) {
     std::unique_ptr<policy::Batch> got;
     double now;
@@ -184,7 +226,8 @@ void Batcher::loop() {
         idle_--;
       }
     }
-    run(*got, now);
+    if (trace_path_.empty()) run(*got, now);
+    else run_traced(*got, now, index);
   }
 }
 
@@ -221,7 +264,7 @@ Status Batcher::merge(const std::vector<policy::Piece>& pieces, size_t i, int64_
   return Status::Ok();
 }
 
-void Batcher::run(policy::Batch& batch, double started) {
+void Batcher::run(policy::Batch& batch, double started, double* times) {
   std::vector<std::shared_ptr<Job>> jobs;
   for (auto& p : batch.pieces) jobs.push_back(std::static_pointer_cast<Job>(p.task->payload));
   auto fail_all = [&](const Status& s) {
@@ -244,8 +287,17 @@ void Batcher::run(policy::Batch& batch, double started) {
     if (!s.ok()) return fail_all(s);
   }
   std::vector<Tensor> outputs;
+  double cpu = 0;
+  if (times) {
+    times[0] = steady_now();
+    cpu = clock_s(CLOCK_THREAD_CPUTIME_ID);
+  }
   Status s = first.model->run(*first.sig, feeds, &outputs);
   if (!s.ok()) return fail_all(s);
+  if (times) {
+    times[1] = steady_now();
+    times[2] = clock_s(CLOCK_THREAD_CPUTIME_ID) - cpu;
+  }
   metrics_->wrapped_run_count.inc({});
   metrics_->input_batch_size.observe(double(size));
   metrics_->processed_batch_size.observe(double(padded));

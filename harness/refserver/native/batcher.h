@@ -55,8 +55,11 @@ class Batcher {
 
  private:
   using Key = std::tuple<std::string, int64_t, std::string>;
-  void loop();
-  void run(policy::Batch& batch, double started);
+  void loop(int index);
+  // times (when not null): merge done, run done (steady s), the run's thread CPU (s)
+  void run(policy::Batch& batch, double started, double* times = nullptr);
+  void run_traced(policy::Batch& batch, double started, int index);
+  void write_trace();
   Status merge(const std::vector<policy::Piece>& pieces, size_t i, int64_t padded, Tensor* out);
 
   BatchingConfig cfg_;
@@ -68,4 +71,8 @@ class Batcher {
   int idle_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
+  // $HARNESS_REFSERVER_BATCH_TRACE (refserver/batch_trace.py's records and file format)
+  std::string trace_path_;
+  std::mutex trace_mu_;
+  std::vector<std::string> trace_;
 };
