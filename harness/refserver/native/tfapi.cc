@@ -30,7 +30,7 @@ const Api* load(std::string* error) {
     const char* dir = std::getenv("HARNESS_TF_LIBDIR");
     std::string path = dir && *dir ? std::string(dir) + "/libtensorflow_cc.so.2"
                                    : std::string("libtensorflow_cc.so.2");
-    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    void* lib = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!lib) {
       g_error = std::string("cannot open TensorFlow's C API: ") + dlerror();
       return;

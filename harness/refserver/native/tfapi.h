@@ -5,6 +5,7 @@
 // zlib) the dynamic linker would bind one library's calls into the other's copy. Opened with
 // RTLD_LOCAL | RTLD_DEEPBIND, TensorFlow resolves its references inside itself first and none of
 // its symbols enter the global scope, so gRPC only ever sees Debian's libraries.
+// RTLD_LAZY: binding its ~470,000 symbols up front cost 0.2 s of every start (0.55 s against 0.35).
 #pragma once
 #include <cstddef>
 #include <cstdint>
