@@ -7,6 +7,7 @@ connections from threads), and divides the server process's CPU seconds (utime +
 the median and range per path and protocol.
 
 Usage: python benchmarks/request_cost.py [--model mlp] [--seconds 5] [--repeats 3]
+       [--client grpcio|h2load]
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ def start(impl: str, base: Path, grpc_port: int, rest_port: int, log: Path) -> s
     raise SystemExit(f"server did not start: {log.read_text()[-2000:]}")
 
 
-def grpc_load(port: int, request_file: Path, seconds: float, procs: int = 1) -> int:
+def grpc_load(port: int, request_file: Path, seconds: float, client: str = "grpcio") -> int:
     runs = [
         subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "grpc_blast.py"),
                           f"--target=127.0.0.1:{port}", f"--request-file={request_file}",
-                          "--concurrency=16", f"--seconds={seconds}", "--warmup=0", "--cpu=1"],
+                          "--concurrency=16", f"--seconds={seconds}", "--warmup=0", "--cpu=1",
+                          f"--client={client}"],
                          stdout=subprocess.PIPE, text=True)
-        for _ in range(procs)
     ]
     return sum(json.loads(r.communicate()[0].strip().splitlines()[-1])["requests"] for r in runs)
 
@@ -89,6 +90,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--impls", default="python,native")
+    ap.add_argument("--client", choices=("grpcio", "h2load"), default="grpcio",
+                    help="gRPC load from grpcio or from nghttp2's h2load (compiled)")
     args = ap.parse_args()
     import numpy as np
 
@@ -110,9 +113,9 @@ def main() -> None:
             try:
                 for proto in ("grpc", "rest"):
                     if proto == "grpc":
-                        grpc_load(g, req, 1.0)  # warm-up
+                        grpc_load(g, req, 1.0, args.client)  # warm-up
                     c0 = cpu_seconds(proc.pid)
-                    n = grpc_load(g, req, args.seconds) if proto == "grpc" else rest_load(r, body, args.seconds)
+                    n = grpc_load(g, req, args.seconds, args.client) if proto == "grpc" else rest_load(r, body, args.seconds)
                     c1 = cpu_seconds(proc.pid)
                     us = (c1 - c0) * 1e6 / max(n, 1)
                     results.setdefault((impl, proto), []).append(us)
