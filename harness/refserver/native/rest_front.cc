@@ -205,6 +205,11 @@ struct Conn {
   uint64_t request_seq = 0;
   double deadline = 0;     // of the request being answered (REST timeout + 1 s), 0: none
   bool want_write = false;
+  // After the last answer: our side is shut, the client's bytes are read and dropped until it
+  // closes (or 2 s pass), so that closing with unread input does not reset the connection
+  // before the client has read the answer (a 413 before a large body, for one).
+  bool draining = false;
+  double drain_until = 0;
 };
 
 class RestLoop {
@@ -240,6 +245,7 @@ class RestLoop {
   const RestOptions& opts_;
   int ep_ = -1, efd_ = -1;
   uint64_t next_id_ = 1;
+  double next_drain_check_ = 0;
   std::map<uint64_t, Conn*> conns_;
   std::mutex mail_mu_;
   std::vector<Mail> mail_;
@@ -263,7 +269,7 @@ void RestLoop::run() {
   epoll_ctl(ep_, EPOLL_CTL_ADD, efd_, &ev);
   epoll_event events[64];
   while (!f_->stopping_.load()) {
-    int timeout = pending_.empty() ? 500 : 50;
+    int timeout = pending_.empty() ? 250 : 50;
     int n = epoll_wait(ep_, events, 64, timeout);
     for (int i = 0; i < n; i++) {
       uint64_t tag = events[i].data.u64;
@@ -290,6 +296,14 @@ void RestLoop::run() {
       }
     }
     if (!pending_.empty()) check_timeouts();
+    double now = steady_now();
+    if (now > next_drain_check_) {
+      next_drain_check_ = now + 0.5;
+      std::vector<Conn*> done;
+      for (auto& kv : conns_)
+        if (kv.second->draining && now > kv.second->drain_until) done.push_back(kv.second);
+      for (Conn* c : done) close_conn(c);
+    }
   }
   for (auto& kv : conns_) {
     ::close(kv.second->fd);
@@ -327,6 +341,16 @@ void RestLoop::close_conn(Conn* c) {
 
 void RestLoop::on_readable(Conn* c) {
   char buf[65536];
+  if (c->draining) {
+    for (;;) {
+      ssize_t n = ::recv(c->fd, buf, sizeof buf, 0);
+      if (n > 0) continue;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      close_conn(c);
+      return;
+    }
+  }
   for (;;) {
     ssize_t n = ::recv(c->fd, buf, sizeof buf, 0);
     if (n > 0) {
@@ -338,8 +362,9 @@ void RestLoop::on_readable(Conn* c) {
       // the client is done sending: answer what is complete, then close
       c->close_after = true;
       if (!c->busy) {
+        uint64_t id = c->id;
         try_parse(c);
-        if (conns_.count(c->id) && !c->busy && c->out_off >= c->out.size()) close_conn(c);
+        if (conns_.count(id) && !c->busy && c->out_off >= c->out.size()) close_conn(c);
       }
       return;
     }
@@ -556,9 +581,11 @@ void RestLoop::flush(Conn* c) {
     epoll_ctl(ep_, EPOLL_CTL_MOD, c->fd, &ev);
     c->want_write = false;
   }
-  if (c->close_after && !c->busy) {
+  if (c->close_after && !c->busy && !c->draining) {
     shutdown(c->fd, SHUT_WR);
-    close_conn(c);
+    c->draining = true;
+    c->in.clear();
+    c->drain_until = steady_now() + 2.0;
   }
 }
 
