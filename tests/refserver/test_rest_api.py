@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import requests
 
@@ -80,7 +81,11 @@ def test_row_and_columnar_predict_agree(server):
     bare = post(
         server, "/v1/models/m:predict", {"signature_name": "serving_default", "inputs": [ROW]}
     )
-    assert named[0] == cols[0] == bare.json()["outputs"][0] == preds[0]
+    # the three 1-row answers are the same computation: equal to the last bit
+    assert named[0] == cols[0] == bare.json()["outputs"][0]
+    # a 2-row batch runs other kernels: TensorFlow rounds it differently in the last bits (seen
+    # on both request paths, and on the Python one depending on the process's memory layout)
+    assert np.allclose(preds[0], named[0], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,7 @@ def resolve(args) -> dict:
         "rest_api_max_request_bytes": args.rest_api_max_request_bytes,
         # one event loop per core: a loop never blocks on a batch, only on an unbatched run
         "rest_threads": args.rest_api_num_threads or max(cores, 1),
-        "grpc_threads": args.grpc_max_threads or cores + 1,
+        "grpc_threads": args.grpc_max_threads or cores,
         "metrics_path": metrics_path or "",
         "models": models,
         "batching": batching,

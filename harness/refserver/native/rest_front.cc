@@ -15,7 +15,6 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <regex>
 
 #include <rapidjson/error/en.h>
 
@@ -181,8 +180,46 @@ void write_row(Writer& w, const Tensor& t, int64_t row) {
 
 // -- routes --------------------------------------------------------------------------------------
 
-const std::regex MODEL_PATH(
-    "^/v1/models/([^/:]+)(?:/versions/([^/:]+)|/labels/([^/:]+))?(/metadata|:predict|:classify|:regress)?$");
+// ^/v1/models/(name)(?:/versions/(v)|/labels/(l))?(/metadata|:predict|:classify|:regress)?$ with
+// [^/:]+ for name, v and l: rest.py's pattern, matched by hand: std::regex is the slowest step of routing.
+struct ModelPath {
+  std::string name, version, label, rest;
+  bool has_version = false, has_label = false, has_rest = false;
+};
+
+bool match_model_path(const std::string& path, ModelPath* m) {
+  const std::string prefix = "/v1/models/";
+  if (path.compare(0, prefix.size(), prefix) != 0) return false;
+  size_t at = prefix.size();
+  auto segment = [&](size_t from) {
+    size_t end = path.find_first_of("/:", from);
+    return end == std::string::npos ? path.size() : end;
+  };
+  size_t end = segment(at);
+  if (end == at) return false;
+  m->name = path.substr(at, end - at);
+  at = end;
+  for (const char* kind : {"/versions/", "/labels/"}) {
+    size_t n = strlen(kind);
+    if (path.compare(at, n, kind) == 0) {
+      size_t e = segment(at + n);
+      if (e > at + n) {
+        (kind[1] == 'v' ? m->version : m->label) = path.substr(at + n, e - at - n);
+        (kind[1] == 'v' ? m->has_version : m->has_label) = true;
+        at = e;
+      }
+      break;
+    }
+  }
+  if (at == path.size()) return true;
+  std::string rest = path.substr(at);
+  if (rest == "/metadata" || rest == ":predict" || rest == ":classify" || rest == ":regress") {
+    m->rest = rest;
+    m->has_rest = true;
+    return true;
+  }
+  return false;
+}
 
 bool all_digits(const std::string& s) {
   if (s.empty()) return false;
@@ -640,30 +677,30 @@ bool RestLoop::handle(Conn* c, const std::string& method, const std::string& tar
     *r = Response{200, p_->metrics->render(), "text/plain; version=0.0.4"};
     return true;
   }
-  std::smatch m;
-  bool matched = std::regex_match(path, m, MODEL_PATH);
-  std::string rest = matched && m[4].matched ? m[4].str() : "";
-  bool has_rest = matched && m[4].matched;
+  ModelPath m;
+  bool matched = match_model_path(path, &m);
+  const std::string& rest = m.rest;
+  bool has_rest = m.has_rest;
   if (!matched || (method == "GET" && has_rest && rest != "/metadata") ||
       (method == "POST" && (!has_rest || rest == "/metadata")) || (method != "GET" && method != "POST")) {
     if (path.compare(0, 4, "/v1/") == 0) *r = Response{400, error_body("Malformed request: " + method + " " + target)};
     else *r = Response{404, error_body("Not found: " + method + " " + target)};
     return true;
   }
-  std::string name = m[1].str();
+  const std::string& name = m.name;
   int vcase = 0;
   int64_t version = 0;
   std::string label;
-  if (m[2].matched) {
-    if (!all_digits(m[2].str()) || m[2].str().size() > 18) {
+  if (m.has_version) {
+    if (!all_digits(m.version) || m.version.size() > 18) {
       *r = Response{400, error_body("Malformed request: " + method + " " + target)};
       return true;
     }
     vcase = 2;
-    version = std::stoll(m[2].str());
-  } else if (m[3].matched) {
+    version = std::stoll(m.version);
+  } else if (m.has_label) {
     vcase = 4;
-    label = m[3].str();
+    label = m.label;
   }
   if (!has_rest) {
     *r = model_status(name, vcase, version, label);
