@@ -33,8 +33,9 @@ def h2load(target: str, payload: bytes, concurrency: int, seconds: float, warmup
     framed.write(struct.pack(">BI", 0, len(payload)) + payload)
     framed.close()
     cmd = [
-        "h2load", "-c", "1", "-m", str(concurrency), "-D", str(seconds),
-        f"--warm-up-time={warmup}", "-d", framed.name,
+        # h2load takes whole seconds or a unit: "4", "1500ms"
+        "h2load", "-c", "1", "-m", str(concurrency), "-D", f"{round(seconds * 1000)}ms",
+        f"--warm-up-time={round(warmup * 1000)}ms", "-d", framed.name,
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://{target}/tensorflow.serving.PredictionService/Predict",
     ]
