@@ -17,7 +17,7 @@ for s in "${srcs[@]}"; do
   objs+=("$out/$s.o")
 done
 for p in "${pids[@]}"; do wait "$p"; done
-"$CXX" "${flags[@]}" -o "$out/harness-refserver-native.tmp" "${objs[@]}" -lgrpc -lgpr -ldl
+"$CXX" "${flags[@]}" -o "$out/harness-refserver-native.tmp" "${objs[@]}" -lgrpc -lgpr -labsl_synchronization -ldl
 mv "$out/harness-refserver-native.tmp" "$out/harness-refserver-native"
 "$CXX" "${flags[@]}" -shared -fPIC -o "$out/libharness_policy.so.tmp" "$here/policy.cc" "$here/policy_c.cc"
 mv "$out/libharness_policy.so.tmp" "$out/libharness_policy.so"
