@@ -38,8 +38,31 @@ def mlp_base(model_root) -> Path:
     return base
 
 
+def refserver_impls() -> list[str]:
+    """The request paths the reference-server tests run against: native (when it is built:
+    scripts/bootstrap.sh builds it, CI included) and Python."""
+    from harness.refserver.native import launch
+
+    return ["native", "python"] if launch.binary() is not None else ["python"]
+
+
+@pytest.fixture(scope="module", params=refserver_impls())
+def refserver_impl(request):
+    """Which request path ``harness serve`` takes in this module's servers (both, in turn)."""
+    from harness.refserver.native.launch import ENV
+
+    old = os.environ.get(ENV)
+    os.environ[ENV] = request.param
+    yield request.param
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old
+
+
 class RefServer:
-    """A reference server subprocess on free loopback ports."""
+    """A reference server subprocess on free loopback ports (the request path from
+    $HARNESS_REFSERVER_IMPL, which the ``refserver_impl`` fixture sets)."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.grpc_port = free_port()
@@ -53,6 +76,7 @@ class RefServer:
             f"--rest_api_port={self.rest_port}",
             *args,
         ]
+        self.impl = os.environ.get("HARNESS_REFSERVER_IMPL", "auto")
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
 

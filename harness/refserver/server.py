@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -402,7 +403,17 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     args = build_parser().parse_args(argv)
+    from harness.refserver.native import launch
+
     try:
+        if launch.choose() == "native":
+            launch.exec_server(args)  # returns only by raising
+        why = (
+            f"{launch.ENV}=python"
+            if os.environ.get(launch.ENV, "").lower() == "python"
+            else f"{launch.BINARY_NAME} is not built (bash scripts/build-native.sh)"
+        )
+        log.info("Request path: Python (%s)", why)
         ModelServer(args).run()
     except HarnessError as exc:
         log.error("%s", exc)

@@ -37,7 +37,7 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, mlp_base):
+def server(tmp_path_factory, mlp_base, refserver_impl):
     from tests.conftest import RefServer
 
     tmp = tmp_path_factory.mktemp("fuzz")

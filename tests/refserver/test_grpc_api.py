@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, mlp_base):
+def server(tmp_path_factory, mlp_base, refserver_impl):
     from tests.conftest import RefServer
 
     tmp = tmp_path_factory.mktemp("grpc")

@@ -63,7 +63,10 @@ def test_traces_split_served_cpu_into_per_request_and_per_batch_parts():
         calibrate.from_traces(prof, {"grpc": one}, served(1, 600, 3, 2.9))
 
 
-def test_profile_of_the_tiny_model_is_split_from_traced_served_runs(tmp_path, mlp_base):
+def test_profile_of_the_tiny_model_is_split_from_traced_served_runs(
+    tmp_path, mlp_base, monkeypatch
+):
+    monkeypatch.setenv("HARNESS_REFSERVER_IMPL", "python")  # the simulator models the Python server
     from harness.config import load_experiment
     from harness.refserver.batch_trace import ENV
     from harness.sim.measure import measure

@@ -1,0 +1,60 @@
+// One loaded SavedModel version: a TensorFlow session from the C API, its signatures (read from
+// the MetaGraphDef the loader hands back), input checks and runs. Mirrors refserver/model.py.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "status.h"
+#include "tensor.h"
+#include "tfapi.h"
+
+struct TensorSpec {
+  std::string alias;
+  std::string name;  // graph tensor, e.g. "serving_default_x:0"
+  int dtype = 0;
+  bool known_rank = false;
+  std::vector<int64_t> shape;  // -1: any size
+  TF_Output output{};
+};
+
+struct Signature {
+  std::string name;
+  std::string method_name;
+  std::vector<TensorSpec> inputs;   // sorted by alias
+  std::vector<TensorSpec> outputs;  // sorted by alias
+  std::string raw;                  // the SignatureDef's bytes, for GetModelMetadata
+  std::string json;                 // the same as MessageToDict renders it, for REST metadata
+
+  const TensorSpec* input(const std::string& alias) const;
+  const TensorSpec* output(const std::string& alias) const;
+  std::string input_set() const;  // "{a,b}", sorted
+  // Validates a request's tensors; ``given`` is (alias, tensor) in request order. On success
+  // ``ordered`` holds them in signature order and ``size`` is the request's 0th dimension.
+  Status check_inputs(std::vector<std::pair<std::string, Tensor>>& given, bool batching,
+                      std::vector<Tensor>* ordered, int64_t* size) const;
+};
+
+class LoadedModel {
+ public:
+  ~LoadedModel();
+  // Loads ``path`` (a version directory); on failure returns null with the message in *error.
+  static std::shared_ptr<LoadedModel> load(const std::string& path, int64_t version, int intra_op,
+                                           int inter_op, int cores, std::string* error);
+  // The signature ``name`` ("" means serving_default), or the error TF Serving answers.
+  Status signature(const std::string& name, const Signature** out) const;
+  // Runs on tensors in signature input order; outputs come in signature output order.
+  Status run(const Signature& sig, const std::vector<Tensor>& feeds, std::vector<Tensor>* outputs) const;
+  // Replays assets.extra/tf_serving_warmup_requests; returns how many ran, or an error.
+  Status warm_up(int* count) const;
+
+  std::string path;
+  int64_t version = 0;
+  std::map<std::string, Signature> signatures;  // by key, sorted
+
+ private:
+  TF_Session* session_ = nullptr;
+  TF_Graph* graph_ = nullptr;
+  std::string run_options_;
+};
