@@ -295,11 +295,15 @@ def _measure_windows(procs: _Procs, endpoint, load: LoadConfig, cpus, record_dir
     wait = 60.0 + (WORKER_WAIT_S if load.distributed else 0.0)
     first = _wait_first_sample(procs, record_dir, wait)
     start = first + load.warmup_s
+    # The server's counters are read at the windows' edges, so that each window's server view
+    # covers the same seconds as its requests (read late, the first window's view held a third
+    # more rows than its requests: the warm-up's tail and the next window's head).
+    procs.sleep_until(start)
+    scrape0 = promscrape.scrape(endpoint.metrics_url)
     procs.sleep_until(start + 0.5)
     if load.distributed:  # every worker alive and reporting before the first window counts
         distributed.wait_window(record_dir, start, load.workers, procs.check)
     status0 = distributed.read_status(record_dir)
-    scrape0 = promscrape.scrape(endpoint.metrics_url)
     cpu0, wall0 = procs.cpu_seconds(), time.time()
     windows, views, last_scrape, stable = _windows(
         procs, endpoint, load, record_dir, start, scrape0
@@ -341,11 +345,13 @@ def _windows(procs: _Procs, endpoint, load: LoadConfig, record_dir, start: float
     prev = scrape0
     for i in range(load.max_windows):
         edge = start + (i + 1) * load.window_s
-        # wait for the window's requests to be answered and flushed (chunks land every second)
+        procs.sleep_until(edge)
+        now_scrape = promscrape.scrape(endpoint.metrics_url)  # at the edge (see above)
+        # then wait for the window's requests to be answered and flushed (chunks land every
+        # second)
         procs.sleep_until(edge + 1.5)
         if load.distributed:  # a worker that died makes this window invalid, not smaller
             distributed.wait_window(record_dir, edge, load.workers, procs.check)
-        now_scrape = promscrape.scrape(endpoint.metrics_url)
         samples = Samples.read(record_dir)
         windows.append(measure(samples, edge - load.window_s, edge))
         views.append(promscrape.server_view(prev, now_scrape))

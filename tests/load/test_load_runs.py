@@ -159,3 +159,29 @@ def test_two_locust_processes_are_merged(server, tmp_path):
     pids = {p.name.split("-")[1] for p in (tmp_path / "samples").glob("samples-*.npz")}
     assert len(pids) == 2  # one recorder per Locust worker process, read back as one record
     assert r.measurement.ok > 100
+
+
+def test_server_counts_are_read_at_the_window_edges(server, tmp_path):
+    """Each window's server view covers its window: the rows the server batched in it match
+    the rows its requests carried (read 1.5 s late, the first window held ~1.3x its rows)."""
+    r = run_load(
+        server.endpoint,
+        LoadConfig(
+            protocol="grpc",
+            users=8,
+            request_sizes="1",
+            warmup_s=1.0,
+            window_s=3.0,
+            min_windows=3,
+            max_windows=3,
+        ),
+        tmp_path,
+        cpus=LOAD_CPUS,
+        check_server=server.check_alive,
+    )
+    assert len(r.windows) == len(r.window_server) == 3
+    for w, view in zip(r.windows, r.window_server):
+        served_rows = view["batches"] * view["mean_input_batch_size"]
+        sent_rows = w.items_per_s * 3.0
+        assert w.ok > 100 and not w.errors
+        assert 0.9 < served_rows / sent_rows < 1.1, (served_rows, sent_rows)
