@@ -90,6 +90,9 @@ class LoadConfig:
     min_windows: int = 3
     max_windows: int = 5
     tolerance: float = 0.10  # the last three windows agree within this share: stable
+    # windows added, up to this many, when the first max_windows still do not agree: an
+    # unstable measurement gets more time before it is reported (flagged) as unstable
+    extra_windows: int = 3
     request_timeout_s: float = 30.0  # a request unanswered this long counts as failed
     processes: int = 1  # local Locust processes; above 1: a master and N workers
     cpus: str = ""  # empty: every core the server does not use

@@ -78,6 +78,8 @@ def check_load(src: str, load: LoadConfig) -> None:
     if load.min_windows < 1 or load.max_windows < load.min_windows:
         raise ConfigError(f"{src}: need 1 <= load.min_windows <= load.max_windows")
     check_cpu_list(src, "load.cpus", load.cpus)
+    if load.extra_windows < 0:
+        raise ConfigError(f"{src}: load.extra_windows must be >= 0, got {load.extra_windows}")
     if not load.tolerance >= 0:
         raise ConfigError(f"{src}: load.tolerance must be >= 0, got {show(load.tolerance)}")
     positive(src, "load.request_timeout_s", load.request_timeout_s)

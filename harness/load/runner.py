@@ -250,7 +250,7 @@ def run_load(
     record_dir = workdir / "samples"
     shutil.rmtree(record_dir, ignore_errors=True)
     record_dir.mkdir(parents=True)
-    run_time = int(load.warmup_s + load.max_windows * load.window_s + 30)
+    run_time = int(load.warmup_s + (load.max_windows + load.extra_windows) * load.window_s + 30)
     log_path = workdir / "locust.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     workers = []
@@ -338,12 +338,13 @@ def _measure_windows(procs: _Procs, endpoint, load: LoadConfig, cpus, record_dir
 
 
 def _windows(procs: _Procs, endpoint, load: LoadConfig, record_dir, start: float, scrape0):
-    """Windows from ``start`` until the last three agree or ``max_windows`` are measured:
-    (windows, the server's view of each, the last scrape, stable)."""
+    """Windows from ``start`` until the last three agree, or ``max_windows`` plus up to
+    ``extra_windows`` more when they still do not: (windows, the server's view of each, the last
+    scrape, stable)."""
     windows: list[Measurement] = []
     views: list[dict] = []
     prev = scrape0
-    for i in range(load.max_windows):
+    for i in range(load.max_windows + load.extra_windows):
         edge = start + (i + 1) * load.window_s
         procs.sleep_until(edge)
         now_scrape = promscrape.scrape(endpoint.metrics_url)  # at the edge (see above)
