@@ -174,6 +174,7 @@ def test_server_counts_are_read_at_the_window_edges(server, tmp_path):
             window_s=3.0,
             min_windows=3,
             max_windows=3,
+            extra_windows=0,  # exactly three windows, agreeing or not
         ),
         tmp_path,
         cpus=LOAD_CPUS,
