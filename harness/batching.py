@@ -41,6 +41,22 @@ def schedulable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def describe(params: BatchingParameters | None) -> str:
+    """A config in a few words, for log lines and listings (``None``: batching off)."""
+    if params is None:
+        return "batching off"
+    b = params
+    text = (
+        f"mbs={b.max_batch_size} t={b.batch_timeout_micros}us thr={b.num_batch_threads} "
+        f"q={b.max_enqueued_batches}"
+    )
+    if b.allowed_batch_sizes:
+        text += f" allowed={list(b.allowed_batch_sizes)}"
+    if b.enable_large_batch_splitting:
+        text += f" split@{b.max_execution_batch_size}"
+    return text
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchingParameters:
     """Batching settings; ``None`` means "not in the file, server default applies"."""

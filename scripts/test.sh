@@ -27,4 +27,6 @@ if [ ! -x /usr/sbin/sshd ]; then
 fi
 export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
+# the layer contracts of docs/architecture.md ([tool.importlinter] in pyproject.toml)
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -q "$@"

@@ -190,6 +190,8 @@ def describe_prediction(pred: dict) -> str:
 
 def make_guided(exp: Experiment, cores: int, echo=print) -> GuidedSearch:
     """The guided search with the experiment's profile (measured first when there is none)."""
-    from harness.sim.guide import make_predictor
+    from harness.sim.guide import Predictor
+    from harness.tuning.profiling import ensure_profile
 
-    return GuidedSearch(exp, make_predictor(exp, cores, echo), cores, echo)
+    predictor = Predictor(exp, ensure_profile(exp, echo=echo), cores)
+    return GuidedSearch(exp, predictor, cores, echo)
