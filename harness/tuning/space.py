@@ -7,6 +7,7 @@ starting point from TF Serving's batching guide, and the config copied around th
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from harness import labels
 from harness.batching import BatchingParameters, describe, schedulable_cores
@@ -59,6 +60,12 @@ class TrialConfig:
             inter_op_parallelism=d.get("inter_op_parallelism", 0),
             users=d.get("users"),
         )
+
+
+def config_key(config: dict) -> str:
+    """A config's identity (``TrialConfig.as_dict()``, as trials keep it): two trials with the
+    same key ran the same config."""
+    return json.dumps(config, sort_keys=True)
 
 
 def _suggest(trial, name: str, r: Range, *, high_default: int | None = None):
