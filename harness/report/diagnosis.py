@@ -1,10 +1,12 @@
-"""Why a trial's requests were rejected, and what to change: the sentences of the report's
-"Rejections" table, one cause and one fix per status code.
+"""The report's explanations: why a trial's requests were rejected and what to change (the
+"Rejections" table, one cause and one fix per status code), and why a trial has no figures of
+its own or was picked (the "reason" column of "Every trial").
 
-Pure: counts and settings in, sentences out (``tables.rejections`` gathers them per trial), so
-the prose is tested on its own (tests/report/test_diagnosis.py). The causes are TF Serving's:
-INVALID_ARGUMENT for a request larger than max_batch_size without splitting, UNAVAILABLE for a
-full batch queue, RESOURCE_EXHAUSTED for requests past their deadline when batched.
+Pure: counts and settings in, sentences out (``tables.rejections`` and the report's trial table
+gather them per trial), so the prose is tested on its own (tests/report/test_diagnosis.py). The
+causes are TF Serving's: INVALID_ARGUMENT for a request larger than max_batch_size without
+splitting, UNAVAILABLE for a full batch queue, RESOURCE_EXHAUSTED for requests past their
+deadline when batched.
 """
 
 from __future__ import annotations
@@ -52,3 +54,15 @@ def rejection_causes(
         )
         fixes.append("lower batch_timeout_micros, or give the server more CPU")
     return causes, fixes
+
+
+def trial_reason(*, duplicate_of: int | None, neighbour_of: int | None, fail_reason: str) -> str:
+    """Why a trial's row reads as it does: a repeated proposal's figures are copied from the
+    first trial of its config; a neighbour was measured instead of a repeat; a failure says why."""
+    if duplicate_of is not None:
+        return f"same config as trial {duplicate_of}: not measured again, figures copied"
+    reason = fail_reason
+    if neighbour_of is not None:
+        picked = f"a neighbour of trial {neighbour_of}, measured instead of a repeated proposal"
+        reason = f"{picked}; {reason}" if reason else picked
+    return reason
