@@ -231,13 +231,7 @@ def run_trials(
       ``seed`` picks the neighbour; ``mode`` is the study's (pareto has no constraints);
       ``tuner`` names this tuner on each trial it runs.
     """
-    import optuna
-
-    # We run Optuna's heartbeat ourselves around each trial (see _heartbeat); its warnings that
-    # heartbeats are "meant for Study.optimize" and "experimental" are noise here.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
+    _quiet_heartbeat_warnings()
     loop = _Loop(
         study=study,
         lock=lock or _NoLock(),
@@ -264,6 +258,15 @@ def run_trials(
             with loop.lock.hold():
                 _enqueue_neighbour(loop, frozen)
     return ran
+
+
+def _quiet_heartbeat_warnings() -> None:
+    """We run Optuna's heartbeat ourselves around each trial (see _heartbeat); its warnings that
+    heartbeats are "meant for Study.optimize" and "experimental" are noise here."""
+    import optuna
+
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _ask(loop: _Loop, n_trials: int, enqueue_first):
