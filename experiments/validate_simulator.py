@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.batching import BatchingParameters  # noqa: E402
 from harness.config import load_experiment  # noqa: E402
-from harness.sim.measure import ensure_profile  # noqa: E402
 from harness.tuning import outputs  # noqa: E402
+from harness.tuning.profiling import ensure_profile  # noqa: E402
 from harness.tuning.space import TrialConfig  # noqa: E402
 
 OUT = ROOT / "results" / "simulator-validation"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 from google.protobuf.message import Message
 
-from harness import tfs_formats
+from harness import atomic, tfs_formats
 from harness.errors import ConfigError
 
 # Fields TF Serving declares as wrappers, written ``name { value: ... }``.
@@ -41,6 +40,73 @@ def schedulable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def describe(params: BatchingParameters | None) -> str:
+    """A config in a few words, for log lines and listings (``None``: batching off)."""
+    if params is None:
+        return "batching off"
+    b = params
+    text = (
+        f"mbs={b.max_batch_size} t={b.batch_timeout_micros}us thr={b.num_batch_threads} "
+        f"q={b.max_enqueued_batches}"
+    )
+    if b.allowed_batch_sizes:
+        text += f" allowed={list(b.allowed_batch_sizes)}"
+    if b.enable_large_batch_splitting:
+        text += f" split@{b.max_execution_batch_size}"
+    return text
+
+
+def _given(value, default):
+    """A field's value, or the server's default when the file leaves it out."""
+    return value if value is not None else default
+
+
+def _check_counts(threads: int, max_batch: int, timeout: int, enqueued: int, splitting: bool) -> int:
+    """TF Serving's start-up checks of the counts; the queue bound it runs with."""
+    if threads < 1:
+        raise ConfigError(f"num_batch_threads must be positive; was {threads}")
+    if max_batch < 1:
+        raise ConfigError(f"max_batch_size must be positive; was {max_batch}")
+    if timeout < 0:
+        raise ConfigError(f"batch_timeout_micros must be non-negative; was {timeout}")
+    if enqueued == 0 and not splitting:
+        enqueued = 1  # TF Serving raises 0 to 1 silently on this path
+    if enqueued < 1:
+        raise ConfigError(f"max_enqueued_batches must be positive; was {enqueued}")
+    return enqueued
+
+
+def _execution_size(max_batch: int, max_exec: int | None, splitting: bool) -> int:
+    """The largest batch that runs: max_execution_batch_size when splitting, else max_batch_size."""
+    if not splitting:
+        return max_batch
+    max_exec = _given(max_exec, max_batch)
+    if max_exec < 1:
+        raise ConfigError(f"max_execution_batch_size must be positive; was {max_exec}")
+    if max_batch < max_exec:
+        raise ConfigError(
+            f"max_execution_batch_size ({max_exec}) must be less than or equal to "
+            f"max_batch_size ({max_batch})",
+            hint="raise max_batch_size or lower max_execution_batch_size",
+        )
+    return max_exec
+
+
+def _check_allowed(allowed: tuple[int, ...], max_exec: int) -> tuple[int, ...]:
+    """allowed_batch_sizes as TF Serving checks them: positive, ending with the largest batch."""
+    if not allowed:
+        return allowed
+    if allowed[-1] != max_exec:
+        raise ConfigError(
+            "Last entry in allowed_batch_sizes must match max_batch_size; "
+            f"last entry was {allowed[-1]}; expected {max_exec}",
+            hint="end allowed_batch_sizes with max_batch_size (max_execution_batch_size when splitting)",
+        )
+    if any(s < 1 for s in allowed):
+        raise ConfigError(f"allowed_batch_sizes entries must be positive; got {list(allowed)}")
+    return allowed
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatchingParameters:
     """Batching settings; ``None`` means "not in the file, server default applies"."""
@@ -58,65 +124,22 @@ class BatchingParameters:
     def effective(self, cores: int | None = None) -> EffectiveBatching:
         """The values the server will use, defaults filled in and checked like TF Serving."""
         splitting = bool(self.enable_large_batch_splitting)
-        max_batch = (
-            self.max_batch_size if self.max_batch_size is not None else DEFAULT_MAX_BATCH_SIZE
-        )
+        max_batch = _given(self.max_batch_size, DEFAULT_MAX_BATCH_SIZE)
         threads = (
             self.num_batch_threads
             if self.num_batch_threads is not None
             else (cores or schedulable_cores())
         )
-        timeout = self.batch_timeout_micros if self.batch_timeout_micros is not None else 0
-        enqueued = (
-            self.max_enqueued_batches
-            if self.max_enqueued_batches is not None
-            else DEFAULT_MAX_ENQUEUED_BATCHES
-        )
-        max_exec = (
-            self.max_execution_batch_size
-            if self.max_execution_batch_size is not None
-            else max_batch
-        )
-        if threads < 1:
-            raise ConfigError(f"num_batch_threads must be positive; was {threads}")
-        if max_batch < 1:
-            raise ConfigError(f"max_batch_size must be positive; was {max_batch}")
-        if timeout < 0:
-            raise ConfigError(f"batch_timeout_micros must be non-negative; was {timeout}")
-        if enqueued == 0 and not splitting:
-            enqueued = 1  # TF Serving raises 0 to 1 silently on this path
-        if enqueued < 1:
-            raise ConfigError(f"max_enqueued_batches must be positive; was {enqueued}")
-        if splitting:
-            if max_exec < 1:
-                raise ConfigError(f"max_execution_batch_size must be positive; was {max_exec}")
-            if max_batch < max_exec:
-                raise ConfigError(
-                    f"max_execution_batch_size ({max_exec}) must be less than or equal to "
-                    f"max_batch_size ({max_batch})",
-                    hint="raise max_batch_size or lower max_execution_batch_size",
-                )
-        else:
-            max_exec = max_batch
-        allowed = tuple(self.allowed_batch_sizes)
-        if allowed:
-            expected = max_exec
-            if allowed[-1] != expected:
-                raise ConfigError(
-                    "Last entry in allowed_batch_sizes must match max_batch_size; "
-                    f"last entry was {allowed[-1]}; expected {expected}",
-                    hint="end allowed_batch_sizes with max_batch_size (max_execution_batch_size when splitting)",
-                )
-            if any(s < 1 for s in allowed):
-                raise ConfigError(
-                    f"allowed_batch_sizes entries must be positive; got {list(allowed)}"
-                )
+        timeout = _given(self.batch_timeout_micros, 0)
+        enqueued = _given(self.max_enqueued_batches, DEFAULT_MAX_ENQUEUED_BATCHES)
+        enqueued = _check_counts(threads, max_batch, timeout, enqueued, splitting)
+        max_exec = _execution_size(max_batch, self.max_execution_batch_size, splitting)
         return EffectiveBatching(
             max_batch_size=max_batch,
             batch_timeout_micros=timeout,
             max_enqueued_batches=enqueued,
             num_batch_threads=threads,
-            allowed_batch_sizes=allowed,
+            allowed_batch_sizes=_check_allowed(tuple(self.allowed_batch_sizes), max_exec),
             pad_variable_length_inputs=bool(self.pad_variable_length_inputs),
             enable_large_batch_splitting=splitting,
             max_execution_batch_size=max_exec,
@@ -155,19 +178,7 @@ class BatchingParameters:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the file atomically (a reader never sees half a file)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_text())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return path
+        return atomic.write_text(path, self.to_text())
 
     @classmethod
     def from_text(cls, text: str, source: str = "<batching parameters>") -> BatchingParameters:

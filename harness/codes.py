@@ -53,3 +53,18 @@ OTHER = 101  # an answer that maps to no gRPC code
 
 OUTCOME_NAMES = {**CODE_NAMES, TRANSPORT: "TRANSPORT", OTHER: "OTHER"}
 OUTCOME_CODES = {v: k for k, v in OUTCOME_NAMES.items()}
+
+
+class StatusError(Exception):
+    """A failure with a TF status ``code`` (the gRPC status name) and its message; the reference
+    server answers a REST request with ``http_status``. The scheduler's rejections and the
+    reference server's errors are both ones."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)

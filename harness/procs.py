@@ -181,6 +181,25 @@ def _child_of_ours(p: psutil.Process) -> bool:
         return False
 
 
+def tree_cpu_seconds(proc: int | psutil.Process) -> float | None:
+    """User plus system CPU seconds of a process and its descendants so far (a descendant that
+    exits meanwhile is left out); None when the process itself is gone or not ours to read."""
+    try:
+        p = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
+        times = p.cpu_times()
+        total = times.user + times.system
+        children = p.children(recursive=True)
+    except psutil.Error:
+        return None
+    for c in children:
+        try:
+            t = c.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def pin(pid: int, cpus: Iterable[int]) -> None:
     """Pin a process and every thread it has to ``cpus`` (see the module's docstring). Threads
     it starts later inherit the mask of the thread that starts them."""

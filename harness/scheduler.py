@@ -44,6 +44,7 @@ import math
 from collections import deque
 
 from harness.batching import EffectiveBatching
+from harness.codes import StatusError
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 UNAVAILABLE = "UNAVAILABLE"
@@ -202,13 +203,8 @@ def padded_size(size: int, allowed) -> int:
     return size
 
 
-class Rejection(Exception):
+class Rejection(StatusError):
     """A task the scheduler refuses; ``code`` is the gRPC status name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Task:

@@ -22,9 +22,11 @@ if [ ! -x /usr/sbin/sshd ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
   fi
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null) \
-    || echo "test.sh: openssh-server could not be installed: the DOCKER_HOST=ssh:// test will skip" >&2
+    || echo "test.sh: openssh-server could not be installed: the DOCKER_HOST=ssh:// test will skip (fail under CI=true)" >&2
   if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
+# the layer contracts of docs/architecture.md ([tool.importlinter] in pyproject.toml)
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -q "$@"

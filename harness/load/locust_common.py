@@ -164,16 +164,10 @@ def _total_users(environment, **_kw) -> None:
         environment.parsed_options.total_users = environment.runner.target_user_count
 
 
+@events.test_stop.add_listener
 @events.quitting.add_listener
 def _final_flush(environment, **_kw) -> None:
-    if isinstance(environment.runner, WorkerRunner):
-        _ship(environment)
-    elif _recorder is not None:
-        _recorder.flush()
-
-
-@events.test_stop.add_listener
-def _stop_flush(environment, **_kw) -> None:
+    """At the test's end and at exit: a worker ships its last samples, a lone process writes them."""
     if isinstance(environment.runner, WorkerRunner):
         _ship(environment)
     elif _recorder is not None:

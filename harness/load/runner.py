@@ -27,7 +27,7 @@ from harness.endpoint import Endpoint, is_loopback, log_tail
 from harness.errors import LoadError
 from harness.load import distributed, promscrape, status
 from harness.metrics import Measurement, agree, measure
-from harness.procs import spawn, stop_group
+from harness.procs import spawn, stop_group, tree_cpu_seconds
 from harness.samples import Samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,21 +164,6 @@ def _local_master_host(bind: str) -> str:
     return "127.0.0.1" if bind in ("", "*", "0.0.0.0", "127.0.0.1", "localhost") else bind
 
 
-def _cpu_seconds(proc: psutil.Process) -> float:
-    total = 0.0
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
-
-
 class _Procs:
     """The Locust processes of one measurement (one alone, or a master and its local workers),
     watched together with the server they load: ``check`` raises when either has gone."""
@@ -223,7 +208,7 @@ class _Procs:
 
     def cpu_seconds(self) -> float:
         """CPU time of the local load processes and their children so far."""
-        return sum(map(_cpu_seconds, self._ps))
+        return sum(tree_cpu_seconds(p) or 0.0 for p in self._ps)
 
     def watch_cpu(self) -> None:
         self._ps = [psutil.Process(p.pid) for p in (self.master, *(w for w, _ in self.workers))]

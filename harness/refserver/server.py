@@ -15,11 +15,14 @@ import signal
 import sys
 import threading
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 from harness import tfs_formats
-from harness.batching import BatchingParameters, schedulable_cores
+from harness.batching import BatchingParameters, EffectiveBatching, schedulable_cores
 from harness.errors import ConfigError, HarnessError, ServerError
-from harness.refserver.manager import ModelConfig
+
+if TYPE_CHECKING:  # the manager imports numpy: not for ``harness serve --help``
+    from harness.refserver.manager import ModelConfig
 
 log = logging.getLogger("harness.refserver")
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -85,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_configs(args) -> list[ModelConfig]:
+    from harness.refserver.manager import ModelConfig
+
     if args.model_config_file and args.model_base_path:
         raise ConfigError("give either --model_config_file or --model_base_path, not both")
     if args.model_config_file:
@@ -130,6 +135,8 @@ def model_configs_from_message(msg, path: str) -> list[ModelConfig]:
 
 def _model_config(cfg, path: str) -> ModelConfig:
     """One ``ModelConfig`` message as the manager's dataclass."""
+    from harness.refserver.manager import ModelConfig
+
     name = cfg.name
     if not name or not cfg.base_path:
         raise ConfigError(
@@ -206,6 +213,42 @@ def read_monitoring_config(path: str) -> str | None:
     return prom.path or DEFAULT_METRICS_PATH
 
 
+def monitoring_path(args) -> str | None:
+    """Where the Prometheus metrics are served, from ``--monitoring_config_file`` (None: off)."""
+    if not args.monitoring_config_file:
+        return None
+    return read_monitoring_config(args.monitoring_config_file)
+
+
+def batching_from_flags(args) -> tuple[BatchingParameters, EffectiveBatching] | None:
+    """``--enable_batching``'s parameters (its file, or TF Serving's defaults) and the values the
+    server runs with, checked as TF Serving checks them; None when batching is off."""
+    if not args.enable_batching:
+        return None
+    params = (
+        BatchingParameters.read(args.batching_parameters_file)
+        if args.batching_parameters_file
+        else BatchingParameters()
+    )
+    try:
+        eff = params.effective(args._cores)
+    except ConfigError as exc:
+        where = args.batching_parameters_file or "default batching parameters"
+        raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
+    log.info("Batching enabled: %s", eff)
+    return params, eff
+
+
+def op_parallelism(args) -> tuple[int, int]:
+    """TensorFlow's intra- and inter-op thread counts (``--tensorflow_session_parallelism``
+    stands for both when the two are not given)."""
+    session = args.tensorflow_session_parallelism
+    return (
+        args.tensorflow_intra_op_parallelism or session,
+        args.tensorflow_inter_op_parallelism or session,
+    )
+
+
 def check_flags(args) -> None:
     if args.batching_parameters_file and not args.enable_batching:
         raise ConfigError(
@@ -235,32 +278,17 @@ class ModelServer:
 
         check_flags(args)
         self.args = args
-        cores = args._cores
         self.metrics = ServingMetrics()
-        self.metrics_path = (
-            read_monitoring_config(args.monitoring_config_file)
-            if args.monitoring_config_file
-            else None
-        )
+        self.metrics_path = monitoring_path(args)
         configs = model_configs(args)
         self.batcher = None
-        if args.enable_batching:
-            params = (
-                BatchingParameters.read(args.batching_parameters_file)
-                if args.batching_parameters_file
-                else BatchingParameters()
-            )
-            try:
-                eff = params.effective(cores)
-            except ConfigError as exc:
-                where = args.batching_parameters_file or "default batching parameters"
-                raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
+        batching = batching_from_flags(args)
+        if batching is not None:
             from harness.refserver.batcher import Batcher
 
+            params, eff = batching
             self.batcher = Batcher(eff, self.metrics, params.thread_pool_name or "")
-            log.info("Batching enabled: %s", eff)
-        intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
-        inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+        intra, inter = op_parallelism(args)
         self.manager = ModelManager(
             configs,
             intra_op=intra,

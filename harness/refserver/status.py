@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from harness.codes import HTTP_STATUS
+from harness.codes import StatusError
 
 
-class ServingError(Exception):
-    """A request failed with a TF status ``code`` (the gRPC status name) and a message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+class ServingError(StatusError):
+    """A request failed inside the reference server with a TF status ``code`` and a message."""
 
 
 def invalid(message: str) -> ServingError:

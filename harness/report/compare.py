@@ -66,12 +66,8 @@ def summary_table(studies, computed) -> pd.DataFrame:
 
 
 def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    if len(study_dirs) < 2:
-        raise ReportError("compare needs at least two study folders", hint="harness compare results/A results/B")
-    studies = [load(d) for d in study_dirs]
-    names = [s.name for s in studies]
-    if len(set(names)) != len(names):
-        raise ReportError(f"two of the studies have the same name ({', '.join(names)})", hint="compare different studies")
+    """compare.md, compare.html, the plots and tables/summary.csv for two or more studies."""
+    studies = _load_studies(study_dirs)
     computed = []
     for res in studies:
         df = tables.trial_table(res)
@@ -81,6 +77,31 @@ def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     write_text_atomic(out / "tables" / "summary.csv", summ.to_csv(index=False))
     slos = {s.slo_p99_ms for s in studies}
     slo = slos.pop() if len(slos) == 1 else None
+    top_all = winners_and_batching_off(studies, computed)
+    images = {
+        "fronts": plots.compare_fronts([(res.name, df, front) for res, (df, front) in zip(studies, computed)], slo, out / "plots" / "fronts.png"),
+        "bars": plots.compare_bars(summ, out / "plots" / "winners.png"),
+        "percentiles": plots.latency_percentiles(top_all, out / "plots" / "latency_percentiles.png"),
+    }
+    doc = _document(studies, summ, slo, images, out)
+    write_text_atomic(out / "compare.md", to_markdown(doc, out))
+    write_text_atomic(out / "compare.html", to_html(doc))
+    return {"markdown": out / "compare.md", "html": out / "compare.html", **images}
+
+
+def _load_studies(study_dirs: list[str | Path]) -> list:
+    if len(study_dirs) < 2:
+        raise ReportError("compare needs at least two study folders", hint="harness compare results/A results/B")
+    studies = [load(d) for d in study_dirs]
+    names = [s.name for s in studies]
+    if len(set(names)) != len(names):
+        raise ReportError(f"two of the studies have the same name ({', '.join(names)})", hint="compare different studies")
+    return studies
+
+
+def winners_and_batching_off(studies, computed) -> pd.DataFrame:
+    """Each study's winner and its batching-off baseline, as rows of its top table, the config
+    prefixed with the study's name."""
     tops = []
     for res, (df, _) in zip(studies, computed):
         top = tables.top_configs(res, df)
@@ -92,11 +113,11 @@ def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     top_all = pd.concat(tops, ignore_index=True) if tops else pd.DataFrame()
     if len(top_all):
         top_all["config"] = top_all["study"] + ": " + top_all["config"]
-    images = {
-        "fronts": plots.compare_fronts([(res.name, df, front) for res, (df, front) in zip(studies, computed)], slo, out / "plots" / "fronts.png"),
-        "bars": plots.compare_bars(summ, out / "plots" / "winners.png"),
-        "percentiles": plots.latency_percentiles(top_all, out / "plots" / "latency_percentiles.png"),
-    }
+    return top_all
+
+
+def _document(studies, summ: pd.DataFrame, slo, images: dict[str, Path], out: Path) -> Doc:
+    names = [s.name for s in studies]
     doc = Doc("Comparison: " + " / ".join(names))
     diffs = _differences(studies)
     doc.p(
@@ -127,6 +148,4 @@ def build(study_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     doc.bullets(
         [f"{res.name}: `{os.path.relpath(res.dir / 'report.html', out)}`" for res in studies]
     )
-    write_text_atomic(out / "compare.md", to_markdown(doc, out))
-    write_text_atomic(out / "compare.html", to_html(doc))
-    return {"markdown": out / "compare.md", "html": out / "compare.html", **images}
+    return doc

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import atomic
-from harness.report import plots, predictions, tables
+from harness.report import diagnosis, plots, predictions, tables
 from harness.report.data import StudyResults, load
 from harness.report.render import Doc, fmt, to_html, to_markdown
 
@@ -266,15 +266,11 @@ def _pct(v) -> str:
 
 
 def _reason(r) -> str:
-    dup = tables._int(r.get("duplicate_of"))
-    if dup is not None:
-        return f"same config as trial {dup}: not measured again, figures copied"
-    reason = _clean(r.get("fail_reason"))
-    near = tables._int(r.get("neighbour_of"))
-    if near is not None:
-        picked = f"a neighbour of trial {near}, measured instead of a repeated proposal"
-        reason = f"{picked}; {reason}" if reason else picked
-    return reason
+    return diagnosis.trial_reason(
+        duplicate_of=tables._int(r.get("duplicate_of")),
+        neighbour_of=tables._int(r.get("neighbour_of")),
+        fail_reason=_clean(r.get("fail_reason")),
+    )
 
 
 def _clean(v) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.labels import BATCHING_OFF, PARAMS
+from harness.report import diagnosis
 from harness.report.data import StudyResults
 
 REJECTIONS = ("INVALID_ARGUMENT", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
@@ -223,8 +224,22 @@ def headline(res: StudyResults, df: pd.DataFrame) -> dict:
     return out
 
 
+REJECTION_COLUMNS = [
+    "trial",
+    "config",
+    "max_batch_size",
+    "largest_request",
+    "requests",
+    *REJECTIONS,
+    "rejected_share",
+    "cause",
+    "fix",
+]
+
+
 def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
-    """Trials that had requests rejected, with the cause and the fix spelled out."""
+    """Trials that had requests rejected, with the cause and the fix spelled out
+    (``harness.report.diagnosis`` writes the sentences)."""
     from harness.config import parse_size_mix
 
     try:
@@ -240,31 +255,15 @@ def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
         mbs = _int(r.get("max_batch_size"))
         m = res.measurements.get(int(r["number"]), {})
         over = m.get("oversize") or _json(r.get("oversize"), list)
-        causes, fixes = [], []
-        if inv:
-            sizes = sorted({o["size"] for o in over}) if over else []
-            causes.append(
-                f"{inv} INVALID_ARGUMENT: requests of {', '.join(map(str, sizes)) or 'some'} items "
-                f"are larger than max_batch_size={mbs}"
-            )
-            need = max(sizes) if sizes else largest
-            fixes.append(
-                f"raise max_batch_size to at least {need}, or set enable_large_batch_splitting "
-                f"with max_execution_batch_size={mbs}"
-                if need
-                else "raise max_batch_size above the largest request, or enable large batch splitting"
-            )
-        if una:
-            q = _int(r.get("max_enqueued_batches"))
-            causes.append(f"{una} UNAVAILABLE: the batch queue (max_enqueued_batches={q}) was full")
-            fixes.append(
-                "raise max_enqueued_batches, or max_batch_size / num_batch_threads so batches drain faster"
-            )
-        if exh:
-            causes.append(
-                f"{exh} RESOURCE_EXHAUSTED: requests were past their deadline when batched"
-            )
-            fixes.append("lower batch_timeout_micros, or give the server more CPU")
+        causes, fixes = diagnosis.rejection_causes(
+            invalid=inv,
+            unavailable=una,
+            exhausted=exh,
+            oversize_sizes=sorted({o["size"] for o in over}) if over else [],
+            max_batch_size=mbs,
+            max_enqueued_batches=_int(r.get("max_enqueued_batches")),
+            largest_request=largest,
+        )
         total = r.get("requests")
         rows.append(
             {
@@ -281,22 +280,7 @@ def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
                 "fix": "; ".join(fixes),
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "trial",
-            "config",
-            "max_batch_size",
-            "largest_request",
-            "requests",
-            "INVALID_ARGUMENT",
-            "UNAVAILABLE",
-            "RESOURCE_EXHAUSTED",
-            "rejected_share",
-            "cause",
-            "fix",
-        ],
-    )
+    return pd.DataFrame(rows, columns=REJECTION_COLUMNS)
 
 
 def focus_trials(top: pd.DataFrame) -> list[int]:

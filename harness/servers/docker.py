@@ -144,12 +144,7 @@ class DockerServer(ServerHandle):
                 hint="the trial is failed; the container is removed and a fresh one starts next",
             )
         if self.watchdog is not None:
-            try:
-                self.watchdog.check()
-            except ServerError as exc:
-                raise ServerError(
-                    f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint
-                ) from None
+            self.watchdog.check(self.logs)
 
     def stop(self) -> None:
         docker = sdk()

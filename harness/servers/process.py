@@ -101,12 +101,7 @@ class ProcessServer(ServerHandle):
                 hint="the trial is failed; the server is stopped and a fresh one starts next",
             )
         if self.watchdog is not None:
-            try:
-                self.watchdog.check()
-            except ServerError as exc:
-                raise ServerError(
-                    f"{exc.message}\n{log_tail(self.logs())}", hint=exc.hint
-                ) from None
+            self.watchdog.check(self.logs)
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_group(self.proc, timeout)

@@ -3,7 +3,8 @@ container) does not exit, so an exit check alone would let a trial wait on it fo
 
 ``Watchdog.check()`` is cheap to call often: at most once a second it asks the server for its
 model status (the REST status call, which never waits on the batcher or a model run). When no
-answer has come for ``hang_after_s`` seconds it raises ServerError, and the trial fails.
+answer has come for ``hang_after_s`` seconds it raises ServerError, with the tail of the server's
+log when given a way to read it, and the trial fails.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
+from harness.endpoint import log_tail
 from harness.errors import ServerError
 
 HANG_AFTER_S = 15.0  # a server silent this long is hung (a busy one still answers status calls)
@@ -30,7 +33,9 @@ class Watchdog:
         self._last_probe = 0.0
         self._last_error = ""
 
-    def check(self) -> None:
+    def check(self, logs: Callable[[], str] | None = None) -> None:
+        """Raise ServerError when the server has not answered for ``hang_after_s`` seconds
+        (``logs``: the server's log so far, whose tail goes into the message)."""
         now = time.monotonic()
         if now - self._last_probe < PROBE_EVERY_S:
             return
@@ -47,8 +52,9 @@ class Watchdog:
             self._last_error = str(getattr(exc, "reason", exc))
         silent = time.monotonic() - self._last_ok
         if silent > self.hang_after_s:
+            tail = f"\n{log_tail(logs())}" if logs is not None else ""
             raise ServerError(
                 f"server stopped answering: no reply to a status request for {silent:.0f}s "
-                f"({self._last_error})",
+                f"({self._last_error}){tail}",
                 hint="the server hangs (stopped, deadlocked or starved); the trial is failed",
             )

@@ -4,7 +4,8 @@ A :class:`Predictor` is built from an experiment's load settings, the model's pr
 server's cores; ``predict(batching, users)`` runs the simulator on one config and returns the
 ``predicted_*`` figures a trial carries. The search over these predictions (which configs to
 measure for real, and whether a prediction keeps the SLO) belongs to the tuner, which calls
-this module; the simulator knows nothing of the search or of studies.
+this module; the simulator knows nothing of the search or of studies. The profile is measured
+on the tuner's side too (``harness.tuning.profiling``): the simulator only reads one.
 """
 
 from __future__ import annotations
@@ -67,11 +68,3 @@ class Predictor:
                 "predicted_mean_batch_size": p.mean_batch_size,
             }
         return self._cache[key]
-
-
-def make_predictor(exp: Experiment, cores: int, echo=print) -> Predictor:
-    """The predictor with the experiment's profile, measuring it first when there is none."""
-    from harness.sim.measure import ensure_profile
-
-    prof = ensure_profile(exp, echo=echo)
-    return Predictor(exp, prof, cores)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from harness.batching import BatchingParameters
+from harness.batching import BatchingParameters, describe
 from harness.errors import ConfigError
 from harness.sim.model import Prepared, ServerModel, Workload, simulate
 
@@ -156,14 +156,12 @@ def assumptions(profile, protocol: str, sizes: str, headroom: float) -> list[str
 
 
 def render(result: dict) -> str:
-    from harness.tuning.space import TrialConfig
-
     best = result["best"]
     at = result["predicted_at_plan"]
     lines = [
         f"plan for {result['rate']:,.0f} requests/s within p99 {result['p99_slo_ms']:g} ms",
         "",
-        f"  batching: {TrialConfig(batching=best.params).describe()}",
+        f"  batching: {describe(best.params)}",
         f"  one replica serves up to {best.rate:,.0f} requests/s within the SLO "
         f"(p99 {best.p99_ms:.1f} ms there)",
         f"  replicas: {result['replicas']} ({result['per_replica_rate']:,.0f} requests/s each)",
@@ -176,6 +174,6 @@ def render(result: dict) -> str:
         lines += ["batching_parameters.txt:", best.params.to_text().rstrip(), ""]
     lines.append("runners-up (requests/s per replica):")
     for c in result["runners_up"]:
-        lines.append(f"  {c.rate:10,.0f}  {TrialConfig(batching=c.params).describe()}")
+        lines.append(f"  {c.rate:10,.0f}  {describe(c.params)}")
     lines += ["", "assumptions:"] + [f"  - {a}" for a in result["assumptions"]]
     return "\n".join(lines)

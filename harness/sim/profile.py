@@ -175,16 +175,10 @@ def environment(cpus: list[int] | None) -> dict:
     """Where a profile was measured: it only predicts a machine like this one."""
     import os
 
-    cpu_model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from harness.envinfo import cpu_info
+
     env = {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_info()["model"],
         "machine_cores": os.cpu_count(),
         "server_cpus": list(cpus) if cpus else None,
         "python": platform.python_version(),

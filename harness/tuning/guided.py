@@ -15,20 +15,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 
 from harness.config import Experiment
 from harness.tuning.loop import constrain, score
-from harness.tuning.space import TrialConfig, neighbours, suggest
+from harness.tuning.space import TrialConfig, config_key, neighbours, suggest
 
 MARGIN = 0.15  # predicted p99 must be under (1 - MARGIN) x SLO to count as feasible
 SIM_TRIALS = 400
-
-
-def _key(cfg: TrialConfig) -> str:
-    return json.dumps(cfg.as_dict(), sort_keys=True)
 
 
 class GuidedSearch:
@@ -77,7 +72,7 @@ class GuidedSearch:
         def objective(trial):
             cfg = suggest(trial, self.exp.search, self.cores)
             pred = self.predict(cfg)
-            seen.setdefault(_key(cfg), (cfg, pred))
+            seen.setdefault(config_key(cfg.as_dict()), (cfg, pred))
             values, constraints, _ = self._score(pred)
             constrain(trial, constraints)
             return values[0]
@@ -100,7 +95,7 @@ class GuidedSearch:
         keys: set[str] = set()
 
         def add(cfg, pred, why) -> None:
-            k = _key(cfg)
+            k = config_key(cfg.as_dict())
             if k not in keys and len(out) < n:
                 keys.add(k)
                 out.append((cfg, pred, why))
@@ -190,6 +185,8 @@ def describe_prediction(pred: dict) -> str:
 
 def make_guided(exp: Experiment, cores: int, echo=print) -> GuidedSearch:
     """The guided search with the experiment's profile (measured first when there is none)."""
-    from harness.sim.guide import make_predictor
+    from harness.sim.guide import Predictor
+    from harness.tuning.profiling import ensure_profile
 
-    return GuidedSearch(exp, make_predictor(exp, cores, echo), cores, echo)
+    predictor = Predictor(exp, ensure_profile(exp, echo=echo), cores)
+    return GuidedSearch(exp, predictor, cores, echo)

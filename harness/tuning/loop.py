@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
@@ -34,7 +33,14 @@ from collections.abc import Callable
 from harness.config import SearchConfig, SloConfig
 from harness.errors import HarnessError
 from harness.procs import pid_alive
-from harness.tuning.space import TrialConfig, baselines, neighbours, params_for, suggest
+from harness.tuning.space import (
+    TrialConfig,
+    baselines,
+    config_key,
+    neighbours,
+    params_for,
+    suggest,
+)
 
 DUPLICATE_POLL_S = 2.0
 # an unknown p99 (nothing answered) as a constraint value the sampler can still compare
@@ -121,10 +127,6 @@ def reap(study) -> None:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
-def _key(cfg: dict) -> str:
-    return json.dumps(cfg, sort_keys=True)
-
-
 def _heartbeat(study, trial):
     try:  # Optuna's own heartbeat thread (what study.optimize runs); no-op for journal storage
         from optuna.storages._heartbeat import get_heartbeat_thread
@@ -146,7 +148,7 @@ def ranked_feasible(study) -> list:
     feasible.sort(key=lambda t: -t.user_attrs["items_per_s"])
     seen, out = set(), []
     for t in feasible:
-        key = _key(t.user_attrs["config"])
+        key = config_key(t.user_attrs["config"])
         if key not in seen:
             seen.add(key)
             out.append(t)
@@ -229,13 +231,7 @@ def run_trials(
       ``seed`` picks the neighbour; ``mode`` is the study's (pareto has no constraints);
       ``tuner`` names this tuner on each trial it runs.
     """
-    import optuna
-
-    # We run Optuna's heartbeat ourselves around each trial (see _heartbeat); its warnings that
-    # heartbeats are "meant for Study.optimize" and "experimental" are noise here.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
+    _quiet_heartbeat_warnings()
     loop = _Loop(
         study=study,
         lock=lock or _NoLock(),
@@ -262,6 +258,15 @@ def run_trials(
             with loop.lock.hold():
                 _enqueue_neighbour(loop, frozen)
     return ran
+
+
+def _quiet_heartbeat_warnings() -> None:
+    """We run Optuna's heartbeat ourselves around each trial (see _heartbeat); its warnings that
+    heartbeats are "meant for Study.optimize" and "experimental" are noise here."""
+    import optuna
+
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _ask(loop: _Loop, n_trials: int, enqueue_first):
@@ -296,7 +301,7 @@ def _enqueue_neighbour(loop: _Loop, copy) -> None:
     (a local search outward from the best configs). Chosen with the study's seed."""
     space, cores, study = loop.space, loop.cores, loop.study
     trials = study.get_trials(deepcopy=False)
-    seen = {_key(t.user_attrs["config"]) for t in trials if "config" in t.user_attrs}
+    seen = {config_key(t.user_attrs["config"]) for t in trials if "config" in t.user_attrs}
     rng = random.Random(f"{loop.seed}-{copy.number}")
     source = copy.user_attrs["duplicate_of"]
     centres = [(source, copy.user_attrs.get("config", {}))]
@@ -305,7 +310,7 @@ def _enqueue_neighbour(loop: _Loop, copy) -> None:
         fresh = [
             (n, params)
             for n in neighbours(TrialConfig.from_dict(centre), space, cores)
-            if _key(n.as_dict()) not in seen and (params := params_for(n, space, cores)) is not None
+            if config_key(n.as_dict()) not in seen and (params := params_for(n, space, cores)) is not None
         ]
         if fresh:
             pick, params = rng.choice(fresh)
@@ -332,11 +337,11 @@ def _prepare(loop: _Loop, trial, trials):
         cfg = suggest(trial, loop.space, loop.cores)
         trial.set_user_attr("config", cfg.as_dict())
     trial.set_user_attr("tuner", loop.tuner)
-    same = _key(trial.user_attrs["config"])
+    same = config_key(trial.user_attrs["config"])
     for t in trials:
         if t.number == trial.number or is_copy(t):
             continue
-        if _key(t.user_attrs.get("config", {})) != same:
+        if config_key(t.user_attrs.get("config", {})) != same:
             continue
         # a real outcome (measured, being measured, or refused with a reason); an interrupted
         # trial measured nothing, so its config is measured again

@@ -7,9 +7,10 @@ starting point from TF Serving's batching guide, and the config copied around th
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from harness import labels
-from harness.batching import BatchingParameters, schedulable_cores
+from harness.batching import BatchingParameters, describe, schedulable_cores
 from harness.config import Range, SearchConfig
 
 
@@ -23,18 +24,7 @@ class TrialConfig:
     users: int | None = None  # None: the experiment's load.users
 
     def describe(self) -> str:
-        if self.batching is None:
-            text = "batching off"
-        else:
-            b = self.batching
-            text = (
-                f"mbs={b.max_batch_size} t={b.batch_timeout_micros}us thr={b.num_batch_threads} "
-                f"q={b.max_enqueued_batches}"
-            )
-            if b.allowed_batch_sizes:
-                text += f" allowed={list(b.allowed_batch_sizes)}"
-            if b.enable_large_batch_splitting:
-                text += f" split@{b.max_execution_batch_size}"
+        text = describe(self.batching)
         if self.intra_op_parallelism or self.inter_op_parallelism:
             text += f" intra={self.intra_op_parallelism} inter={self.inter_op_parallelism}"
         if self.users is not None:
@@ -70,6 +60,12 @@ class TrialConfig:
             inter_op_parallelism=d.get("inter_op_parallelism", 0),
             users=d.get("users"),
         )
+
+
+def config_key(config: dict) -> str:
+    """A config's identity (``TrialConfig.as_dict()``, as trials keep it): two trials with the
+    same key ran the same config."""
+    return json.dumps(config, sort_keys=True)
 
 
 def _suggest(trial, name: str, r: Range, *, high_default: int | None = None):
@@ -130,14 +126,16 @@ def suggest(trial, space: SearchConfig, cores: int) -> TrialConfig:
     )
 
 
+def largest_batch_size(space: SearchConfig) -> int:
+    """The largest max_batch_size the search space can run."""
+    r = space.max_batch_size
+    return int(max(r.choices) if r.choices else r.high or r.low or 1)
+
+
 def baselines(space: SearchConfig, cores: int | None = None) -> dict[str, TrialConfig]:
     """The reference points measured first, named."""
     cores = cores or schedulable_cores()
-    largest = (
-        max(space.max_batch_size.choices)
-        if space.max_batch_size.choices
-        else int(space.max_batch_size.high)
-    )
+    largest = largest_batch_size(space)
     return {
         labels.BATCHING_OFF: TrialConfig(batching=None),
         labels.GUIDE_CPU_START: TrialConfig(

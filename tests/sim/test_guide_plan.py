@@ -152,30 +152,6 @@ def test_plan_command_errors_are_one_line(capsys, tmp_path):
     assert "no config serves" in capsys.readouterr().err
 
 
-def test_profile_batch_sizes_and_pause_detection(tmp_path):
-    import numpy as np
-
-    from harness.samples import write_chunk
-    from harness.sim.measure import _stalls, batch_sizes
-
-    assert batch_sizes(32) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
-    assert batch_sizes(100)[-1] == 100
-    # a server answering every 2 ms, silent for 200 ms twice
-    t = np.arange(3000) * 0.002
-    t[1000:] += 0.2
-    t[2000:] += 0.2
-    cols = {
-        "t_intended": t,
-        "latency_us": np.full(3000, 1000.0),
-        "code": np.zeros(3000, np.int16),
-        "size": np.ones(3000, np.int32),
-        "late_us": np.zeros(3000, np.float32),
-    }
-    write_chunk(tmp_path, "x", cols, [])
-    n, gaps = _stalls(tmp_path)
-    assert n == 3000 and len(gaps) == 2 and all(200 <= g <= 203 for g in gaps)
-
-
 def test_profile_command_refuses_an_unknown_protocol(capsys):
     assert main(["profile", "--protocols", "grpc,soap"]) == 1
     assert "'soap' is not grpc or rest" in capsys.readouterr().err

@@ -25,8 +25,8 @@ def register(sub) -> None:
 
 def cmd_plan(args) -> int:
     from harness.sim import profile as profiles
-    from harness.sim.measure import ensure_profile
     from harness.sim.plan import plan, render
+    from harness.tuning.profiling import ensure_profile
 
     if bool(args.profile) == bool(args.experiment):
         raise ConfigError("give --profile FILE or --experiment FILE (one of them)")

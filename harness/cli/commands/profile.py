@@ -39,14 +39,15 @@ def cmd_profile(args) -> int:
     from pathlib import Path
 
     from harness.sim import profile as profiles
-    from harness.sim.measure import ensure_profile, space_max_size
+    from harness.tuning.profiling import ensure_profile
+    from harness.tuning.space import largest_batch_size
 
     exp = experiment_from(args)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     for p in protocols:
         if p not in set(Protocol):
             raise ConfigError(f"--protocols: {p!r} is not {' or '.join(Protocol)}")
-    max_size = args.max_batch_size or space_max_size(exp)
+    max_size = args.max_batch_size or largest_batch_size(exp.search)
     if max_size < 1:
         raise ConfigError("--max-batch-size must be >= 1")
     out = Path(args.output) if args.output else profiles.profile_path_for(exp)

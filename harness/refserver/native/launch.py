@@ -63,16 +63,10 @@ def tensorflow_libdir() -> str:
 
 def resolve(args) -> dict:
     """The settings the native server runs with, every file read and checked."""
-    from harness.batching import BatchingParameters
     from harness.refserver import server
 
     server.check_flags(args)
     cores = args._cores
-    metrics_path = (
-        server.read_monitoring_config(args.monitoring_config_file)
-        if args.monitoring_config_file
-        else None
-    )
     models = [
         {
             "name": c.name,
@@ -83,32 +77,8 @@ def resolve(args) -> dict:
         }
         for c in server.model_configs(args)
     ]
-    batching = None
-    if args.enable_batching:
-        params = (
-            BatchingParameters.read(args.batching_parameters_file)
-            if args.batching_parameters_file
-            else BatchingParameters()
-        )
-        try:
-            eff = params.effective(cores)
-        except ConfigError as exc:
-            where = args.batching_parameters_file or "default batching parameters"
-            raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
-        batching = {
-            "max_batch_size": eff.max_batch_size,
-            "batch_timeout_micros": eff.batch_timeout_micros,
-            "max_enqueued_batches": eff.max_enqueued_batches,
-            "num_batch_threads": eff.num_batch_threads,
-            "allowed_batch_sizes": list(eff.allowed_batch_sizes),
-            "pad_variable_length_inputs": bool(eff.pad_variable_length_inputs),
-            "enable_large_batch_splitting": bool(eff.enable_large_batch_splitting),
-            "max_execution_batch_size": eff.max_execution_batch_size,
-            "thread_pool_name": params.thread_pool_name or "",
-        }
-        log.info("Batching enabled: %s", eff)
-    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
-    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+    batching = server.batching_from_flags(args)
+    intra, inter = server.op_parallelism(args)
     return {
         "cores": cores,
         "port": args.port,
@@ -119,13 +89,28 @@ def resolve(args) -> dict:
         # one event loop per core: a loop never blocks on a batch, only on an unbatched run
         "rest_threads": args.rest_api_num_threads or max(cores, 1),
         "grpc_threads": args.grpc_max_threads or cores,
-        "metrics_path": metrics_path or "",
+        "metrics_path": server.monitoring_path(args) or "",
         "models": models,
-        "batching": batching,
+        "batching": None if batching is None else _batching(*batching),
         "intra_op": intra,
         "inter_op": inter,
         "poll_seconds": args.file_system_poll_wait_seconds,
         "warm_up": bool(args.enable_model_warmup),
+    }
+
+
+def _batching(params, eff) -> dict:
+    """The batch scheduler's settings as the native server reads them."""
+    return {
+        "max_batch_size": eff.max_batch_size,
+        "batch_timeout_micros": eff.batch_timeout_micros,
+        "max_enqueued_batches": eff.max_enqueued_batches,
+        "num_batch_threads": eff.num_batch_threads,
+        "allowed_batch_sizes": list(eff.allowed_batch_sizes),
+        "pad_variable_length_inputs": bool(eff.pad_variable_length_inputs),
+        "enable_large_batch_splitting": bool(eff.enable_large_batch_splitting),
+        "max_execution_batch_size": eff.max_execution_batch_size,
+        "thread_pool_name": params.thread_pool_name or "",
     }
 
 

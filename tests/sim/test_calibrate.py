@@ -1,27 +1,10 @@
-"""`harness profile` for real on the tiny model, and the arithmetic that splits served CPU."""
-
-import os
+"""The arithmetic that splits a served request's CPU into the parts the simulator charges."""
 
 import pytest
 
 from harness.sim import calibrate
 from harness.sim import profile as profiles
 from tests.sim.test_guide_plan import ranker_like
-
-EXPERIMENT = """
-[model]
-path = "{model}"
-name = "m"
-[server]
-binary = "reference"
-cpus = "0"
-[load]
-users = 16
-request_sizes = "1"
-cpus = "1"
-[search]
-max_batch_size = [1, 4, 8]
-"""
 
 
 def served(rows, outside, batch_cpu_ms, run_cpu_ms, share=1.0):
@@ -61,27 +44,3 @@ def test_traces_split_served_cpu_into_per_request_and_per_batch_parts():
     assert back.served["path_us"] == pytest.approx(250) and back.utilisation() == out.utilisation()
     with pytest.raises(ValueError, match="no batches larger"):
         calibrate.from_traces(prof, {"grpc": one}, served(1, 600, 3, 2.9))
-
-
-def test_profile_of_the_tiny_model_is_split_from_traced_served_runs(
-    tmp_path, mlp_base, monkeypatch
-):
-    monkeypatch.setenv("HARNESS_REFSERVER_IMPL", "python")  # the simulator models the Python server
-    from harness.config import load_experiment
-    from harness.refserver.batch_trace import ENV
-    from harness.sim.measure import measure
-
-    exp_file = tmp_path / "exp.toml"
-    exp_file.write_text(EXPERIMENT.replace("{model}", str(mlp_base)))
-    exp = load_experiment(str(exp_file), [])
-    lines = []
-    prof = measure(exp, protocols=["grpc"], max_size=8, workdir=tmp_path, echo=lines.append)
-    assert sorted(prof.exec_us) == [1, 2, 3, 4, 6, 8]
-    assert prof.served, "\n".join(lines)
-    assert 0.5 <= prof.served["cpu_share"] <= 1.0
-    assert all(r > 0 for r in prof.served["exec_ratio"].values()), prof.served
-    runs = prof.served["runs"]
-    assert runs["ones"]["grpc"]["mean_rows"] == 1.0 and runs["big"]["mean_rows"] > 1.5
-    oh = prof.overhead["grpc"]
-    assert oh.cpu_in_us + oh.cpu_out_us > 1.0 and prof.batch_overhead_us >= 0.0
-    assert ENV not in os.environ  # the tracer is put away: later servers trace nothing

@@ -1,11 +1,11 @@
 """``harness profile``: measure what the simulator needs, on the experiment's own server and cores.
 
-Two parts, because they need different instruments:
+The measuring side of the simulator: it drives real servers and real load through the trial
+runner, so it lives with the tuner; the profile it writes (``harness.sim.profile``) is all the
+simulator reads. Three parts, because they need different instruments:
 
-1. Execution time per batch size: the model is loaded with the reference server's own runner
-   (``LoadedModel``, the callable the batch threads call) in a child process pinned to the
-   server's cores, and each batch size is timed many times (median and the 10th/90th
-   percentiles). Offline, so nothing but the model is timed.
+1. Execution time per batch size, timed offline in a child process holding the model
+   (``harness.tuning.offline_timing``).
 2. The request path, per protocol, through a real server started by the experiment's backend
    with batches of one (``max_batch_size`` 1: every request runs alone) and the experiment's load
    generator on its own cores:
@@ -17,8 +17,9 @@ Two parts, because they need different instruments:
    - 1 user: the latency floor; what is left after server CPU and client CPU is the round trip.
    The load generator's CPU per request comes from its measured CPU share.
    With our reference server run by the process backend, the busy run instead has the
-   experiment's users on a server with its batch trace on, and so has the busy batching run of
-   part 3; ``harness.sim.calibrate.from_traces`` splits the served CPU from the two traces.
+   experiment's users on a server with its batch trace on (``harness.tuning.batch_traces``), and
+   so has the busy batching run of part 3; ``harness.sim.calibrate.from_traces`` splits the
+   served CPU from the two traces.
 3. Pauses: a Python server holding TensorFlow pauses for a full garbage collection (~0.2 s
    here) every few thousand requests. The collection's cost is timed offline; how often a busy
    server pauses is counted from the gaps in its answers under a batching config at full speed.
@@ -28,29 +29,22 @@ Two parts, because they need different instruments:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from harness.batching import BatchingParameters
 from harness.config import Experiment
-from harness.errors import HarnessError, ServerError
+from harness.errors import ServerError
+from harness.procs import tree_cpu_seconds
 from harness.sim import calibrate
+from harness.sim import profile as profiles
 from harness.sim.calibrate import SPLIT_IN
 from harness.sim.profile import Overhead, Profile, environment
-from harness.sim.tracing import Tracer, traceable
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def space_max_size(exp: Experiment) -> int:
-    """The largest batch the experiment's search space can run."""
-    r = exp.search.max_batch_size
-    top = max(r.choices) if r.choices else int(r.high or r.low or 1)
-    return int(top)
+from harness.tuning.batch_traces import Tracer, traceable
+from harness.tuning.offline_timing import offline_exec
+from harness.tuning.space import TrialConfig, largest_batch_size
 
 
 def ensure_profile(
@@ -64,11 +58,9 @@ def ensure_profile(
     echo=print,
 ) -> Profile:
     """The experiment's profile: loaded when one covering it exists, else measured and saved."""
-    from harness.sim import profile as profiles
-
     path = Path(path) if path else profiles.profile_path_for(exp)
     protocols = protocols or [exp.load.protocol]
-    need = max_size or space_max_size(exp)
+    need = max_size or largest_batch_size(exp.search)
     if path.exists() and not force:
         prof = profiles.load(path)
         same_cpu = prof.environment.get("cpu_model") == environment(None)["cpu_model"]
@@ -89,108 +81,33 @@ def ensure_profile(
     return prof
 
 
-def batch_sizes(max_size: int) -> list[int]:
-    """1, 2, 3, 4, 6, 8, 12, 16, ...: powers of two and the midpoints, up to ``max_size``."""
-    out = {max_size}
-    p = 1
-    while p <= max_size:
-        out.add(p)
-        if p >= 2 and p + p // 2 <= max_size:
-            out.add(p + p // 2)
-        p *= 2
-    return sorted(out)
-
-
-_OFFLINE = r"""
-import json, os, sys, time
-import numpy as np
-cpus, path, version, sizes, budget = json.loads(sys.argv[1])
-if cpus:
-    os.sched_setaffinity(0, set(cpus))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, %(root)r)
-from harness.refserver.model import LoadedModel
-from harness.refserver.tensors import NUMPY_DTYPE
-m = LoadedModel(path, version)
-sig = m.signature(%(signature)r)
-rng = np.random.default_rng(0)
-def feed(b):
-    out = []
-    for spec in sig.inputs.values():
-        shape = [b] + [d if d and d > 0 else 1 for d in spec.shape[1:]]
-        out.append(rng.random(shape).astype(NUMPY_DTYPE[spec.dtype]))
-    return out
-# one size at a time, as a server runs one config: alternating sizes between calls (tried:
-# three interleaved rounds) read the small sizes 15 to 17 percent slower than the batch
-# thread's own clock in the busy server, against 2 to 3 percent one size at a time
-res = {}
-for b in sizes:
-    x = feed(b)
-    m.run(sig, x); m.run(sig, x)
-    times = []
-    t_end = time.perf_counter() + budget
-    while len(times) < 5 or (time.perf_counter() < t_end and len(times) < 400):
-        t = time.perf_counter(); m.run(sig, x); times.append(time.perf_counter() - t)
-    times = np.array(times) * 1e6
-    res[b] = {"median": float(np.median(times)), "p10": float(np.percentile(times, 10)),
-              "p90": float(np.percentile(times, 90)), "n": len(times)}
-    print(json.dumps({"size": b, **res[b]}), file=sys.stderr, flush=True)
-import gc
-pauses = []
-for _ in range(3):
-    t = time.perf_counter(); gc.collect(); pauses.append((time.perf_counter() - t) * 1e3)
-print(json.dumps({"exec": res, "gc_ms": sorted(pauses)[1], "objects": len(gc.get_objects())}))
-"""
-
-
-def offline_exec(
-    model_dir: Path, cpus, max_size: int, signature: str, budget_s: float, echo
-) -> tuple[dict[int, dict], dict]:
-    """Execution time per batch size, and how long a full garbage collection takes in a Python
-    process holding the model (what the reference server's collections cost)."""
-    versions = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.name.isdigit())
-    if not versions:
-        raise HarnessError(f"no version directory under {model_dir}")
-    v = versions[-1]
-    sizes = batch_sizes(max_size)
-    arg = json.dumps([list(cpus or []), str(Path(model_dir) / str(v)), v, sizes, budget_s])
-    code = _OFFLINE % {"root": str(ROOT), "signature": signature}
-    echo(f"timing {len(sizes)} batch sizes offline on cpus {list(cpus or [])}: {sizes}")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, arg],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = []
-    for line in proc.stderr:
-        if line.startswith("{"):
-            d = json.loads(line)
-            echo(f"  batch {d['size']:>4}: {d['median'] / 1e3:8.2f} ms (n={d['n']})")
-        else:
-            lines.append(line)
-    out = proc.stdout.read()
-    if proc.wait() != 0:
-        raise HarnessError("offline timing failed: " + "".join(lines[-5:]).strip())
-    data = json.loads(out.strip().splitlines()[-1])
-    exec_us = {int(k): v for k, v in data["exec"].items()}
-    return exec_us, {"offline_pause_ms": data["gc_ms"], "offline_objects": data["objects"]}
-
-
 def _cpu_seconds(server) -> float | None:
+    """The server's process tree's CPU seconds; None where the backend runs no process here."""
     proc = getattr(server, "proc", None)
-    if proc is None:
-        return None
-    try:
-        import psutil
+    return None if proc is None else tree_cpu_seconds(proc.pid)
 
-        p = psutil.Process(proc.pid)
-        total = sum(p.cpu_times()[:2])
-        for c in p.children(recursive=True):
-            total += sum(c.cpu_times()[:2])
-        return total
-    except Exception:  # noqa: BLE001 - gone or not ours: fall back to throughput
-        return None
+
+def _no_wait(max_batch_size: int) -> TrialConfig:
+    """One batch thread that runs whatever is queued at once, with a queue that never refuses:
+    the configs the profile's served runs use."""
+    return TrialConfig(
+        batching=BatchingParameters(
+            max_batch_size=max_batch_size,
+            batch_timeout_micros=0,
+            num_batch_threads=1,
+            max_enqueued_batches=1_000_000,
+        )
+    )
+
+
+@contextlib.contextmanager
+def _serving(runner, cfg: TrialConfig, workdir: Path):
+    """A server started by the experiment's backend with ``cfg``, stopped on the way out."""
+    server = runner.backend.start(runner.server_spec(cfg), workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _load_run(
@@ -202,10 +119,8 @@ def _load_run(
     workdir: Path,
     seconds: float,
     min_gap_s: float = 0.08,
-):
-
-    from harness.tuning.space import TrialConfig
-
+) -> dict:
+    """One load run against ``server``: its rates, CPU per request on both sides and pauses."""
     base = runner.load_for(TrialConfig(batching=None, users=users))
     spec = dataclasses.replace(
         base,
@@ -267,28 +182,15 @@ def gc_stalls(
     """How often a busy server pauses: a batching config at full speed for ~12 s (the largest
     batch that runs in 20 ms, so answers flow steadily), and the gaps in its answers longer than
     80 ms (or four batches, or three quarters of a collection's offline time) counted."""
-    from harness.tuning.space import TrialConfig
-
     quick = [s for s in sorted(exec_us) if exec_us[s]["median"] <= 20_000] or [1]
     mbs = quick[-1]
     # a gap shorter than three quarters of a full collection's offline time is not one (a
     # single 81 ms gap in 23,000 answers of a server that freezes its objects was noise)
     min_gap_s = max(0.08, 4 * exec_us[mbs]["median"] / 1e6, 0.75 * offline_pause_ms / 1e3)
-    cfg = TrialConfig(
-        batching=BatchingParameters(
-            max_batch_size=mbs,
-            batch_timeout_micros=0,
-            num_batch_threads=1,
-            max_enqueued_batches=1_000_000,
-        )
-    )
-    server = runner.backend.start(runner.server_spec(cfg), workdir / "server-stalls")
-    try:
+    with _serving(runner, _no_wait(mbs), workdir / "server-stalls") as server:
         run = _load_run(
             runner, server, protocol, 2 * mbs + 4, "1", workdir / "stalls", 5.0, min_gap_s
         )
-    finally:
-        server.stop()
     if tracer is not None:
         run["trace"] = tracer.collect(skip_s=2.0)
     n, gaps = run["answered"], run["stalls_ms"]
@@ -305,40 +207,23 @@ def gc_stalls(
     }
 
 
-def _batches_of_one():
-    from harness.tuning.space import TrialConfig
-
-    return TrialConfig(
-        batching=BatchingParameters(
-            max_batch_size=1,
-            batch_timeout_micros=0,
-            num_batch_threads=1,
-            max_enqueued_batches=1_000_000,
-        )
-    )
-
-
 def request_path(
     runner, protocol: str, exec1_us: float, workdir: Path, echo, tracer: Tracer | None = None
 ) -> Overhead:
     """The three runs of the module's docstring. With a tracer, the busy run has the
     experiment's users on a server of its own, traced: its summary is kept in the result's
     ``measured["busy_trace"]``."""
-    cfg = _batches_of_one()
+    cfg = _no_wait(1)
     traced = None
     if tracer is not None:
         users = max(runner.exp.load.users or 0, 8)
-        server = runner.backend.start(runner.server_spec(cfg), workdir / f"server-{protocol}-busy")
-        try:
+        with _serving(runner, cfg, workdir / f"server-{protocol}-busy") as server:
             busy = _load_run(
                 runner, server, protocol, users, "1", workdir / f"{protocol}-busy", 3.0
             )
-        finally:
-            server.stop()
         traced = tracer.collect(skip_s=2.0)
         echo(f"  {protocol} {users} users, traced: {busy['ok_per_s']:.0f} req/s")
-    server = runner.backend.start(runner.server_spec(cfg), workdir / f"server-{protocol}")
-    try:
+    with _serving(runner, cfg, workdir / f"server-{protocol}") as server:
         if tracer is None:
             busy = _load_run(runner, server, protocol, 8, "1", workdir / f"{protocol}-busy", 3.0)
             echo(f"  {protocol} 8 users: {busy['ok_per_s']:.0f} req/s")
@@ -346,8 +231,6 @@ def request_path(
         echo(f"  {protocol} 8 users, all refused: {rej['requests_per_s']:.0f} req/s")
         one = _load_run(runner, server, protocol, 1, "1", workdir / f"{protocol}-one", 2.0)
         echo(f"  {protocol} 1 user: p50 {one['p50_ms']:.2f} ms")
-    finally:
-        server.stop()
     if tracer is not None:
         tracer.collect(skip_s=0.0)  # the refusal and one-user runs' batches: not a busy server
     if not busy["ok_per_s"] or not rej["requests_per_s"] or one["p50_ms"] is None:
@@ -393,15 +276,15 @@ def measure(
     budget_s: float = 0.5,
     echo=print,
 ) -> Profile:
+    """Measure the experiment's profile (the three parts of the module's docstring)."""
     from harness.tuning.trial import TrialRunner
 
     tracer = Tracer() if traceable(exp) else None
     try:
         runner = TrialRunner(exp)
         try:
-            cpus = runner.server_cpus
             exec_us, gc = offline_exec(
-                runner.model_dir, cpus, max_size, exp.model.signature, budget_s, echo
+                runner.model_dir, runner.server_cpus, max_size, exp.model.signature, budget_s, echo
             )
             overhead = {}
             for proto in protocols:
@@ -414,16 +297,30 @@ def measure(
                     runner, protocols[0], exec_us, workdir, echo, tracer, gc["offline_pause_ms"]
                 )
             )
-            # a collection's CPU is what it costs offline; the gaps a busy server shows are
-            # longer because batches share the core meanwhile, which the simulator models itself
-            gc["pause_ms"] = gc["offline_pause_ms"]
-            if not gc["every_requests"]:
-                gc["pause_ms"] = 0.0  # no pause seen: model none
         finally:
             runner.close()
     finally:
         if tracer is not None:
             tracer.close()
+    prof = _assemble(exp, runner, exec_us, overhead, _pauses(gc))
+    ones = {p: o.measured.get("busy_trace") for p, o in overhead.items()}
+    big = (gc.get("busy_run") or {}).get("trace")
+    prof = calibrate.split(prof, ones, big, echo)
+    echo(f"  per-batch server cost beyond the model: {prof.batch_overhead_us:.0f} us")
+    return prof
+
+
+def _pauses(gc: dict) -> dict:
+    """The pause the simulator models: a collection's CPU is what it costs offline (the gaps a
+    busy server shows are longer because batches share the core meanwhile, which the simulator
+    models itself), and none when no pause was seen."""
+    gc["pause_ms"] = gc["offline_pause_ms"] if gc["every_requests"] else 0.0
+    return gc
+
+
+def _assemble(exp: Experiment, runner, exec_us: dict, overhead: dict, gc: dict) -> Profile:
+    """The profile of the measured parts, with where it was measured."""
+    cpus = runner.server_cpus
     env = environment(cpus)
     env.update(
         backend=exp.server.backend,
@@ -432,7 +329,7 @@ def measure(
         load_cpus=list(runner.load_cpus or []),
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    prof = Profile(
+    return Profile(
         model=runner.model_name,
         backend=exp.server.backend,
         cores=len(cpus) if cpus else (env.get("machine_cores") or 1),
@@ -441,8 +338,3 @@ def measure(
         environment=env,
         gc=gc,
     )
-    ones = {p: o.measured.get("busy_trace") for p, o in overhead.items()}
-    big = (gc.get("busy_run") or {}).get("trace")
-    prof = calibrate.split(prof, ones, big, echo)
-    echo(f"  per-batch server cost beyond the model: {prof.batch_overhead_us:.0f} us")
-    return prof
