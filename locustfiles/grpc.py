@@ -3,8 +3,13 @@
     locust -f locustfiles/grpc.py --host grpc://127.0.0.1:8500 --model-name ranker \
         --request-sizes 1:50,4:30,16:20
 
-Options: --model-name, --signature-name, --request-sizes, --arrival-rate (open loop),
---arrivals, --request-timeout, --record-dir (also as LOCUST_... variables and in the web UI).
+Options: --model-name, --signature-name, --request-sizes, --payload (example requests: a TF
+Serving REST request body, a directory of them or an .npz; docs/payloads.md), --input-shapes
+(random values: NAME=D1,D2;...), --arrival-rate (open loop), --arrivals, --request-timeout,
+--record-dir (also as LOCUST_... variables and in the web UI).
+
+    locust -f locustfiles/grpc.py --host grpc://127.0.0.1:8500 --model-name image_jpeg \
+        --payload jpegs.json --request-sizes 1:50,8:50
 
 As a worker of a harness run or tune on another machine (options come from the master; the
 samples are shipped to it over Locust's own channel, see docs/distributed.md):

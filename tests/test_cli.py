@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import typing
 
 import pytest
 
@@ -90,6 +91,8 @@ def sample_value(hint, choices):
         return "2", 2
     if hint is float:
         return "1.5", 1.5
+    if typing.get_origin(hint) is tuple:  # a list setting: each use of the flag adds one
+        return "x", ["x"]
     return "x", "x"
 
 

@@ -32,7 +32,7 @@ from harness.config.settings import (
     SloConfig,
     StudyConfig,
 )
-from harness.config.sizes import parse_size_mix
+from harness.config.sizes import parse_input_shapes, parse_size_mix
 
 __all__ = [
     "BUNDLED_DIR",
@@ -53,6 +53,7 @@ __all__ = [
     "from_dict",
     "load",
     "load_experiment",
+    "parse_input_shapes",
     "parse_size_mix",
     "resolve_experiment",
     "to_toml",

@@ -40,7 +40,7 @@ LOCUST_MASTER_PORT = 5557
 
 # The demo models ``harness model export`` builds (harness.models.catalog describes each one);
 # named here so the experiment's checks need not import the models stage.
-DEMO_MODELS = ("mlp", "ranker", "mobilenet_v2", "resnet50")
+DEMO_MODELS = ("mlp", "ranker", "mobilenet_v2", "resnet50", "image_jpeg")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,6 +85,11 @@ class LoadConfig:
     rate: float = 0.0  # open loop when > 0: requests/s in total
     arrivals: Arrivals = Arrivals.POISSON
     request_sizes: str = "1"  # rows per request, or a mix like 1:50,4:30,16:20
+    # example requests to draw rows from (docs/payloads.md): a TF Serving REST request body, a
+    # directory of them, or an .npz; empty: random values from the model's signature
+    payload: str = ""
+    # random values only: the row shape of inputs with dynamic dimensions, "NAME=D1,D2,..."
+    input_shapes: tuple[str, ...] = ()
     warmup_s: float = 3.0
     window_s: float = 3.0
     min_windows: int = 3

@@ -1,4 +1,5 @@
-"""Request size mixes: ``"1:50,4:30,16:20"`` (rows:weight) or ``"8"``.
+"""Request size mixes: ``"1:50,4:30,16:20"`` (rows:weight) or ``"8"``; input row shapes:
+``"image=224,224,3"``.
 
 A setting's own syntax, so it lives with the settings: the validator, the load generator's
 payloads, the simulator and the report all read a mix through this one parser.
@@ -31,3 +32,24 @@ def parse_size_mix(text: str) -> list[tuple[int, float]]:
         raise ConfigError("request size mix is empty", hint="write it like 1 or 1:50,4:30,16:20")
     total = sum(w for _, w in mix)
     return [(s, w / total) for s, w in mix]
+
+
+def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
+    """``["image=224,224,3", "mask=8"]`` -> {"image": (224, 224, 3), "mask": (8,)}: the shape
+    of one row (the batch dimension left out). ``"x="`` is a row of one value (a scalar)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = str(item).replace(" ", "").partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(",")) if dims else ()
+        except ValueError:
+            shape = None
+        if not sep or not name or shape is None or any(d < 1 for d in shape):
+            raise ConfigError(
+                f"input shape {item!r} is not NAME=D1,D2,...",
+                hint="the row shape without the batch dimension, positive sizes, e.g. image=224,224,3",
+            )
+        if name in out:
+            raise ConfigError(f"input shape for {name!r} is given twice")
+        out[name] = shape
+    return out

@@ -26,7 +26,7 @@ from harness.config.settings import (
     SloConfig,
     StudyConfig,
 )
-from harness.config.sizes import parse_size_mix
+from harness.config.sizes import parse_input_shapes, parse_size_mix
 from harness.errors import ConfigError
 
 
@@ -87,6 +87,23 @@ def check_load(src: str, load: LoadConfig) -> None:
         raise ConfigError(f"{src}: load.remote_workers must be >= 0")
     if not 0 <= load.master_port < 65536:
         raise ConfigError(f"{src}: load.master_port {load.master_port} is not a port number")
+    check_requests(src, load)
+
+
+def check_requests(src: str, load: LoadConfig) -> None:
+    """What the requests carry: example requests (load.payload) or random values shaped by
+    load.input_shapes; whether they fit the model is checked against its signature later."""
+    if not isinstance(load.payload, str):
+        raise ConfigError(f"{src}: load.payload must be a path, got {show(load.payload)}")
+    try:
+        parse_input_shapes(load.input_shapes)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: load.input_shapes: {exc.message}", hint=exc.hint) from None
+    if load.payload and load.input_shapes:
+        raise ConfigError(
+            f"{src}: give load.payload or load.input_shapes, not both",
+            hint="input shapes only shape random values; a payload's rows have their own shapes",
+        )
 
 
 def check_traffic(src: str, section: str, rate: float, arrivals, request_sizes: str) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import gevent
 import numpy as np
 from locust import events
+from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.config import Arrivals, parse_size_mix
+from harness.errors import HarnessError
 from harness.load import distributed, payloads, status
 from harness.load.recorder import Recorder
 
@@ -40,6 +43,22 @@ def _options(parser) -> None:
         default="1",
         env_var="LOCUST_REQUEST_SIZES",
         help="rows per request: one size, or a mix size:weight,... such as 1:50,4:30,16:20",
+    )
+    parser.add_argument(
+        "--payload",
+        type=str,
+        default="",
+        env_var="LOCUST_PAYLOAD",
+        help="example requests to draw rows from: a TF Serving REST request body, a directory "
+        "of them, or an .npz (default: random values from the signature)",
+    )
+    parser.add_argument(
+        "--input-shapes",
+        type=str,
+        default="",
+        env_var="LOCUST_INPUT_SHAPES",
+        help="random values: row shapes of inputs with dynamic dimensions, "
+        "NAME=D1,D2,...;NAME2=...",
     )
     parser.add_argument(
         "--arrival-rate",
@@ -136,6 +155,11 @@ def _master_init(environment, runner) -> None:
 
     runner.register_message(distributed.MESSAGE, on_samples)
 
+    def on_error(environment, msg, **_kw):
+        _stop_with(environment, msg.data)
+
+    runner.register_message(ERROR_MESSAGE, on_error)
+
     @environment.events.worker_connect.add_listener
     def _joined(client_id, **_kw):
         if _collector is not None:
@@ -175,6 +199,48 @@ def _final_flush(environment, **_kw) -> None:
 
 
 _pools: dict[tuple, payloads.PayloadPool] = {}
+ERROR_MESSAGE = "harness_error"  # a worker that cannot build requests tells the master
+_stopping = False
+
+
+def _stop_with(environment, message: str) -> None:
+    """Print ``error: ...`` once and stop this Locust process (a worker tells its master,
+    which stops the run) with exit code 2."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    environment.process_exit_code = 2
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        try:
+            runner.send_message(ERROR_MESSAGE, message)
+        except Exception as exc:  # the master is gone: it sees this worker go too
+            logging.warning("could not tell the master: %s", exc)
+    if runner is not None:
+        gevent.spawn_later(0.1, runner.quit)
+
+
+def _pool(o, user) -> payloads.PayloadPool:
+    """The pool of request bodies for these options, built once per process."""
+    key = (
+        type(user).__name__,
+        user.host,
+        o.model_name,
+        o.signature_name,
+        o.request_sizes,
+        o.payload,
+        o.input_shapes,
+    )
+    if key not in _pools:
+        mix = parse_size_mix(o.request_sizes)
+        specs = user._signature(o)
+        shapes = [s for s in o.input_shapes.split(";") if s.strip()]
+        source = payloads.request_source(specs, o.payload, shapes, o.signature_name)
+        # one seed for every protocol: gRPC and REST pools draw the same rows
+        _pools[key] = payloads.PayloadPool(source, mix, user._encoder(o), seed=0)
+    return _pools[key]
 
 
 class _PredictUser:
@@ -187,12 +253,11 @@ class _PredictUser:
         o = self.environment.parsed_options
         self.model_name = o.model_name
         self.rec = recorder(self.environment)
-        key = (type(self).__name__, self.host, o.model_name, o.signature_name, o.request_sizes)
-        if key not in _pools:
-            mix = parse_size_mix(o.request_sizes)
-            specs = self._signature(o)
-            _pools[key] = payloads.PayloadPool(specs, mix, self._encoder(o), seed=len(_pools))
-        self.pool = _pools[key]
+        try:
+            self.pool = _pool(o, self)
+        except HarnessError as exc:
+            _stop_with(self.environment, str(exc))
+            raise StopUser() from None
         self.rng = np.random.default_rng()
 
     def _send_recorded(self, intended: float) -> None:

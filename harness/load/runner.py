@@ -25,7 +25,7 @@ import psutil
 from harness.config import LOCUST_MASTER_PORT, LoadConfig, Protocol
 from harness.endpoint import Endpoint, is_loopback, log_tail
 from harness.errors import LoadError
-from harness.load import distributed, promscrape, status
+from harness.load import distributed, payloads, promscrape, status
 from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group, tree_cpu_seconds
 from harness.samples import Samples
@@ -114,6 +114,10 @@ def locust_command(
     ]
     if load.rate > 0:
         cmd += ["--arrival-rate", str(load.rate), "--arrivals", str(load.arrivals)]
+    if load.payload:  # absolute: Locust runs in the measurement's folder
+        cmd += ["--payload", str(Path(load.payload).resolve())]
+    if load.input_shapes:
+        cmd += ["--input-shapes", ";".join(load.input_shapes)]
     if master_port is not None:
         cmd += [
             "--master",
@@ -231,6 +235,7 @@ def run_load(
     """Drive ``endpoint`` with ``load`` and measure; ``cpus``: the cores the generator may use
     (None: any); ``signature``: the model's; ``check_server()`` raises if the server died."""
     load.check()
+    payloads.preflight(_server_signature(endpoint, load, signature), load, signature)
     workdir = Path(workdir).resolve()  # Locust runs in workdir: relative paths would land inside it
     record_dir = workdir / "samples"
     shutil.rmtree(record_dir, ignore_errors=True)
@@ -260,10 +265,26 @@ def run_load(
         procs.stop()
 
 
+def _server_signature(endpoint: Endpoint, load: LoadConfig, signature: str):
+    """The model's inputs as the server describes them, through the protocol under test."""
+    if load.protocol == Protocol.GRPC:
+        return payloads.signature_from_grpc(endpoint.grpc_target, endpoint.model_name, signature)
+    return payloads.signature_from_rest(endpoint.rest_url, endpoint.model_name, signature)
+
+
+def _reported_error(log: str) -> str | None:
+    """The ``error: ...`` line a Locust user printed before stopping the run, if any."""
+    lines = [line for line in log.splitlines() if line.startswith("error: ")]
+    return lines[-1][len("error: ") :] if lines else None
+
+
 def _wait_first_sample(procs: _Procs, record_dir: Path, timeout: float = 60.0) -> float:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if procs.poll() is not None:
+            reported = _reported_error(procs.log())
+            if reported:
+                raise LoadError(f"the load generator stopped: {reported}")
             raise LoadError(
                 f"Locust exited with code {procs.returncode} before sending\n{procs.log()}"
             )

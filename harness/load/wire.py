@@ -6,13 +6,16 @@ from GetModelMetadata, so both are written here against the .proto field numbers
 
 - PredictRequest: model_spec = 1, inputs = 2 (map<string, TensorProto>), output_filter = 3
 - ModelSpec: name = 1, version = 2 (Int64Value, value = 1), signature_name = 3, version_label = 4
-- TensorProto: dtype = 1, tensor_shape = 2, tensor_content = 4
+- TensorProto: dtype = 1, tensor_shape = 2, tensor_content = 4, string_val = 8 (repeated bytes:
+  DT_STRING never travels in tensor_content)
 - TensorShapeProto: dim = 2 (Dim: size = 1), unknown_rank = 3
 - GetModelMetadataRequest: model_spec = 1, metadata_field = 2
 - GetModelMetadataResponse: model_spec = 1, metadata = 2 (map<string, Any>; Any: value = 2)
 - SignatureDefMap: signature_def = 1 (map<string, SignatureDef>)
 - SignatureDef: inputs = 1, outputs = 2 (map<string, TensorInfo>), method_name = 3
 - TensorInfo: name = 1, dtype = 2, tensor_shape = 3
+- SavedModel (saved_model.pb): meta_graphs = 2; MetaGraphDef: meta_info_def = 1 (MetaInfoDef:
+  tags = 4), signature_def = 5 (map<string, SignatureDef>)
 """
 
 from __future__ import annotations
@@ -63,11 +66,24 @@ def model_spec(
 
 
 def tensor_proto(array: np.ndarray) -> bytes:
+    """A TensorProto: numbers as tensor_content; strings (an object array of ``bytes``, or
+    numpy's bytes and str arrays) as one string_val per element, in row-major order."""
+    shape = b"".join(_field(2, _int_field(1, d) if d else b"") for d in array.shape)
+    if array.dtype == object or array.dtype.kind in "SU":
+        values = b"".join(_field(8, _as_bytes(v)) for v in array.ravel())
+        return _int_field(1, dtypes.DT_STRING) + _field(2, shape) + values
     dt = DTYPE_OF.get(array.dtype)
     if dt is None:
         raise ValueError(f"no TensorProto dtype for numpy {array.dtype}")
-    shape = b"".join(_field(2, _int_field(1, d) if d else b"") for d in array.shape)
     return _int_field(1, dt) + _field(2, shape) + _field(4, np.ascontiguousarray(array).tobytes())
+
+
+def _as_bytes(v) -> bytes:
+    if isinstance(v, (bytes, np.bytes_)):
+        return bytes(v)
+    if isinstance(v, str):
+        return v.encode()
+    raise ValueError(f"a DT_STRING element must be bytes or str, got {type(v).__name__}")
 
 
 def predict_request(
@@ -163,6 +179,22 @@ def signature_inputs(
     if any_msg is None:
         raise ValueError("GetModelMetadata response carries no signature_def")
     sig_map = _map(parse(parse(any_msg).get(2, [b""])[0]).get(1, []))
+    return _inputs_of(sig_map, signature_name)
+
+
+def saved_model_inputs(
+    saved_model_pb: bytes, signature_name: str = "serving_default", tag: bytes = b"serve"
+) -> dict[str, tuple[int, tuple[int, ...] | None]]:
+    """Input aliases -> (dtype, shape) of one signature, from a saved_model.pb's meta graph
+    tagged ``serve`` (the one TF Serving loads)."""
+    for meta_graph in parse(saved_model_pb).get(2, []):
+        f = parse(meta_graph)
+        if tag in parse(f.get(1, [b""])[0]).get(4, []):
+            return _inputs_of(_map(f.get(5, [])), signature_name)
+    raise ValueError(f"no meta graph is tagged {tag.decode()!r}")
+
+
+def _inputs_of(sig_map: dict[bytes, bytes], signature_name: str):
     sig = sig_map.get(signature_name.encode())
     if sig is None:
         names = ", ".join(k.decode() for k in sig_map)

@@ -12,7 +12,12 @@ class ModelInfo:
     input_shape: tuple[int, ...]  # without the batch dimension
     output_name: str
     description: str
+    input_dtype: str = "float32"  # TensorFlow's name: "float32", "string"
 
+
+# image_jpeg: the size each decoded JPEG is resized to, and the classes it scores
+JPEG_SIZE = 32
+JPEG_CLASSES = 10
 
 MODELS = {
     m.name: m
@@ -38,6 +43,16 @@ MODELS = {
             (224, 224, 3),
             "probabilities",
             "ResNet50 at 224x224x3, 1000 classes",
+        ),
+        ModelInfo(
+            "image_jpeg",
+            "image_bytes",
+            (),
+            "scores",
+            f"encoded JPEGs (DT_STRING, as TF Serving's resnet export takes them), decoded and "
+            f"resized to {JPEG_SIZE}x{JPEG_SIZE} in the graph, a small conv net, {JPEG_CLASSES} "
+            "scores; needs a payload (harness model payload image_jpeg)",
+            input_dtype="string",
         ),
     )
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import atomic
 from harness.errors import ModelError
-from harness.models.catalog import MODELS
+from harness.models.catalog import JPEG_CLASSES, JPEG_SIZE, MODELS
 
 
 def _dense_stack(tf, rng, sizes: list[int]):
@@ -67,6 +67,36 @@ def _keras_archive(tf, info, builder):
     return archive, serve
 
 
+def _jpeg_module(tf, info):
+    """Encoded JPEGs in, scores out, as TF Serving's resnet export takes images: each string is
+    decoded and resized inside the graph (so images of any size may come in one request), then
+    two strided convolutions, global pooling and a dense layer."""
+    rng = tf.random.Generator.from_seed(7)
+    module = tf.Module()
+    module.filters = [
+        tf.Variable(rng.normal(shape, stddev=(2.0 / (9 * shape[2])) ** 0.5), name=f"conv{i}")
+        for i, shape in enumerate(([3, 3, 3, 16], [3, 3, 16, 32]))
+    ]
+    module.dense = tf.Variable(rng.normal([32, JPEG_CLASSES], stddev=0.25), name="dense")
+    module.bias = tf.Variable(tf.zeros([JPEG_CLASSES]), name="bias")
+    pixels = tf.TensorSpec([JPEG_SIZE, JPEG_SIZE, 3], tf.float32)
+
+    def decode(data):
+        image = tf.io.decode_jpeg(data, channels=3)
+        return tf.image.resize(image, [JPEG_SIZE, JPEG_SIZE]) / 255.0
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=info.input_name)])
+    def serve(image_bytes):
+        h = tf.map_fn(decode, image_bytes, fn_output_signature=pixels)
+        for w in module.filters:
+            h = tf.nn.relu(tf.nn.conv2d(h, w, strides=2, padding="SAME"))
+        h = tf.reduce_mean(h, axis=[1, 2])
+        return {info.output_name: tf.nn.softmax(tf.matmul(h, module.dense) + module.bias)}
+
+    module.serve = serve
+    return module, serve
+
+
 def build(name: str):
     """The tf.Module and its serving function for a demo model."""
     import tensorflow as tf
@@ -76,6 +106,8 @@ def build(name: str):
         return _mlp_module(tf, info, [32], 4, tf.identity)
     if name == "ranker":
         return _mlp_module(tf, info, [2048, 2048, 2048, 2048], 1, tf.sigmoid)
+    if name == "image_jpeg":
+        return _jpeg_module(tf, info)
     import keras
 
     if name == "mobilenet_v2":
@@ -124,3 +156,36 @@ def ensure(name: str, base: str | os.PathLike, version: int = 1) -> Path:
     if (base / str(version) / "saved_model.pb").exists():
         return base / str(version)
     return export(name, base, version, overwrite=True)
+
+
+# Sizes of the sample JPEGs (height, width): the model takes any size, so the sample mixes them.
+SAMPLE_JPEG_SIZES = ((64, 64), (48, 80), (96, 72), (120, 160))
+
+
+def sample_request(name: str, rows: int = 8, seed: int = 0) -> dict:
+    """A TF Serving REST request body in row form with ``rows`` example inputs for demo model
+    ``name`` (random values; for ``image_jpeg``, random smooth images encoded as JPEG, as
+    ``{"b64": ...}`` objects): what ``--payload`` takes."""
+    if name not in MODELS:
+        raise ModelError(f"unknown demo model {name!r}", hint=f"choose one of: {', '.join(MODELS)}")
+    if rows < 1:
+        raise ModelError(f"rows must be at least 1, got {rows}")
+    info = MODELS[name]
+    if info.input_dtype != "string":
+        import numpy as np
+
+        values = np.random.default_rng(seed).random((rows, *info.input_shape), dtype=np.float32)
+        return {"instances": np.round(values, 4).tolist()}
+    import base64
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    instances = []
+    for i in range(rows):
+        h, w = SAMPLE_JPEG_SIZES[i % len(SAMPLE_JPEG_SIZES)]
+        coarse = tf.random.stateless_uniform([h // 8, w // 8, 3], seed=[seed, i], maxval=255.0)
+        image = tf.cast(tf.image.resize(coarse, [h, w]), tf.uint8)
+        data = tf.io.encode_jpeg(image, quality=90).numpy()
+        instances.append({"b64": base64.b64encode(data).decode()})
+    return {"instances": instances}

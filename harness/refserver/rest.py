@@ -39,7 +39,7 @@ from google.protobuf import json_format
 from harness.refserver.manager import STATE_NAME
 from harness.refserver.predict import Predictor, select_outputs
 from harness.refserver.status import ServingError, invalid
-from harness.refserver.tensors import json_to_numpy, numpy_to_json
+from harness.refserver.tensors import binary_output, json_to_numpy, numpy_to_json
 
 log = logging.getLogger("harness.refserver")
 monotonic = time.monotonic
@@ -323,18 +323,18 @@ def _dtype(sig, alias: str) -> int:
 
 def _rows_result(named: dict) -> dict:
     if len(named) == 1:
-        (arr,) = named.values()
-        return {"predictions": numpy_to_json(arr)}
-    cols = {k: numpy_to_json(v) for k, v in named.items()}
+        ((alias, arr),) = named.items()
+        return {"predictions": numpy_to_json(arr, binary_output(alias))}
+    cols = {k: numpy_to_json(v, binary_output(k)) for k, v in named.items()}
     n = len(next(iter(named.values())))
     return {"predictions": [{k: cols[k][i] for k in cols} for i in range(n)]}
 
 
 def _columns_result(named: dict) -> dict:
     if len(named) == 1:
-        (arr,) = named.values()
-        return {"outputs": numpy_to_json(arr)}
-    return {"outputs": {k: numpy_to_json(v) for k, v in named.items()}}
+        ((alias, arr),) = named.items()
+        return {"outputs": numpy_to_json(arr, binary_output(alias))}
+    return {"outputs": {k: numpy_to_json(v, binary_output(k)) for k, v in named.items()}}
 
 
 def _dump(obj) -> bytes:

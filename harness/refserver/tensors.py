@@ -164,6 +164,11 @@ def json_to_numpy(value, alias: str, dt: int) -> np.ndarray:
             arr = np.array(value, dtype=object)
         except ValueError as exc:
             raise invalid(f"input {alias!r}: ragged list: {exc}") from None
+        if arr.dtype == object and any(isinstance(v, list) for v in arr.ravel()):
+            # numpy keeps lists of different lengths as elements of an object array
+            raise invalid(
+                f"input {alias!r}: ragged list: setting an array element with a sequence."
+            )
         if arr.dtype != object or any(not isinstance(v, bytes) for v in arr.ravel()):
             raise invalid(f"input {alias!r}: expected strings for DT_STRING")
         return arr
@@ -194,12 +199,22 @@ def json_to_numpy(value, alias: str, dt: int) -> np.ndarray:
     return arr.astype(npdt, copy=False)
 
 
-def numpy_to_json(arr: np.ndarray):
-    """Plain Python values; strings that are not UTF-8 become ``{"b64": ...}`` objects."""
+def binary_output(alias: str) -> bool:
+    """TF Serving's REST rule: an output whose name ends in ``_bytes`` holds binary strings,
+    written as ``{"b64": ...}`` objects."""
+    return alias.endswith("_bytes")
+
+
+def numpy_to_json(arr: np.ndarray, binary: bool = False):
+    """Plain Python values. Strings of a ``binary`` output (``binary_output``) are
+    ``{"b64": ...}`` objects; others are JSON strings, except those that are not UTF-8, which
+    JSON cannot carry (TF Serving would write invalid JSON): those become b64 objects too."""
     if arr.dtype == object:
 
         def conv(v):
             if isinstance(v, bytes):
+                if binary:
+                    return {"b64": base64.b64encode(v).decode()}
                 try:
                     return v.decode()
                 except UnicodeDecodeError:

@@ -43,7 +43,6 @@ class Tuner:
         name = exp.study.name or default_study_name(exp)
         self.name = name
         self.dir = Path(results_dir) / name
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.storage_url = (
             storage or exp.study.storage or f"sqlite:///{(self.dir / 'study.db').resolve()}"
         )
@@ -66,6 +65,7 @@ class Tuner:
             handler.addFilter(_no_tracebacks)
         pareto = exp.study.mode == "pareto"
         # Several tuners may share this storage (see harness.tuning.loop and storage).
+        self.dir.mkdir(parents=True, exist_ok=True)  # only once the experiment proved valid
         self.lock = StudyLock(self.storage_url, name)
         self.tuner = loop.tuner_id()
         self.study = optuna.create_study(

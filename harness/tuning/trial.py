@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.config import BackendKind, Experiment, LoadConfig
 from harness.cpus import default_cpus, parse_cpus
 from harness.errors import ConfigError
+from harness.load.payloads import check_saved_model
 from harness.load.runner import RunResult, run_load
 from harness.procs import reap_orphans
 from harness.servers.base import ServerSpec, is_wildcard
@@ -50,6 +51,7 @@ class TrialRunner:
         self.removed_leftovers += getattr(self.backend, "removed_leftovers", [])
         self._check_reachable()
         self.model_name, self.model_dir = model_location(exp, models_dir)
+        check_saved_model(self.model_dir, exp.load, exp.model.signature)  # before any server
         self.server_cpus, self.load_cpus = default_cpus(
             parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus)
         )

@@ -45,6 +45,8 @@ FLAGS = {
         ("--rate", "rate", "open loop: requests/s (Poisson unless --arrivals constant)"),
         ("--arrivals", "arrivals", "open loop: how sends are spaced"),
         ("--request-sizes", "request_sizes", "rows per request, or a mix like 1:50,4:30,16:20"),
+        ("--payload", "payload", "example requests to draw rows from: a TF Serving REST request body (instances or inputs, {\"b64\": ...} for binary strings), a directory of them, or an .npz (default: random values)"),
+        ("--input-shape", "input_shapes", "random values: the row shape of an input with dynamic dimensions, NAME=D1,D2,... (repeat for several inputs)"),
         ("--warmup", "warmup_s", "seconds excluded at the start"),
         ("--window", "window_s", "seconds per measurement window"),
         ("--max-windows", "max_windows", "windows at most, when the figures do not settle sooner"),
@@ -105,6 +107,12 @@ def _add_setting(group, flag: str, dest: str, hint, default, text: str) -> None:
     given reach the settings and every other value keeps the field's own default."""
     if hint is bool:
         group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
+        return
+    if typing.get_origin(hint) is tuple:  # a list setting: the flag repeated
+        metavar = flag.lstrip("-").replace("-", "_").upper()
+        group.add_argument(
+            flag, dest=dest, action="append", default=None, help=text, metavar=metavar
+        )
         return
     # argparse's own metavar (from the flag, not the dotted dest); choices speak for themselves
     kwargs = {"type": hint, "metavar": flag.lstrip("-").replace("-", "_").upper()}

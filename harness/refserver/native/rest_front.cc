@@ -104,7 +104,13 @@ void b64_encode(const std::string& in, std::string* out) {
   }
 }
 
-void write_element(Writer& w, const Tensor& t, int64_t i) {
+// ``binary``: the output's name ends in _bytes, so its strings are {"b64": ...} objects (TF
+// Serving's REST rule); other strings are JSON strings unless they are not UTF-8.
+bool binary_output(const std::string& alias) {
+  return alias.size() >= 6 && alias.compare(alias.size() - 6, 6, "_bytes") == 0;
+}
+
+void write_element(Writer& w, const Tensor& t, int64_t i, bool binary) {
   const char* p = t.data.data();
   switch (t.dtype) {
     case DT_FLOAT: { float f; std::memcpy(&f, p + 4 * i, 4); w.Double(double(f)); break; }
@@ -121,7 +127,7 @@ void write_element(Writer& w, const Tensor& t, int64_t i) {
     case DT_BOOL: w.Bool(p[i] != 0); break;
     case DT_STRING: {
       const std::string& s = t.strings[size_t(i)];
-      if (valid_utf8(s)) {
+      if (!binary && valid_utf8(s)) {
         w.String(s.data(), rapidjson::SizeType(s.size()));
       } else {
         std::string enc;
@@ -138,44 +144,45 @@ void write_element(Writer& w, const Tensor& t, int64_t i) {
 }
 
 // Elements [offset, offset + prod(shape[dim:])) as nested lists.
-void write_nested(Writer& w, const Tensor& t, size_t dim, int64_t* index) {
+void write_nested(Writer& w, const Tensor& t, size_t dim, int64_t* index, bool binary) {
   if (dim == t.shape.size()) {
-    write_element(w, t, (*index)++);
+    write_element(w, t, (*index)++, binary);
     return;
   }
   w.StartArray();
-  for (int64_t k = 0; k < t.shape[dim]; k++) write_nested(w, t, dim + 1, index);
+  for (int64_t k = 0; k < t.shape[dim]; k++) write_nested(w, t, dim + 1, index, binary);
   w.EndArray();
 }
 
-void write_tensor(Writer& w, const Tensor& t) {
+void write_tensor(Writer& w, const Tensor& t, bool binary) {
   int64_t index = 0;
-  write_nested(w, t, 0, &index);
+  write_nested(w, t, 0, &index, binary);
 }
 
-void write_row(Writer& w, const Tensor& t, int64_t row) {
+void write_row(Writer& w, const Tensor& t, int64_t row, bool binary) {
   Tensor r;
   r.dtype = t.dtype;
   r.shape.assign(t.shape.begin() + 1, t.shape.end());
   int64_t per = r.count();
   int64_t index = row * per;
   if (r.shape.empty()) {
-    write_element(w, t, index);
+    write_element(w, t, index, binary);
     return;
   }
   // write the row's elements using the parent tensor's storage
   struct View {
-    static void go(Writer& w, const Tensor& t, const std::vector<int64_t>& shape, size_t dim, int64_t* index) {
+    static void go(Writer& w, const Tensor& t, const std::vector<int64_t>& shape, size_t dim, int64_t* index,
+                   bool binary) {
       if (dim == shape.size()) {
-        write_element(w, t, (*index)++);
+        write_element(w, t, (*index)++, binary);
         return;
       }
       w.StartArray();
-      for (int64_t k = 0; k < shape[dim]; k++) go(w, t, shape, dim + 1, index);
+      for (int64_t k = 0; k < shape[dim]; k++) go(w, t, shape, dim + 1, index, binary);
       w.EndArray();
     }
   };
-  View::go(w, t, r.shape, 0, &index);
+  View::go(w, t, r.shape, 0, &index, binary);
 }
 
 // -- routes --------------------------------------------------------------------------------------
@@ -830,12 +837,12 @@ std::string render_result(const Signature& sig, const std::vector<Tensor>& outpu
   w.StartObject();
   w.Key(row ? "predictions" : "outputs");
   if (named.size() == 1) {
-    write_tensor(w, outputs[named[0]]);
+    write_tensor(w, outputs[named[0]], binary_output(sig.outputs[named[0]].alias));
   } else if (!row) {
     w.StartObject();
     for (size_t i : named) {
       w.Key(sig.outputs[i].alias.c_str());
-      write_tensor(w, outputs[i]);
+      write_tensor(w, outputs[i], binary_output(sig.outputs[i].alias));
     }
     w.EndObject();
   } else {
@@ -845,7 +852,7 @@ std::string render_result(const Signature& sig, const std::vector<Tensor>& outpu
       w.StartObject();
       for (size_t i : named) {
         w.Key(sig.outputs[i].alias.c_str());
-        write_row(w, outputs[i], r);
+        write_row(w, outputs[i], r, binary_output(sig.outputs[i].alias));
       }
       w.EndObject();
     }
