@@ -11,6 +11,7 @@ host (``ServerSpec.advertise_host``, else ``bind_host``).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -194,7 +195,8 @@ class ProcessBackend:
         ]
         env = {BIND_ENV: spec.bind_host}  # the reference server's address; TF's binary ignores it
         log_path = workdir / "server.log"
-        (workdir / "server.cmd").write_text(" ".join(cmd) + "\n")
+        # the command as a shell would run it again, the address variable in front
+        (workdir / "server.cmd").write_text(shlex.join([f"{BIND_ENV}={spec.bind_host}", *cmd]) + "\n")
         if self._forks is not None:
             proc = self._forks.spawn(cmd[len(self.command) :], log_path, spec.cpus, env)
         else:

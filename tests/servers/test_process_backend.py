@@ -39,8 +39,9 @@ def test_start_predict_restart_with_other_parameters_stop(mlp_base, tmp_path):
         ).read_text() == "max_batch_size { value: 8 }\n"
         cmd = shlex.split((tmp_path / "t1" / "server.cmd").read_text())
         assert "--enable_batching" in cmd
-        assert cmd[1:3] == ["-m", "harness.refserver"] and tfs_flags.unknown(cmd[3:]) == []
-        # the address came through $HARNESS_REFSERVER_BIND_ADDRESS, not a flag
+        # the address goes through $HARNESS_REFSERVER_BIND_ADDRESS, not a flag
+        assert cmd[0] == "HARNESS_REFSERVER_BIND_ADDRESS=127.0.0.1"
+        assert cmd[2:4] == ["-m", "harness.refserver"] and tfs_flags.unknown(cmd[4:]) == []
         assert any("Running gRPC ModelServer at 127.0.0.1:" in n for n in server.notes())
         threads = [psutil.Process(t.id) for t in psutil.Process(server.proc.pid).threads()]
         assert len(threads) > 1 and all(t.cpu_affinity() == [0] for t in threads)
