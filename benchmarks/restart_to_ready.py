@@ -24,7 +24,8 @@ def backend(name: str):
         from harness.servers import ProcessBackend
 
         return ProcessBackend("reference")
-    from harness.servers.docker import DockerBackend, DockerOptions, build_reference_image
+    from harness.servers.docker import DockerBackend, DockerOptions
+    from harness.servers.reference_image import build_reference_image
 
     build_reference_image()
     return DockerBackend(DockerOptions(image="tfs-harness/reference:latest"))

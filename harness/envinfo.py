@@ -73,9 +73,29 @@ def git_commit(root: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def server_name(server_cfg, backend=None) -> str:
+    """The server measured, as a report prints it: "the reference server (native path,
+    tfs-harness X, TensorFlow Y)", "<image> (<its tensorflow_model_server --version>)", or
+    "<binary path> (<its --version>)". The backend knows (``describe()``); without one, what
+    the settings say."""
+    describe = getattr(backend, "describe", None)
+    if describe is not None:
+        try:
+            return describe()
+        except Exception as exc:  # the engine or the binary may be gone; the report says so
+            detail = f"version unknown: {type(exc).__name__}"
+    else:
+        detail = "version unknown"
+    if server_cfg.backend == BackendKind.DOCKER:
+        return f"{server_cfg.image} ({detail})"
+    if server_cfg.backend == BackendKind.PROCESS:
+        return f"{server_cfg.binary} ({detail})"
+    return f"the server at {server_cfg.rest_url} (external; {detail})"
+
+
 def server_info(server_cfg, backend=None) -> dict:
     """The server as the user named it, plus what could be learned without starting it."""
-    info = {"backend": server_cfg.backend}
+    info = {"backend": server_cfg.backend, "name": server_name(server_cfg, backend)}
     if server_cfg.backend == BackendKind.DOCKER:
         info["image"] = server_cfg.image
         client = getattr(backend, "client", None)

@@ -12,6 +12,7 @@ import ipaddress
 import math
 import re
 
+from harness import tfs_flags
 from harness.config.settings import (
     DEMO_MODELS,
     Arrivals,
@@ -60,10 +61,30 @@ def check_server(src: str, s: ServerConfig) -> None:
     positive(src, "server.startup_timeout_s", s.startup_timeout_s)
     _check_hosts(src, s)
     one_of(src, "server.model_transfer", s.model_transfer, ("auto", "bind", "copy"))
+    check_extra_flags(src, s.extra_flags)
     if s.backend == BackendKind.EXTERNAL and not (s.grpc_target and s.rest_url):
         raise ConfigError(
             f"{src}: the external backend needs server.grpc_target and server.rest_url"
         )
+
+
+def check_extra_flags(src: str, flags) -> None:
+    """Only flags ``tensorflow_model_server`` defines: it ignores any other (after printing
+    "unknown argument"), so a misspelt flag would silently not apply."""
+    for arg in flags:
+        name = tfs_flags.flag_name(arg)
+        if name not in tfs_flags.FLAGS:
+            raise ConfigError(
+                f"{src}: server.extra_flags: {show(arg)} is not a flag tensorflow_model_server "
+                "defines (it would print 'unknown argument' and ignore it)",
+                hint="write --name=value with a name from TF Serving's model_servers/main.cc, "
+                "e.g. --tensorflow_session_parallelism=1",
+            )
+        if name in tfs_flags.HARNESS_SETS:
+            raise ConfigError(
+                f"{src}: server.extra_flags: --{name} is set by the harness for every trial",
+                hint="leave it out: the model, ports and batching files come from the experiment",
+            )
 
 
 def check_load(src: str, load: LoadConfig) -> None:

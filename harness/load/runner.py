@@ -46,6 +46,7 @@ class RunResult:
     warnings: list[str]
     oversize: list[dict]  # INVALID_ARGUMENT "Task size N is larger than ... M": counts by (N, M)
     workers: list[dict] = dataclasses.field(default_factory=list)  # master/worker mode only
+    span: tuple[float, float] = (0.0, 0.0)  # wall-clock start and end of the measured windows
 
     def summary(self) -> dict:
         m = self.measurement.to_dict()
@@ -340,6 +341,7 @@ def _measure_windows(procs: _Procs, endpoint, load: LoadConfig, cpus, record_dir
         warnings=warnings,
         oversize=oversize_counts(samples, start, end),
         workers=workers,
+        span=(start, end),
     )
 
 

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
     a(
         "--bind_address",
-        default="127.0.0.1",
+        default=os.environ.get("HARNESS_REFSERVER_BIND_ADDRESS", "127.0.0.1"),
         help="(reference server only) address to listen on; TF Serving uses 0.0.0.0, we default to "
         "loopback; containers pass 0.0.0.0",
     )

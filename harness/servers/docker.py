@@ -1,6 +1,8 @@
-"""Run TF Serving images (CPU, CPU-optimised, GPU) or our reference image as containers.
+"""Run TF Serving images (CPU, CPU-optimised, GPU) as containers, through the stock image contract.
 
-The only module that imports the Docker SDK. Every container carries our labels, publishes its
+Every image is driven the same way, the project's own test image included: ``MODEL_NAME`` in the
+environment, the model at ``/models/<name>``, ports 8500 and 8501, and the trial's TF Serving
+flags as the container's arguments (see ``DockerBackend``). Every container carries our labels, publishes its
 ports on the spec's ``bind_host`` only (127.0.0.1 unless the experiment says otherwise; Docker
 picks free host ports, so runs can share a machine), gets the model read-only, and drops every
 capability. Containers and volumes left by a run that crashed are found by label and removed
@@ -16,11 +18,8 @@ the engine's host when the ports are published on every interface.
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import os
-import sys
-import tarfile
+import shutil
 import time
 import urllib.parse
 from pathlib import Path
@@ -39,12 +38,10 @@ from harness.servers.base import (
 )
 from harness.servers.docker_common import (  # noqa: F401 - the labels are part of this module's API
     CONFIG_SUBDIR,
-    FLAVOR_LABEL,
     GRPC_PORT,
     HOST_LABEL,
     LABEL,
     MODELS_DIR,
-    MOUNTS_LABEL,
     OWNER_LABEL,
     REFERENCE_IMAGE,
     REST_PORT,
@@ -53,6 +50,7 @@ from harness.servers.docker_common import (  # noqa: F401 - the labels are part 
     sdk,
 )
 from harness.servers.docker_volumes import VolumeShipment
+from harness.servers.usage import Usage, container_usage
 from harness.servers.watchdog import Watchdog
 
 
@@ -146,6 +144,10 @@ class DockerServer(ServerHandle):
         if self.watchdog is not None:
             self.watchdog.check(self.logs)
 
+    def usage(self) -> Usage | None:
+        """CPU time and memory from the Docker stats API (what ``docker stats`` shows)."""
+        return container_usage(self.container)
+
     def stop(self) -> None:
         docker = sdk()
         try:
@@ -153,10 +155,9 @@ class DockerServer(ServerHandle):
             (self.workdir / "server.log").write_text(self._final_logs)
         except docker.errors.DockerException:
             pass
-        try:
-            self.container.stop(timeout=5)
-        except docker.errors.DockerException:
-            pass
+        # Killed, not stopped: the stock entrypoint is a bash script that does not exec, so PID 1
+        # is bash, which ignores SIGTERM, and a stop would wait out its timeout every trial. The
+        # log is kept above; a model server keeps no state worth a graceful exit.
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
@@ -166,6 +167,13 @@ class DockerServer(ServerHandle):
 
 
 class DockerBackend:
+    """Containers from any image that keeps the ``tensorflow/serving`` contract: its entrypoint
+    starts ``tensorflow_model_server --port=8500 --rest_api_port=8501 --model_name=$MODEL_NAME
+    --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME`` followed by the container's arguments, and
+    the model is read from ``/models/<name>``. The container's arguments are the trial's TF
+    Serving flags only; nothing else about the image is assumed (the project's own test image is
+    built to the same contract, ``harness.servers.reference_image``)."""
+
     name = "docker"
     can_restart = True
 
@@ -182,12 +190,17 @@ class DockerBackend:
         self.transfer = (
             ("bind" if self.local_engine else "copy") if transfer == "auto" else transfer
         )
+        # a -gpu tag is a GPU image: it needs the GPU device request (and a GPU runtime)
+        self.gpus = self.options.gpus or is_gpu_image(self.options.image)
+        self._gpu_checked = False
         self._shipments: dict[tuple[str, str, str], VolumeShipment] = {}
         self.removed_leftovers = remove_leftovers(self.client)
 
     def preflight(self) -> None:
-        """Refuse a study up front when no trial could start (the image is missing)."""
+        """Refuse a study up front when no trial could start: the image is missing, or it needs
+        a GPU and the engine has no GPU runtime."""
         self._image()
+        self._check_gpu_runtime()
 
     def close(self) -> None:
         """Remove the volumes (and their helper containers) this backend filled."""
@@ -214,70 +227,90 @@ class DockerBackend:
                 hint = f"build or pull {image} first (for a CPU-optimised image: harness image build-optimized)"
             raise ServerError(f"image {image} is not present locally", hint=hint) from None
 
+    def _check_gpu_runtime(self) -> None:
+        if not self.gpus or self._gpu_checked:
+            return
+        where = "this machine's" if self.local_engine else f"{self.engine_host}'s"
+        if not has_gpu_runtime(self.client, self.local_engine):
+            why = (
+                "its tag ends in -gpu" if is_gpu_image(self.options.image) else "server.gpus = true"
+            )
+            raise ServerError(
+                f"image {self.options.image} needs a GPU ({why}), and {where} Docker engine has "
+                "no GPU runtime (no nvidia runtime, no CDI GPU devices in docker info)",
+                hint="install the NVIDIA Container Toolkit (nvidia-container-toolkit) and restart "
+                "dockerd, or use a CPU image",
+            )
+        self._gpu_checked = True
+
     def advertised(self, spec: ServerSpec) -> str:
         """The host the harness and load workers reach this spec's container at."""
         return reachable_host(spec.bind_host, spec.advertise_host, self.engine_host)
 
+    def describe(self) -> str:
+        """The image and what its ``tensorflow_model_server --version`` says (run once, through
+        the image's own entrypoint, with no network and no model)."""
+        return f"{self.options.image} ({image_version(self.client, self._image().id)})"
+
     def start(self, spec: ServerSpec, workdir: Path) -> DockerServer:
-        docker = sdk()
         workdir = Path(workdir).resolve()
         host = self.advertised(spec)
-        batching, monitoring = write_config_files(spec, workdir)
         image = self._image()
-        labels = image.labels or {}
+        self._check_gpu_runtime()
         model_dir = Path(spec.model_dir).resolve()
         if not model_dir.is_dir():
             raise ServerError(
                 f"model directory {model_dir} does not exist", hint="export the model first"
             )
-        if self.transfer == "copy":
-            shipment = self._shipment(image, spec.model_name, model_dir)
-            config_dir = shipment.add_files([p for p in (batching, monitoring) if p])
-            mounts = [
-                docker.types.Mount(MODELS_DIR, shipment.volume_name, type="volume", read_only=True)
-            ]
-        else:
-            config_dir = "/config"
-            mounts = [
-                docker.types.Mount(
-                    f"{MODELS_DIR}/{spec.model_name}", str(model_dir), type="bind", read_only=True
-                ),
-                docker.types.Mount("/config", str(workdir), type="bind", read_only=True),
-            ]
+        batching, monitoring = write_config_files(spec, workdir)
+        files = [p for p in (batching, monitoring) if p]
+        mounts, config_dir = self._mounts(image, spec.model_name, model_dir, workdir, files)
         args = spec.server_flags(
             f"{config_dir}/batching_parameters.txt" if batching else None,
             f"{config_dir}/monitoring.txt",
         )
-        if labels.get(FLAVOR_LABEL) == "reference":
-            # Our image has no entrypoint script: name the model explicitly, listen on all
-            # container addresses (the published ports stay on the host's bind_host).
-            args = [
-                f"--model_name={spec.model_name}",
-                f"--model_base_path={MODELS_DIR}/{spec.model_name}",
-                *args,
-            ]
-            for host_path in filter(None, labels.get(MOUNTS_LABEL, "").split(":")):
-                if os.path.exists(host_path):
-                    mounts.append(
-                        docker.types.Mount(host_path, host_path, type="bind", read_only=True)
-                    )
+        container = self._run(image, spec, args, mounts)
+        return self._ready(container, spec, host, workdir)
+
+    def _mounts(self, image, model_name: str, model_dir: Path, workdir: Path, files: list[Path]):
+        """(mounts, the directory the trial's config ``files`` are at inside the container): the
+        model at /models/<name>, where the image's entrypoint looks, read-only."""
+        docker = sdk()
+        if self.transfer == "copy":
+            shipment = self._shipment(image, model_name, model_dir)
+            config_dir = shipment.add_files(files)
+            volume = docker.types.Mount(
+                MODELS_DIR, shipment.volume_name, type="volume", read_only=True
+            )
+            return [volume], config_dir
+        return [
+            docker.types.Mount(
+                f"{MODELS_DIR}/{model_name}", str(model_dir), type="bind", read_only=True
+            ),
+            docker.types.Mount("/config", str(workdir), type="bind", read_only=True),
+        ], "/config"
+
+    def _run(self, image, spec: ServerSpec, args: list[str], mounts: list):
+        """The container, started detached: confined, on the bridge network, ports on bind_host."""
+        docker = sdk()
         kwargs = {}
         if spec.cpus:
             kwargs["cpuset_cpus"] = ",".join(str(c) for c in spec.cpus)
         if spec.memory:
             kwargs["mem_limit"] = spec.memory
-        if self.options.gpus:
+        if self.gpus:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])
             ]
         name = f"{self.options.container_prefix}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         try:
-            container = self.client.containers.run(
+            return self.client.containers.run(
                 image.id,
                 args,
                 name=name,
                 detach=True,
-                environment={"MODEL_NAME": spec.model_name},
+                # the stock entrypoint's variables: --model_name and --model_base_path come from them
+                environment={"MODEL_NAME": spec.model_name, "MODEL_BASE_PATH": MODELS_DIR},
                 ports={
                     f"{GRPC_PORT}/tcp": (spec.bind_host, None),
                     f"{REST_PORT}/tcp": (spec.bind_host, None),
@@ -294,12 +327,16 @@ class DockerBackend:
             )
         except docker.errors.APIError as exc:
             msg = exc.explanation or str(exc)
-            if self.options.gpus and "gpu" in msg.lower():
+            if self.gpus and "gpu" in msg.lower():
                 raise ServerError(
                     f"cannot start a GPU container: {msg}",
-                    hint="install the NVIDIA container toolkit, or use a CPU image",
+                    hint="install the NVIDIA Container Toolkit, or use a CPU image",
                 ) from None
             raise ServerError(f"cannot start container from {self.options.image}: {msg}") from None
+
+    def _ready(self, container, spec: ServerSpec, host: str, workdir: Path) -> DockerServer:
+        """Wait until the model is AVAILABLE; a container that never gets there is removed."""
+        docker = sdk()
         try:
             endpoint = self._endpoint(container, spec.model_name, host)
             server = DockerServer(container, endpoint, workdir)
@@ -338,6 +375,57 @@ class DockerBackend:
         raise ServerError(
             f"container {container.name} published no ports\n{log_tail(container.logs().decode(errors='replace'))}"
         )
+
+
+def is_gpu_image(image: str) -> bool:
+    """A ``tensorflow/serving:<version>-gpu`` style tag (``latest-gpu``, ``2.14.1-gpu``,
+    ``latest-devel-gpu``): the tag's dash-separated words include ``gpu``."""
+    last = image.rsplit("/", 1)[-1]
+    tag = last.partition("@")[0].partition(":")[2]
+    return "gpu" in tag.lower().split("-")
+
+
+def has_gpu_runtime(client, local_engine: bool) -> bool:
+    """Whether the engine can grant a GPU device request: an ``nvidia`` runtime or CDI GPU
+    devices in ``docker info``, or (a local engine) NVIDIA's runtime hook, which Docker's
+    ``--gpus`` uses with runc."""
+    info = client.info()
+    if any("nvidia" in name for name in (info.get("Runtimes") or {})):
+        return True
+    devices = info.get("DiscoveredDevices") or []
+    if any("gpu" in str(d.get("ID", "")).lower() for d in devices if isinstance(d, dict)):
+        return True
+    return local_engine and shutil.which("nvidia-container-runtime-hook") is not None
+
+
+def image_version(client, image_id: str, timeout: float = 60.0) -> str:
+    """The image's ``tensorflow_model_server --version`` lines, joined; or why they are unknown."""
+    docker = sdk()
+    container = None
+    try:
+        container = client.containers.create(
+            image_id,
+            ["--version"],
+            labels=owner_labels(),
+            network_disabled=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": "size=16m"},
+        )
+        container.start()
+        container.wait(timeout=timeout)
+        lines = container.logs(stdout=True, stderr=False).decode(errors="replace").splitlines()
+    except (docker.errors.DockerException, OSError) as exc:  # OSError: the wait timed out
+        return f"version unknown: {type(exc).__name__}"
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.DockerException:
+                pass
+    lines = [ln.strip() for ln in lines if ln.strip()]
+    return ", ".join(lines[:2]) if lines else "version unknown: --version printed nothing"
 
 
 def reachable_host(bind_host: str, advertise_host: str, engine_host: str) -> str:
@@ -391,55 +479,3 @@ def remove_leftovers(client) -> list[str]:
         except Exception:  # raced with another cleaner, or still in use
             pass
     return removed
-
-
-def reference_image_mounts() -> list[str]:
-    """Host paths a container needs to run this interpreter and environment read-only: the
-    virtual environment, the base interpreter, the project, and the system libraries."""
-    project = str(Path(__file__).resolve().parents[2])
-    paths = [sys.prefix, sys.base_prefix, project, "/usr", "/lib", "/lib64", "/etc/ld.so.cache"]
-    out = []
-    for p in paths:
-        if os.path.exists(p) and p not in out and ":" not in p:
-            out.append(p)
-    return out
-
-
-def build_reference_image(client=None, tag: str = REFERENCE_IMAGE) -> str:
-    """Build an image that runs the reference server from bind-mounted host paths.
-
-    The image is empty (``docker import`` of an empty tar): no registry, no network. The
-    interpreter, the virtual environment, the project and the system libraries are mounted
-    read-only at run time by the Docker backend, at the paths recorded in the image's labels.
-    """
-    client = client or connect()
-    empty = io.BytesIO()
-    with tarfile.open(fileobj=empty, mode="w"):
-        pass
-    python = str(Path(sys.prefix) / "bin" / "python")
-    entry = json.dumps(
-        [
-            python,
-            "-m",
-            "harness.refserver",
-            f"--port={GRPC_PORT}",
-            f"--rest_api_port={REST_PORT}",
-            "--bind_address=0.0.0.0",
-        ]
-    )
-    changes = [
-        f"ENTRYPOINT {entry}",
-        f"LABEL {FLAVOR_LABEL}=reference",
-        f"LABEL {MOUNTS_LABEL}={':'.join(reference_image_mounts())}",
-        "ENV TF_CPP_MIN_LOG_LEVEL=0",
-        f"EXPOSE {GRPC_PORT} {REST_PORT}",
-    ]
-    repo, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
-    docker = sdk()
-    try:
-        client.api.import_image_from_data(
-            empty.getvalue(), repository=repo, tag=version, changes=changes
-        )
-        return client.images.get(tag).id
-    except docker.errors.DockerException as exc:
-        raise ServerError(f"cannot build {tag}: {exc}") from None

@@ -35,6 +35,9 @@ class ExternalBackend:
         self.grpc_target = grpc_target
         self.rest_url = rest_url.rstrip("/")
 
+    def describe(self) -> str:
+        return f"the server at {self.rest_url} (external: not started by the harness)"
+
     def start(self, spec: ServerSpec, workdir: Path) -> ExternalServer:
         if spec.batching is not None and spec.batching.to_text().strip():
             raise ConfigError(

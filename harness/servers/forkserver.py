@@ -93,7 +93,10 @@ class ForkServer:
             )
         return self._proc
 
-    def spawn(self, argv: list[str], log_path: Path, cpus: tuple[int, ...] | None) -> ForkedProcess:
+    def spawn(
+        self, argv: list[str], log_path: Path, cpus: tuple[int, ...] | None, env: dict | None = None
+    ) -> ForkedProcess:
+        """A server started with ``argv``; ``env``: variables set in the child only."""
         proc = self._ensure()
         exit_file = log_path.with_suffix(".exit")
         exit_file.unlink(missing_ok=True)
@@ -102,6 +105,7 @@ class ForkServer:
             "log": str(log_path),
             "cpus": list(cpus or ()),
             "exit_file": str(exit_file),
+            "env": dict(env or {}),
         }
         try:
             proc.stdin.write((json.dumps(cmd) + "\n").encode())
@@ -142,6 +146,7 @@ def _child(cmd: dict, server_main) -> None:
         os.close(null)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        os.environ.update(cmd.get("env") or {})
         code = server_main(cmd["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -1,13 +1,17 @@
 """Run ``tensorflow_model_server`` (when on PATH) or the reference server as a local process.
 
-The reference server listens on the spec's ``bind_host`` (127.0.0.1 unless the experiment says
-otherwise); ``tensorflow_model_server`` has no such flag and listens on every interface (gRPC on
-0.0.0.0, REST on ``::``), so with it ``bind_host`` only decides where free ports are looked for.
-Either is reached at the advertised host (``ServerSpec.advertise_host``, else ``bind_host``).
+Both get the same command line, TF Serving's flags only. Where to listen is not a flag (the real
+binary has none): ``$HARNESS_REFSERVER_BIND_ADDRESS`` carries the spec's ``bind_host``
+(127.0.0.1 unless the experiment says otherwise) to the reference server, and the real binary
+ignores it and listens on every interface (gRPC on 0.0.0.0, REST on ``::``), so with it
+``bind_host`` only decides where free ports are looked for. Either is reached at the advertised
+host (``ServerSpec.advertise_host``, else ``bind_host``).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -27,9 +31,12 @@ from harness.servers.base import (
     write_config_files,
 )
 from harness.servers.forkserver import ForkServer
+from harness.servers.usage import Usage, process_usage
 from harness.servers.watchdog import Watchdog
 
 TF_BINARY = "tensorflow_model_server"
+# The reference server's listening address (the project's own variable; TF's binary ignores it).
+BIND_ENV = "HARNESS_REFSERVER_BIND_ADDRESS"
 PORT_ATTEMPTS = 3
 # What TF Serving and the reference server say when a port is taken.
 _CLASH = ("port is in use", "address already in use", "failed to bind", "could not bind")
@@ -103,6 +110,10 @@ class ProcessServer(ServerHandle):
         if self.watchdog is not None:
             self.watchdog.check(self.logs)
 
+    def usage(self) -> Usage | None:
+        """CPU time and memory of the server and its children (psutil)."""
+        return process_usage(self.proc.pid)
+
     def stop(self, timeout: float = 10.0) -> None:
         stop_group(self.proc, timeout)
 
@@ -126,6 +137,21 @@ class ProcessBackend:
     def is_reference(self) -> bool:
         return self.command[-1] == "harness.refserver"
 
+    def describe(self) -> str:
+        """The server by name: the reference server and its request path, or the binary's path
+        and what its ``--version`` says."""
+        if self.is_reference:
+            from importlib import metadata
+
+            from harness.refserver.native import launch
+
+            path = {"native": "native path", "python": "Python path"}[launch.choose()]
+            return (
+                f"the reference server ({path}, tfs-harness {metadata.version('tfs-harness')}, "
+                f"TensorFlow {metadata.version('tensorflow')})"
+            )
+        return f"{self.command[0]} ({binary_version(self.command[0])})"
+
     def start(self, spec: ServerSpec, workdir: Path) -> ProcessServer:
         workdir = Path(workdir)
         model_dir = Path(spec.model_dir).resolve()
@@ -145,11 +171,9 @@ class ProcessBackend:
     def _start_once(self, spec: ServerSpec, workdir: Path, model_dir: Path) -> ProcessServer:
         batching, monitoring = write_config_files(spec, workdir)
         notes = []
-        if self.is_reference:
-            listen = [f"--bind_address={spec.bind_host}"]
-            probe = spec.bind_host
-        else:  # TF Serving listens on every interface: its ports must be free on all of them
-            listen, probe = [], "::" if ":" in spec.bind_host else "0.0.0.0"
+        probe = spec.bind_host
+        if not self.is_reference:  # TF Serving listens everywhere: ports free on every interface
+            probe = "::" if ":" in spec.bind_host else "0.0.0.0"
             if not is_wildcard(spec.bind_host):
                 notes.append(
                     f"tensorflow_model_server listens on every interface, not only on "
@@ -160,17 +184,18 @@ class ProcessBackend:
             *self.command,
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
-            *listen,
             f"--model_name={spec.model_name}",
             f"--model_base_path={model_dir}",
             *spec.server_flags(str(batching) if batching else None, str(monitoring)),
         ]
+        env = {BIND_ENV: spec.bind_host}  # the reference server's address; TF's binary ignores it
         log_path = workdir / "server.log"
-        (workdir / "server.cmd").write_text(" ".join(cmd) + "\n")
+        # the command as a shell would run it again, the address variable in front
+        (workdir / "server.cmd").write_text(shlex.join([f"{BIND_ENV}={spec.bind_host}", *cmd]) + "\n")
         if self._forks is not None:
-            proc = self._forks.spawn(cmd[len(self.command) :], log_path, spec.cpus)
+            proc = self._forks.spawn(cmd[len(self.command) :], log_path, spec.cpus, env)
         else:
-            proc = self._popen(cmd, log_path, spec.cpus)
+            proc = self._popen(cmd, log_path, spec.cpus, env)
         (workdir / "server.pid").write_text(f"{proc.pid}\n")
         host = advertised_host(spec.bind_host, spec.advertise_host)
         server = ProcessServer(
@@ -185,8 +210,18 @@ class ProcessBackend:
         return server
 
     @staticmethod
-    def _popen(cmd: list[str], log_path: Path, cpus: tuple[int, ...] | None) -> subprocess.Popen:
+    def _popen(cmd: list[str], log_path: Path, cpus, env: dict[str, str]) -> subprocess.Popen:
         try:
-            return spawn(cmd, log_path, cpus)
+            return spawn(cmd, log_path, cpus, env={**os.environ, **env})
         except OSError as exc:
             raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None
+
+
+def binary_version(path: str) -> str:
+    """What ``<path> --version`` prints, its lines joined; or why it is unknown."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"version unknown: {type(exc).__name__}"
+    lines = [ln.strip() for ln in (out.stdout or out.stderr).splitlines() if ln.strip()]
+    return ", ".join(lines[:2]) if lines else "version unknown: --version printed nothing"

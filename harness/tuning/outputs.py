@@ -27,6 +27,10 @@ FIGURES = (
     "stable",
     "feasible",
     "generator_cpu",
+    # the server's CPU-seconds and mean cores over the measured windows, its peak memory
+    "server_cpu_s",
+    "server_cores",
+    "server_peak_memory_mb",
     # tune --guide simulate: the simulator's prediction beside each measured trial
     "predicted_items_per_s",
     "predicted_p99_ms",

@@ -21,6 +21,7 @@ from harness.load.runner import RunResult, run_load
 from harness.procs import reap_orphans
 from harness.servers.base import ServerSpec, is_wildcard
 from harness.servers.factory import make_backend
+from harness.servers.usage import UsageMonitor
 from harness.tuning import outputs
 from harness.tuning.space import TrialConfig
 
@@ -121,15 +122,19 @@ class TrialRunner:
         comes; returning False skips the loads left. Returns the runs and the server's notes."""
         workdir.mkdir(parents=True, exist_ok=True)
         server = self.backend.start(self.server_spec(cfg), workdir / "server")
+        # the server's CPU and memory, sampled while it serves (usage() is None for an external)
+        usage = UsageMonitor(getattr(server, "usage", lambda: None))
         runs: list[RunResult] = []
         notes: list[str] = []
         try:
             for name, load in loads.items():
                 runs.append(self.run_load(server, load, workdir / name))
+                runs[-1].server.update(usage.over(*runs[-1].span))
                 notes = server.notes()
                 if after is not None and after(load, runs[-1], notes) is False:
                     break
         finally:
+            usage.stop()
             server.stop()
         return runs, notes
 
@@ -155,6 +160,10 @@ class TrialRunner:
                 str(k): v for k, v in (run.server.get("batch_size_histogram") or {}).items()
             },
             "mean_queuing_ms": run.server.get("mean_queuing_ms"),
+            # the server's CPU over the measured windows, and its peak memory (harness.servers.usage)
+            "server_cpu_s": run.server.get("server_cpu_s"),
+            "server_cores": run.server.get("server_cores"),
+            "server_peak_memory_mb": run.server.get("server_peak_memory_mb"),
             "oversize": run.oversize,
             "warnings": run.warnings,
             "notes": notes,

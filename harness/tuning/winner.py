@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import labels
 from harness.config import SloConfig, StudyConfig
-from harness.tuning import outputs, remeasure
+from harness.tuning import deploy, outputs, remeasure
 from harness.tuning.loop import completed, ranked_feasible
 from harness.tuning.space import TrialConfig
 
@@ -155,6 +155,7 @@ def _crown(summary: dict, rows: list[dict], out: Path, slo, echo) -> dict:
         outputs.write_text_atomic(
             best_file, "# batching off serves best: start the server without --enable_batching\n"
         )
+    deploy.write(out, winner)  # deploy/: docker run, compose, Kubernetes (harness.tuning.deploy)
     echo(outputs.summary_table(rows, slo.p99_ms, tie, gain))
     echo(f"best parameters: {best_file}")
     return summary

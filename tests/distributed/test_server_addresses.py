@@ -210,7 +210,7 @@ def test_run_on_another_address_with_a_remote_worker(mlp_base, tmp_path):
         _wait(lambda: (workdir / "load-0" / "locust.log").exists(), 120, "load", run)
         pid = int((workdir / "server" / "server.pid").read_text())
         cmd = (workdir / "server" / "server.cmd").read_text()
-        assert "--bind_address=127.0.0.2" in cmd
+        assert cmd.startswith("HARNESS_REFSERVER_BIND_ADDRESS=127.0.0.2 ") and "--bind_address" not in cmd
         grpc_port = int(cmd.split("--port=")[1].split()[0])
         rest_port = int(cmd.split("--rest_api_port=")[1].split()[0])
         assert _listening(pid) == {("127.0.0.2", grpc_port), ("127.0.0.2", rest_port)}

@@ -26,7 +26,7 @@ def client():
 
 @pytest.fixture
 def runner(client, tmp_path, model):
-    from harness.servers.docker import build_reference_image
+    from harness.servers.reference_image import build_reference_image
     from harness.tuning.trial import TrialRunner
 
     build_reference_image(client)

@@ -96,7 +96,8 @@ def test_a_server_that_stops_answering_is_called_hung(tmp_path):
 def test_every_trial_refused_the_study_still_ends_and_no_flag_reaches_a_shell(tmp_path, model):
     marker = tmp_path / "pwned"
     exp = write_experiment(tmp_path, 2).read_text()
-    evil = f'extra_flags = ["; touch {marker}", "--x=$(touch {marker})", "`touch {marker}`"]'
+    # TF Serving's flag names (others are refused when the experiment is read), shell in the values
+    evil = f'extra_flags = ["--ssl_config_file=; touch {marker}", "--platform_config_file=$(touch {marker})", "--saved_model_tags=`touch {marker}`"]'
     exp = exp.replace('binary = "reference"', f'binary = "reference"\n{evil}')
     exp = exp.replace("[study]", "[study]\nbaselines = false")
     (tmp_path / "evil.toml").write_text(exp)

@@ -1,4 +1,5 @@
-"""The Docker engine and the locally built reference image, shared by the Docker tests."""
+"""The Docker engine and the test image (built to tensorflow/serving's image contract from files
+on this machine, once: it is cached by its content hash), shared by the Docker tests."""
 
 import pytest
 
@@ -16,7 +17,8 @@ def client():
 
 @pytest.fixture(scope="module")
 def reference_image(client):
-    from harness.servers.docker import REFERENCE_IMAGE, build_reference_image
+    from harness.servers.docker_common import REFERENCE_IMAGE
+    from harness.servers.reference_image import build_reference_image
 
     build_reference_image(client)
     return REFERENCE_IMAGE

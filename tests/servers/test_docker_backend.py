@@ -1,7 +1,9 @@
-"""The Docker backend against a real engine, with the reference image built locally.
+"""The Docker backend against a real engine, with the test image built locally.
 
-The same code runs tensorflow/serving images; here no registry is reachable, so the image is our
-own (an empty image with the interpreter and environment bind-mounted read-only).
+No registry is reachable here, so the image is the project's own, built to tensorflow/serving's
+image contract (an entrypoint script that starts ``tensorflow_model_server`` with MODEL_NAME,
+MODEL_BASE_PATH and the container's arguments; ports 8500 and 8501; the model under /models) and
+self-contained: the backend takes exactly the path a ``tensorflow/serving:2.x`` image takes.
 """
 
 import json
@@ -12,9 +14,11 @@ import urllib.request
 
 import pytest
 
+from harness import tfs_flags
 from harness.batching import BatchingParameters
 from harness.errors import ServerError
 from harness.servers import ServerSpec
+from harness.servers.tfs_binary import ARGV_PREFIX
 
 docker = pytest.importorskip("docker")
 
@@ -174,3 +178,110 @@ def test_unreachable_engine_is_a_clear_error(monkeypatch):
     with pytest.raises(ServerError) as exc:
         connect()
     assert "cannot reach the Docker engine at unix:///nonexistent/docker.sock" in str(exc.value)
+
+
+def reached_binary(logs: str) -> list[str]:
+    """The arguments the image's tensorflow_model_server was started with (it logs them)."""
+    import shlex
+
+    (line,) = [ln for ln in logs.splitlines() if ln.startswith(ARGV_PREFIX)]
+    return shlex.split(line[len(ARGV_PREFIX) :])
+
+
+def test_the_stock_contract_and_only_tf_serving_flags(client, reference_image, mlp_base, tmp_path):
+    """The model reaches the server through MODEL_NAME and /models/<name> (the image's
+    entrypoint adds --model_name and --model_base_path), and every argument that reaches the
+    binary is one of TF Serving's flags; the image carries everything it runs (no host path is
+    mounted but the model and the trial's config files)."""
+    import grpc
+
+    from harness.servers.docker import DockerBackend, DockerOptions
+
+    backend = DockerBackend(DockerOptions(image=reference_image), client=client)
+    spec = ServerSpec(
+        model_name="m",
+        model_dir=mlp_base,
+        batching=BatchingParameters(max_batch_size=4, num_batch_threads=1),
+        intra_op_parallelism=1,
+        extra_flags=("--file_system_poll_wait_seconds=5",),
+    )
+    server = backend.start(spec, tmp_path)
+    try:
+        assert grpc_predict(server, 4) == (grpc.StatusCode.OK, 16)
+        attrs = server.container.attrs
+        assert attrs["Config"]["Entrypoint"] == ["/usr/bin/tf_serving_entrypoint.sh"]
+        assert "MODEL_NAME=m" in attrs["Config"]["Env"]
+        assert not any(a.startswith(("--model_name", "--model_base_path")) for a in attrs["Args"])
+        assert {m["Destination"] for m in attrs["Mounts"]} == {"/models/m", "/config"}
+        argv = reached_binary(server.logs())
+        assert tfs_flags.unknown(argv) == []
+        assert argv[:4] == [
+            "--port=8500",
+            "--rest_api_port=8501",
+            "--model_name=m",
+            "--model_base_path=/models/m",
+        ]
+        assert {tfs_flags.flag_name(a) for a in argv[4:]} == {
+            "monitoring_config_file",
+            "enable_batching",
+            "batching_parameters_file",
+            "tensorflow_intra_op_parallelism",
+            "file_system_poll_wait_seconds",
+        }
+        usage = server.usage()  # the Docker stats API
+        assert usage.cpu_s > 0 and usage.memory_bytes > 10 * 2**20
+    finally:
+        server.stop()
+    assert ours(client) == []
+
+
+def test_the_image_binary_refuses_any_other_flag(client, reference_image):
+    """Stricter than the real binary (which prints "unknown argument" and ignores it): a flag
+    of the harness's own that reached it fails the start, so the tests above would see it."""
+    from harness.servers.docker_common import owner_labels
+
+    c = client.containers.run(
+        reference_image, ["--bind_address=0.0.0.0"], detach=True, labels=owner_labels()
+    )
+    try:
+        assert c.wait(timeout=60)["StatusCode"] == 1
+        assert "unknown argument: --bind_address=0.0.0.0" in c.logs().decode()
+    finally:
+        c.remove(force=True)
+
+
+def test_the_server_is_named_by_its_image_and_version(client, reference_image):
+    from harness import config, envinfo
+    from harness.servers.docker import DockerBackend, DockerOptions
+
+    backend = DockerBackend(DockerOptions(image=reference_image), client=client)
+    name = backend.describe()
+    assert name.startswith(f"{reference_image} (TensorFlow ModelServer: tfs-harness ")
+    assert "reference server (native path), TensorFlow Library: " in name
+    exp = config.from_dict(
+        {"model": {"demo": "mlp"}, "server": {"backend": "docker", "image": reference_image}}
+    )
+    assert envinfo.server_info(exp.server, backend)["name"] == name
+    assert ours(client) == []
+
+
+def test_a_gpu_tag_without_a_gpu_runtime_is_refused_up_front(client, reference_image, tmp_path):
+    """A named fake of a GPU image (the test image tagged ...-gpu): the tag implies the device
+    request, and an engine without the NVIDIA runtime refuses the study before any trial."""
+    from harness.servers.docker import DockerBackend, DockerOptions, has_gpu_runtime
+
+    if has_gpu_runtime(client, True):
+        pytest.skip("this engine has a GPU runtime: nothing to refuse")
+    repo, _, tag = reference_image.rpartition(":")
+    fake = f"{repo}:{tag}-gpu"
+    client.images.get(reference_image).tag(repo, f"{tag}-gpu")
+    try:
+        backend = DockerBackend(DockerOptions(image=fake), client=client)
+        assert backend.gpus
+        with pytest.raises(ServerError) as exc:
+            backend.preflight()
+        assert f"image {fake} needs a GPU (its tag ends in -gpu)" in exc.value.message
+        assert "NVIDIA Container Toolkit" in exc.value.hint
+        assert "\n" not in str(exc.value)
+    finally:
+        client.images.remove(fake)  # the tag only: the image stays

@@ -10,7 +10,8 @@ def register(sub) -> None:
     isub = image.add_subparsers(dest="image_command", required=True)
     ref = isub.add_parser(
         "build-reference",
-        help="an image running the reference server from bind-mounted host paths (no registry)",
+        help="the test image: the reference server built to tensorflow/serving's image contract, "
+        "from files on this machine (no registry, no base image)",
     )
     # the image the docker backend runs unless the experiment names another
     ref.add_argument("--tag", default=ServerConfig().image)
@@ -33,10 +34,14 @@ def register(sub) -> None:
 
 
 def cmd_reference(args) -> int:
-    from harness.servers.docker import build_reference_image
+    from harness.servers.reference_image import build_reference_image
 
-    image_id = build_reference_image(tag=args.tag)
-    print(f"{args.tag} {image_id}")
+    built = build_reference_image(tag=args.tag)
+    how = "unchanged, already built" if built.cached else "built"
+    print(
+        f"{built.tag} {built.image_id} ({built.size_bytes / 1e6:.0f} MB, {how} in "
+        f"{built.seconds:.1f} s)"
+    )
     return 0
 
 
