@@ -15,6 +15,7 @@ COMMANDS = (
     "serve",
     "run",
     "worker",
+    "locustfile",
     "tune",
     "report",
     "compare",
