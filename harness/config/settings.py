@@ -85,6 +85,9 @@ class LoadConfig:
     rate: float = 0.0  # open loop when > 0: requests/s in total
     arrivals: Arrivals = Arrivals.POISSON
     request_sizes: str = "1"  # rows per request, or a mix like 1:50,4:30,16:20
+    # a TF Serving REST request body, a folder of them, or an .npz: the rows requests are built
+    # from (harness.load.payloads); empty: rows generated from the signature
+    payload: str = ""
     warmup_s: float = 3.0
     window_s: float = 3.0
     min_windows: int = 3
