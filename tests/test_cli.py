@@ -190,7 +190,7 @@ def test_worker_tune_profile_and_plan_flags():
     ],
 )  # fmt: skip
 def test_bad_values_give_one_error_line(capsys, argv, fragment):
-    assert main([*argv]) == 1
+    assert main([*argv]) == 2  # a usage error (labels.EXIT_USAGE)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert fragment in err[0]

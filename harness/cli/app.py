@@ -1,5 +1,11 @@
 """The parser (each command adds its own), the signal handling, and the exit codes: ``main``
-and ``run`` (the console script)."""
+and ``run`` (the console script).
+
+The exit codes (``harness.labels``, where summary.json reads their meanings too): 0 done (tune:
+a config met the SLO), 2 a usage, bad-input or start-up error (argparse's code for a usage
+error, and every ``HarnessError``: the one ``error:`` line), 3 the SLO missed (tune: no config
+met it; run: ``--slo-p99-ms`` missed), 130 interrupted; 1 is left to Python for a crash.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import importlib
 import signal
 import sys
 
+from harness import labels
 from harness.errors import HarnessError
 
 # One module per command, in the order ``harness --help`` lists them.
@@ -15,6 +22,7 @@ COMMANDS = (
     "serve",
     "run",
     "worker",
+    "locustfile",
     "tune",
     "report",
     "compare",
@@ -42,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Load-testing and batching-tuning harness for TensorFlow Serving.",
+        epilog="exit codes:\n" + labels.exit_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return labels.EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return labels.EXIT_INTERRUPTED
     finally:
         if _signals_seen:  # whatever the command, a child whose start the signal cut short
             from harness.procs import reap_own  # has no one to stop it but this
@@ -84,7 +94,7 @@ def run() -> None:
     try:
         code = main()
     except KeyboardInterrupt:  # a Ctrl-C between main's own handling and the lines below
-        code = 130
+        code = labels.EXIT_INTERRUPTED
     finally:
         # The work is done and saved; a signal during the interpreter's shutdown (TensorFlow's
         # teardown takes seconds) must not kill it. Ignored, not handled: the interpreter puts

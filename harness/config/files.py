@@ -17,9 +17,10 @@ from harness.config.settings import Experiment, Range, SearchConfig
 from harness.config.validate import show
 from harness.errors import ConfigError
 
-# The experiments shipped with the harness: ``harness tune --experiment open_loop`` finds
-# experiments/open_loop.toml from any working directory.
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "experiments"
+# The experiments shipped with the harness, inside the package (a checkout's experiments/*.toml
+# are links to them): ``harness tune --experiment open_loop`` finds open_loop.toml from any
+# working directory, installed or not.
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def resolve_experiment(name: str | Path) -> Path:

@@ -30,7 +30,9 @@ from harness.metrics import Measurement, agree, measure
 from harness.procs import spawn, stop_group, tree_cpu_seconds
 from harness.samples import Samples
 
-ROOT = Path(__file__).resolve().parents[2]
+# The locustfiles ship inside the package (the checkout's top-level locustfiles/ is a link to
+# them), so an installed harness measures with the files a user can run by hand.
+LOCUSTFILES = Path(__file__).resolve().parents[1] / "locustfiles"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,10 +67,12 @@ class RunResult:
 
 
 def locustfile(protocol: str) -> Path:
-    path = ROOT / "locustfiles" / f"{protocol}.py"
+    path = LOCUSTFILES / f"{protocol}.py"
     if path.is_file():
         return path
-    raise LoadError(f"locustfile {path} is missing", hint="run from a checkout of the harness")
+    raise LoadError(
+        f"locustfile {path} is missing", hint="reinstall tfs-harness (the package ships it)"
+    )
 
 
 def locust_command(

@@ -75,21 +75,22 @@ def build(study_dir: str | Path) -> dict[str, Path]:
 
 
 def headline_text(h: dict) -> list[str]:
-    """The answers, in sentences: deploy what, gain what, cost what."""
+    """The answers, in sentences: deploy what, measured on which server, gain what over each
+    reference, cost what."""
     w = h.get("winner")
+    server = f"**Measured on** {h['server']}." if h.get("server") else None
     if not w:
-        return [f"**No config to deploy yet**: {h.get('reason', 'no winner')}."]
+        return [f"**No config to deploy yet**: {h.get('reason', 'no winner')}.", *filter(None, [server])]
     out = [
         f"**Deploy** `{w['config']}` (trial {w['trial']}): re-measured {w.get('runs', 1)} times, "
         f"**{fmt(w['items_per_s'])} items/s** median (range {fmt(w['items_per_s_min'])}-"
         f"{fmt(w['items_per_s_max'])}), p99 {fmt(w['p99_ms'], 1)} ms"
         + (f" against an SLO of {fmt(h['slo_p99_ms'])} ms." if h.get("slo_p99_ms") else ".")
     ]
-    if h.get("gain_over_batching_off"):
-        out.append(
-            f"**Gain**: {h['gain_over_batching_off']:.2f}x the throughput of TF Serving's default "
-            f"(batching off: {fmt(h['batching_off_items_per_s'])} items/s)."
-        )
+    if server:
+        out.append(server)
+    if h.get("gains"):
+        out.append("**Gain**: " + "; ".join(_gain_text(g, w["trial"]) for g in h["gains"]) + ".")
     if h.get("p99_change_ms") is not None:
         change = h["p99_change_ms"]
         word = "more" if change > 0 else "less"
@@ -105,6 +106,23 @@ def headline_text(h: dict) -> list[str]:
     return out
 
 
+def _gain_text(g: dict, winner_trial: int) -> str:
+    """One gain: the ratio of medians, then both medians with their ranges and run counts (or,
+    when the winner is that reference, that)."""
+    if g.get("reference_trial") == winner_trial:
+        return f"the winner is {g['name']} itself"
+
+    def figure(who: str) -> str:
+        runs = g.get(f"{who}_runs") or 1
+        median = fmt(g[f"{who}_items_per_s_median"])
+        if runs == 1:
+            return f"{median} items/s (one run)"
+        lo, hi = fmt(g[f"{who}_items_per_s_min"]), fmt(g[f"{who}_items_per_s_max"])
+        return f"{median} items/s (median of {runs} runs, range {lo}-{hi})"
+
+    return f"{g['gain']:.2f}x the throughput of {g['name']}, {figure('winner')} against {figure('reference')}"
+
+
 def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
     """The report, section by section, from the computed tables and the drawn images."""
     doc = Doc(f"Batching study {res.name}")
@@ -116,8 +134,11 @@ def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
 def _answer(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     h = t["headline"]
     doc.p(" ".join(headline_text(h)))
+    waiting = (
+        f", {h['waiting']} queued but not run (the trial budget was spent first)" if h.get("waiting") else ""
+    )
     doc.p(
-        f"{h['trials']} trials: {h['complete']} completed, {h['feasible']} within the SLO, {h['failed']} failed. "
+        f"{h['trials']} trials: {h['complete']} completed, {h['feasible']} within the SLO, {h['failed']} failed{waiting}. "
         "Throughput counts items (rows of the input batch) per second that got a correct answer."
     )
     if h.get("best_parameters_text"):
@@ -168,7 +189,7 @@ def _top(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
                 for _, r in top.iterrows()
             ],
         )
-        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median. Batching off is re-measured in the same rounds (the gain is a median against a median); the other baselines are single measurements from the search.")
+        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median. Batching off, the batching guide's CPU start and your baseline (when one was given) are re-measured in the same rounds, so each gain is a median against a median; the commonly copied config is a single measurement from the search.")
     doc.image(images["latency_percentiles"], "Latency percentiles (log scale) of the top configs and the baselines.")
     doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
 

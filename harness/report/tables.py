@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from harness import labels
 from harness.labels import BATCHING_OFF, PARAMS
 from harness.report import diagnosis
 from harness.report.data import StudyResults
@@ -152,12 +153,15 @@ def top_configs(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
         role = "winner" if n == winner else "top config"
         rows.append(_remeasured_row(c, res.remeasure.get(n, []), base(n), role))
     seen = {r["trial"] for r in rows}
-    ref = summary.get("batching_off") or {}
+    # the references re-measured beside the top configs (older studies: batching off alone)
+    refs = [summary.get("batching_off") or {}, *(summary.get("references") or {}).values()]
+    by_trial = {int(r["trial"]): r for r in refs if r.get("trial") is not None}
     for _, b in df[(df["kind"] == "baseline") & df["complete"]].iterrows():
         n = int(b["number"])
         if n in seen:
             continue
-        runs = res.remeasure.get(n, []) if ref.get("trial") == n else []
+        ref = by_trial.get(n, {})
+        runs = res.remeasure.get(n, []) if ref else []
         if runs:
             rows.append(_remeasured_row(ref, runs, base(n), "baseline"))
             continue
@@ -177,14 +181,18 @@ def top_configs(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(res: StudyResults, df: pd.DataFrame) -> dict:
-    """The answers a reader wants first: what to deploy, what it gains, what it costs."""
+    """The answers a reader wants first: what to deploy, on which server, what it gains over
+    each reference (batching off, the batching guide's CPU start, the user's baseline: each a
+    median against a median, with ranges), what it costs."""
     s = res.summary or {}
     w = s.get("winner")
     out = {
         "study": res.name,
+        "server": labels.server_label((res.environment or {}).get("server")),
         "trials": int(len(df)),
         "complete": int(df["complete"].sum()),
         "failed": int((df["state"] == "FAIL").sum()),
+        "waiting": int((df["state"] == "WAITING").sum()),
         "feasible": int((df["complete"] & df["feasible"]).sum()),
         "slo_p99_ms": res.slo_p99_ms,
         "max_error_rate": res.max_error_rate,
@@ -217,6 +225,7 @@ def headline(res: StudyResults, df: pd.DataFrame) -> dict:
     }
     if s.get("gain_over_batching_off"):
         out["gain_over_batching_off"] = s["gain_over_batching_off"]
+    out["gains"] = _gains(s, out)
     if "batching_off_p99_ms" in out:
         out["p99_change_ms"] = w["p99_ms_median"] - out["batching_off_p99_ms"]
     best_file = res.dir / "best_batching_parameters.txt"
@@ -235,6 +244,34 @@ REJECTION_COLUMNS = [
     "cause",
     "fix",
 ]
+
+
+def _gains(s: dict, out: dict) -> list[dict]:
+    """The winner's gain over each reference, in the headline's order: from summary.json's
+    ``gains``, or for a study written before them, over batching off from its own fields."""
+    recorded = s.get("gains")
+    if recorded is None and out.get("gain_over_batching_off") and out.get("batching_off_items_per_s"):
+        w = s["winner"]
+        ref = s.get("batching_off") or {}
+        recorded = {
+            BATCHING_OFF: {
+                "gain": out["gain_over_batching_off"],
+                "winner_items_per_s_median": w["items_per_s_median"],
+                "winner_items_per_s_min": w["items_per_s_min"],
+                "winner_items_per_s_max": w["items_per_s_max"],
+                "winner_runs": w.get("runs", 1),
+                "reference_items_per_s_median": out["batching_off_items_per_s"],
+                "reference_items_per_s_min": ref.get("items_per_s_min", out["batching_off_items_per_s"]),
+                "reference_items_per_s_max": ref.get("items_per_s_max", out["batching_off_items_per_s"]),
+                "reference_runs": out.get("batching_off_runs", 1),
+            }
+        }
+    rows = []
+    for label, g in (recorded or {}).items():
+        label = labels.baseline_label(label)
+        rows.append({"reference": label, "name": labels.REFERENCE_NAMES.get(label, label), **g})
+    order = {label: i for i, label in enumerate(labels.REFERENCES)}
+    return sorted(rows, key=lambda r: order.get(r["reference"], len(order)))
 
 
 def rejections(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,9 @@ Optuna's storage is the study's memory (SQLite in the study folder by default): 
 trial is in it the moment it ends, so an interrupted study resumes where it stopped. A trial that
 fails (a config the server refuses, a crash, a load error) is recorded with its reason and the
 study goes on.
+
+Nothing is written to the study folder before the experiment is known to be runnable: the
+backend is made and checked (a missing image, a missing model directory) first.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import logging
 import time
 from pathlib import Path
 
-from harness import envinfo
-from harness.batching import schedulable_cores
-from harness.config import Experiment, to_toml
+from harness import envinfo, labels
+from harness.batching import BatchingParameters, schedulable_cores
+from harness.config import BackendKind, Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
-from harness.tuning import loop, outputs, winner
-from harness.tuning.space import TrialConfig, suggest
+from harness.tuning import loop, outputs, progress, winner
+from harness.tuning.space import TrialConfig, params_for, suggest
 from harness.tuning.storage import StudyLock, open_storage
 from harness.tuning.trial import TrialRunner
 
@@ -33,7 +36,11 @@ class Tuner:
         storage: str | None = None,
         echo=print,
         guide: str | None = None,
+        baseline: BatchingParameters | None = None,
+        models_dir: Path = Path("models"),
     ) -> None:
+        """``baseline``: the user's current batching parameters (``--baseline FILE``), measured
+        first and re-measured beside the winner."""
         import optuna
 
         self.optuna = optuna
@@ -47,15 +54,15 @@ class Tuner:
             storage or exp.study.storage or f"sqlite:///{(self.dir / 'study.db').resolve()}"
         )
         self.echo = echo
-        self.runner = TrialRunner(exp)
-        if not self.runner.backend.can_restart:
-            raise ConfigError(
-                f"the {exp.server.backend} backend cannot restart the server with new batching parameters",
-                hint="tune with the process or docker backend; use 'harness run' to measure an external server",
-            )
-        preflight = getattr(self.runner.backend, "preflight", None)
-        if preflight:  # refuse the study now when no trial could start (a missing image)
-            preflight()
+        self.user_baseline = TrialConfig(batching=baseline) if baseline is not None else None
+        self.clock = progress.Clock()
+        self.runner = TrialRunner(exp, models_dir)
+        try:
+            self._preflight()
+        except BaseException:
+            self.runner.close()
+            raise
+        self.dir.mkdir(parents=True, exist_ok=True)
         cpus = self.runner.server_cpus
         self.cores = len(cpus) if cpus else schedulable_cores()  # the server's
         if self.runner.removed_leftovers:
@@ -78,9 +85,23 @@ class Tuner:
         self.study.sampler = self._sampler(loop.register(self.study, self.lock, self.tuner))
         outputs.write_text_atomic(self.dir / "experiment.toml", to_toml(exp))
         # what this run measures on, for the report (each resumed run records its own)
-        outputs.write_json_atomic(
-            self.dir / "environment.json", envinfo.collect(exp, self.runner.backend)
-        )
+        env = envinfo.collect(exp, self.runner.backend)
+        name = server_name(exp, self.runner.backend)
+        if name and isinstance(env.get("server"), dict):
+            env["server"].setdefault("name", name)
+        self.server = labels.server_label(env.get("server"))
+        outputs.write_json_atomic(self.dir / "environment.json", env)
+
+    def _preflight(self) -> None:
+        """Refuse the study now when no trial could start."""
+        if not self.runner.backend.can_restart:
+            raise ConfigError(
+                f"the {self.exp.server.backend} backend cannot restart the server with new batching parameters",
+                hint="tune with the process or docker backend; use 'harness run' to measure an external server",
+            )
+        preflight = getattr(self.runner.backend, "preflight", None)
+        if preflight:  # a missing image
+            preflight()
 
     def _sampler(self, tuner_index: int = 0):
         return make_sampler(self.exp.study, tuner_index)
@@ -104,12 +125,43 @@ class Tuner:
 
     def _enqueue_first(self, n_trials: int) -> None:
         """The study's first trials (baselines); called once per study, under the study lock."""
+        self._enqueue_user_baseline()
         if self.guide_mode == "simulate":
             self._guided().enqueue(self.study, n_trials, seed=self.exp.study.seed)
         elif self.exp.study.baselines:
             loop.enqueue_baselines(self.study, self.exp.search, self.cores)
 
+    def _enqueue_user_baseline(self) -> bool:
+        """Queue the user's baseline unless the study has it (measured, or waiting); inside the
+        search space it goes in with its parameters, so the sampler learns from it."""
+        if self.user_baseline is None:
+            return False
+        cfg = self.user_baseline.as_dict()
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            if a.get("baseline") == labels.USER_BASELINE and a.get("config") == cfg:
+                return False
+        params = params_for(self.user_baseline, self.exp.search, self.cores)
+        attrs = {"baseline": labels.USER_BASELINE, "config": cfg}
+        if params:
+            attrs["has_params"] = True
+        self.study.enqueue_trial(params or {}, user_attrs=attrs)
+        return True
+
+    def _winner_runs(self) -> int:
+        """The winner step's measurements, estimated (for the ETA)."""
+        refs = (2 if self.exp.study.baselines else 0) + (self.user_baseline is not None)
+        return progress.winner_runs(self.exp.study.top_k, self.exp.study.repeats, refs)
+
     def run(self, n_trials: int, timeout: float | None = None) -> dict:
+        if self.user_baseline is not None and self.study.get_trials(deepcopy=False):
+            with self.lock.hold():  # a study that started without this --baseline
+                if self._enqueue_user_baseline() and self.finished() >= n_trials:
+                    self.echo(
+                        f"your baseline is queued, but the study's {n_trials} trials are done: "
+                        "raise --trials by one to measure it"
+                    )
+        self.clock = progress.Clock()
         remaining = max(0, n_trials - self.finished())
         if remaining == 0:
             self.echo(f"study {self.name}: {self.finished()} trials already done; nothing to run")
@@ -173,14 +225,16 @@ class Tuner:
     def _after_trial(self, study, trial) -> None:
         outputs.write_trials_csv(study, self.dir / "trials.csv")
         attrs = trial.user_attrs
+        self.clock.lap(measured=not loop.is_copy(trial))
         if loop.is_copy(trial):  # already said ("same config as trial N"); nothing measured
             return
         cfg = TrialConfig.from_dict(attrs.get("config", {}))
         label = attrs.get("baseline") or cfg.describe()
         n = self.finished()
         total = self.exp.study.trials
+        clock = self.clock.status(max(0, total - n) + self._winner_runs())
         if trial.state != self.optuna.trial.TrialState.COMPLETE:
-            self.echo(f"[{n:>3}/{total}] {label}: FAILED {attrs.get('fail_reason', '')}")
+            self.echo(f"[{n:>3}/{total}] {label}: FAILED {attrs.get('fail_reason', '')} | {clock}")
             return
         best = best_feasible(study)
         best_text = (
@@ -196,7 +250,7 @@ class Tuner:
         )
         self.echo(
             f"[{n:>3}/{total}] {label}: {attrs['items_per_s']:.0f} items/s, p99 {attrs['p99_ms']:.1f} ms, "
-            f"errors {attrs['error_rate']:.1%} {mark}{predicted} | {best_text}"
+            f"errors {attrs['error_rate']:.1%} {mark}{predicted} | {best_text} | {clock}"
         )
 
     # -- the winner -----------------------------------------------------------------------------
@@ -210,6 +264,9 @@ class Tuner:
             settings=self.exp.study,
             measure=self.runner.measure,
             echo=self.echo,
+            server=self.server,
+            user_baseline=self.user_baseline.as_dict() if self.user_baseline else None,
+            clock=self.clock,
         )
 
     def close(self) -> None:
@@ -256,8 +313,22 @@ def make_sampler(s, tuner_index: int = 0):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True)
 
 
+def server_name(exp: Experiment, backend) -> str:
+    """What environment.json's server entry cannot say yet: which request path the reference
+    server takes (native when it is built). Empty for other servers (the entry names them)."""
+    if exp.server.backend != BackendKind.PROCESS or not getattr(backend, "is_reference", False):
+        return ""
+    from harness.refserver.native import launch  # standard library only: no TensorFlow
+
+    try:
+        path = launch.choose()
+    except HarnessError:  # a bad HARNESS_REFSERVER_IMPL: every trial will say so
+        return "the reference server"
+    return f"the reference server ({'native' if path == 'native' else 'Python'} path)"
+
+
 def default_study_name(exp: Experiment) -> str:
-    model = exp.model.demo or Path(exp.model.path).name
+    model = exp.model.name or exp.model.demo or Path(exp.model.path).name
     return f"{model}-{exp.load.protocol}-{exp.server.backend}"
 
 

@@ -8,8 +8,11 @@ too often, cannot win; when none of a group holds, the next ``top_k`` are tried,
 most, and if still none holds the study says so instead of crowning a config that does not keep
 the SLO.
 
-Batching off is re-measured in the same rounds, so the gain the study reports is a median
-against a median, measured through the same minutes of this machine.
+The references are re-measured in the same rounds: batching off, the batching guide's CPU start
+and the user's own baseline (``harness tune --baseline FILE``), whichever the study measured. So
+each gain the study states is a median against a median, measured through the same minutes of
+this machine. summary.json is what a pipeline reads: ``met_slo``, the winner and its figures,
+the gains, the server measured and the exit code with its meaning.
 """
 
 from __future__ import annotations
@@ -22,17 +25,37 @@ from harness import labels
 from harness.config import SloConfig, StudyConfig
 from harness.tuning import deploy, outputs, remeasure
 from harness.tuning.loop import completed, ranked_feasible
+from harness.tuning.progress import Clock
 from harness.tuning.space import TrialConfig
 
 MAX_GROUPS = 3  # re-measured groups of top_k before giving up
 
 
-def baseline_trial(study, label: str):
-    """The completed baseline trial named ``label`` (older studies' labels read as today's)."""
+def _key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def baseline_trial(study, label: str, config: dict | None = None):
+    """The completed baseline trial named ``label`` (older studies' labels read as today's);
+    with ``config``, the one measured with that config."""
     for t in completed(study):
-        if labels.baseline_label(t.user_attrs.get("baseline")) == label:
+        if labels.baseline_label(t.user_attrs.get("baseline")) != label:
+            continue
+        if config is None or _key(t.user_attrs.get("config", {})) == _key(config):
             return t
     return None
+
+
+def reference_trials(study, user_baseline: dict | None = None) -> dict:
+    """The completed references by label, in the headline's order: batching off, the guide's
+    CPU start, and the user's baseline (the trial of ``user_baseline``, the config given this
+    run, when there is one; else any the study measured)."""
+    out = {}
+    for label in labels.REFERENCES:
+        t = baseline_trial(study, label, user_baseline if label == labels.USER_BASELINE else None)
+        if t is not None:
+            out[label] = t
+    return out
 
 
 def _row(t, summary: dict) -> dict:
@@ -55,21 +78,33 @@ def pick_winner(
     settings: StudyConfig,
     measure: Callable[[TrialConfig, Path], dict],
     echo: Callable = print,
+    server: str = "",
+    user_baseline: dict | None = None,
+    clock: Clock | None = None,
 ) -> dict:
     """Re-measure, choose, and write summary.json, remeasure.csv and best_batching_parameters.txt
     into ``out``. ``settings``: the study's (top_k, repeats); ``measure(config, folder)``: one
-    measurement (``TrialRunner.measure``)."""
+    measurement (``TrialRunner.measure``); ``server``: the name of the server measured, for the
+    headline; ``user_baseline``: the config of ``--baseline`` (``TrialConfig.as_dict``);
+    ``clock``: the run's clock, for the re-measurements' progress lines."""
+    summary = {
+        "study": name,
+        "server": server or None,
+        "slo": {"p99_ms": slo.p99_ms, "max_error_rate": slo.max_error_rate},
+    }
     ranked = ranked_feasible(study)
     if not ranked:
-        summary = {"study": name, "winner": None, "reason": "no trial met the SLO"}
-        outputs.write_json_atomic(out / "summary.json", summary)
-        echo("no trial met the SLO: relax slo.p99_ms or change the search space")
-        return summary
-    off = baseline_trial(study, labels.BATCHING_OFF)
-    rows, reference = _candidates(ranked, off, out, slo, settings, measure, echo)
+        return _nothing_feasible(study, summary, out, echo)
+    refs = reference_trials(study, user_baseline)
+    rows, ref_rows = _candidates(ranked, refs, out, slo, settings, measure, echo, clock)
     rows = remeasure.rank(rows)
-    base = off.user_attrs["items_per_s"] if off is not None else None
-    summary = {"study": name, "candidates": rows, "batching_off_items_per_s": base}
+    off = refs.get(labels.BATCHING_OFF)
+    summary.update(
+        candidates=rows,
+        references=ref_rows,
+        batching_off_items_per_s=off.user_attrs["items_per_s"] if off is not None else None,
+    )
+    reference = ref_rows.get(labels.BATCHING_OFF)
     if reference is not None:
         summary["batching_off"] = reference
         if reference["items_per_s_median"] is not None:
@@ -83,43 +118,100 @@ def pick_winner(
     return _crown(summary, rows, out, slo, echo)
 
 
-def _candidates(ranked, off, out: Path, slo, settings: StudyConfig, measure, echo):
+def _outcome(summary: dict, code: int) -> None:
+    summary.update(
+        met_slo=code == labels.EXIT_OK, exit_code=code, exit_meaning=labels.EXIT_MEANINGS[code]
+    )
+
+
+def _nothing_feasible(study, summary: dict, out: Path, echo) -> dict:
+    """No trial met the SLO in the search; or none could be measured at all (exit code 2)."""
+    if completed(study):
+        summary.update(winner=None, reason="no trial met the SLO")
+        _outcome(summary, labels.EXIT_SLO_MISSED)
+        echo("no trial met the SLO: relax slo.p99_ms or change the search space")
+    else:
+        failed = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fail_reason")]
+        first = failed[0].user_attrs["fail_reason"] if failed else "no trial ran"
+        summary.update(winner=None, reason=f"every trial failed; the first: {first}")
+        _outcome(summary, labels.EXIT_USAGE)
+        echo(
+            f"every trial failed: nothing was measured (the first: {first}); see trials/*/failure.txt"
+        )
+    outputs.write_json_atomic(out / "summary.json", summary)
+    (out / "best_batching_parameters.txt").unlink(missing_ok=True)
+    return summary
+
+
+def _candidates(ranked, refs: dict, out: Path, slo, settings: StudyConfig, measure, echo, clock):
     """The summary rows of the configs judged (group after group until one keeps the SLO), and
-    batching off's re-measured summary (None when it was not re-measured)."""
+    the references' rows by label (re-measured in the first group's rounds; their search
+    figures when the study re-measures nothing)."""
     k, repeats = settings.top_k, settings.repeats
     if repeats <= 1 and min(k, len(ranked)) <= 1:  # nothing to re-measure: the search decides
-        return [_single(t, slo) for t in ranked[:k]], None
+        return [_single(t, slo) for t in ranked[:k]], {
+            label: _single(t, slo) for label, t in refs.items()
+        }
     rows: list[dict] = []
-    reference = None
+    ref_rows: dict[str, dict] = {}
     for g in range(MAX_GROUPS):
         group = ranked[g * k : (g + 1) * k]
         if not group:
             break
         measured = list(group)
-        if g == 0 and off is not None and all(t.number != off.number for t in group):
-            measured.append(off)  # the reference the gain is computed against
+        if g == 0:  # the references, each config once (a baseline may repeat another's config)
+            seen = {_key(t.user_attrs["config"]) for t in measured}
+            for t in refs.values():
+                if _key(t.user_attrs["config"]) not in seen:
+                    seen.add(_key(t.user_attrs["config"]))
+                    measured.append(t)
         what = "top" if g == 0 else "next"
-        extra = " with batching off beside them" if len(measured) > len(group) else ""
-        echo(f"re-measuring the {what} {len(group)} configs{extra} {repeats} times, interleaved")
-        runs = _remeasure(measured, out, repeats, measure)
+        extra = len(measured) - len(group)
+        beside = f" with {extra} reference{'s' if extra > 1 else ''} beside them" if extra else ""
+        echo(f"re-measuring the {what} {len(group)} configs{beside} {repeats} times, interleaved")
+        runs = _remeasure(measured, out, repeats, measure, echo, clock)
         rows += [_row(t, remeasure.summarise(runs[t.number], slo, repeats=repeats)) for t in group]
-        if off is not None and off.number in runs:
-            reference = _row(off, remeasure.summarise(runs[off.number], slo, repeats=repeats))
+        by_config = {_key(t.user_attrs["config"]): t for t in measured}
+        for label, t in refs.items():
+            m = by_config.get(_key(t.user_attrs["config"]))
+            if label not in ref_rows and m is not None and m.number in runs:
+                row = _row(m, remeasure.summarise(runs[m.number], slo, repeats=repeats))
+                ref_rows[label] = {**row, "label": label}
         if any(r["feasible"] for r in rows):
             break
         echo("none of them kept the SLO when re-measured")
-    return rows, reference
+    return rows, ref_rows
 
 
-def _remeasure(trials: list, out: Path, repeats: int, measure) -> dict[int, list[dict]]:
-    """The trials' configs in interleaved rounds, cached in remeasure.json (by trial number)."""
+def _remeasure(
+    trials: list, out: Path, repeats: int, measure, echo, clock
+) -> dict[int, list[dict]]:
+    """The trials' configs in interleaved rounds, cached in remeasure.json (by trial number),
+    with a progress line per run (elapsed and ETA) when ``clock`` is given."""
     configs = {str(t.number): TrialConfig.from_dict(t.user_attrs["config"]) for t in trials}
+    names = {str(t.number): labels.baseline_label(t.user_attrs.get("baseline")) for t in trials}
+    cached = remeasure.read_cache(out / "remeasure.json")
+    total = sum(max(0, repeats - len(cached.get(key, []))) for key in configs)
+    done = [0]
+
+    def progress(key: str, r: int, run: dict, seconds: float) -> None:
+        if clock is None:
+            return
+        clock.lap()
+        done[0] += 1
+        what = names[key] or configs[key].describe()
+        echo(
+            f"  [re-measure {done[0]}/{total}] trial {key} ({what}), round {r + 1}: "
+            f"{remeasure.describe_run(run)} | {clock.status(total - done[0])}"
+        )
+
     runs = remeasure.run_rounds(
         configs,
         measure,
         repeats=repeats,
         folder=lambda key, r: out / "remeasure" / f"{int(key):04d}-{r}",
         cache=out / "remeasure.json",
+        progress=progress,
     )
     return {int(key): v for key, v in runs.items()}
 
@@ -132,11 +224,69 @@ def _no_winner(summary: dict, rows: list[dict], out: Path, slo, settings, echo) 
         f"{settings.repeats} runs when re-measured: the SLO sits at the edge of what this server "
         "does at this load"
     )
+    _outcome(summary, labels.EXIT_SLO_MISSED)
     outputs.write_json_atomic(out / "summary.json", summary)
     (out / "best_batching_parameters.txt").unlink(missing_ok=True)
-    echo(outputs.summary_table(rows, slo.p99_ms, False, None))
+    echo(outputs.summary_table(_with_references(rows, summary), slo.p99_ms, False, None))
     echo(f"no winner: {summary['reason']}; relax slo.p99_ms or lower the load")
     return summary
+
+
+def gains(winner: dict, references: dict[str, dict]) -> dict[str, dict]:
+    """The winner's gain over each reference with a re-measured figure: its median over the
+    reference's median, both ranges beside them."""
+    out = {}
+    for label in labels.REFERENCES:
+        r = references.get(label)
+        if not r or not r.get("items_per_s_median"):
+            continue
+        out[label] = {
+            "gain": winner["items_per_s_median"] / r["items_per_s_median"],
+            "winner_items_per_s_median": winner["items_per_s_median"],
+            "winner_items_per_s_min": winner["items_per_s_min"],
+            "winner_items_per_s_max": winner["items_per_s_max"],
+            "winner_runs": winner["runs"],
+            "reference_trial": r["trial"],
+            "reference_items_per_s_median": r["items_per_s_median"],
+            "reference_items_per_s_min": r["items_per_s_min"],
+            "reference_items_per_s_max": r["items_per_s_max"],
+            "reference_p99_ms_median": r["p99_ms_median"],
+            "reference_runs": r["runs"],
+        }
+    return out
+
+
+def gain_lines(summary: dict) -> list[str]:
+    """The headline for the terminal: the server measured, then one line per gain."""
+    lines = []
+    if summary.get("server"):
+        lines.append(f"measured on {summary['server']}")
+    winner = (summary.get("winner") or {}).get("trial")
+    for label, g in (summary.get("gains") or {}).items():
+        name = labels.REFERENCE_NAMES.get(label, label)
+        if g["reference_trial"] == winner:
+            lines.append(f"the winner is {name} itself")
+            continue
+        lines.append(
+            f"{g['gain']:.2f}x the throughput of {name}: "
+            f"{g['winner_items_per_s_median']:,.0f} items/s median "
+            f"({g['winner_items_per_s_min']:,.0f}-{g['winner_items_per_s_max']:,.0f}) against "
+            f"{g['reference_items_per_s_median']:,.0f} "
+            f"({g['reference_items_per_s_min']:,.0f}-{g['reference_items_per_s_max']:,.0f}), "
+            f"{g['winner_runs']} and {g['reference_runs']} runs"
+        )
+    return lines
+
+
+def _with_references(rows: list[dict], summary: dict) -> list[dict]:
+    """The printed table: the judged configs, then the references not among them."""
+    shown = {r["trial"] for r in rows}
+    extra = []
+    for r in (summary.get("references") or {}).values():
+        if r["trial"] not in shown:  # two references of one config are one row
+            shown.add(r["trial"])
+            extra.append(r)
+    return rows + extra
 
 
 def _crown(summary: dict, rows: list[dict], out: Path, slo, echo) -> dict:
@@ -145,9 +295,16 @@ def _crown(summary: dict, rows: list[dict], out: Path, slo, echo) -> dict:
     tie = len(feasible) > 1 and feasible[1]["items_per_s_max"] >= winner["items_per_s_min"]
     base = summary["batching_off_items_per_s"]
     gain = winner["items_per_s_median"] / base if base else None
-    summary.update(winner=winner, indistinguishable_from_runner_up=tie, gain_over_batching_off=gain)
-    outputs.write_json_atomic(out / "summary.json", summary)
     best_file = out / "best_batching_parameters.txt"
+    summary.update(
+        winner=winner,
+        indistinguishable_from_runner_up=tie,
+        gain_over_batching_off=gain,
+        gains=gains(winner, summary.get("references") or {}),
+        best_parameters_file=best_file.name,
+    )
+    _outcome(summary, labels.EXIT_OK)
+    outputs.write_json_atomic(out / "summary.json", summary)
     cfg = TrialConfig.from_dict(winner["config"])
     if cfg.batching is not None:
         outputs.write_text_atomic(best_file, cfg.batching.to_text())
@@ -156,6 +313,7 @@ def _crown(summary: dict, rows: list[dict], out: Path, slo, echo) -> dict:
             best_file, "# batching off serves best: start the server without --enable_batching\n"
         )
     deploy.write(out, winner)  # deploy/: docker run, compose, Kubernetes (harness.tuning.deploy)
-    echo(outputs.summary_table(rows, slo.p99_ms, tie, gain))
+    echo(outputs.summary_table(_with_references(rows, summary), slo.p99_ms, tie, None))
+    echo("\n" + "\n".join(gain_lines(summary)))
     echo(f"best parameters: {best_file}")
     return summary

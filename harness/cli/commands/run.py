@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import enum
-import typing
 
-from harness.config import LoadConfig, ModelConfig, ServerConfig
+from harness import labels
+from harness.cli import flags
+from harness.config import LoadConfig
 from harness.errors import ConfigError
 
 # The demo model measured when neither --model nor --model-dir is given: the default
 # experiment's (experiments/default.toml).
 DEFAULT_DEMO = "ranker"
 
-SECTIONS = {"model": ModelConfig, "server": ServerConfig, "load": LoadConfig}
+SECTIONS = {name: flags.SECTIONS[name] for name in ("model", "server", "load")}
 
 # section -> (flag, field, help); type, choices and default come from the field
 FLAGS = {
     "model": (
         ("--model-dir", "path", "a SavedModel base path (version directories inside) instead of a demo model"),
-        ("--model-name", "name", "the name to serve it under (default: --model)"),
+        ("--model-name", "name", "the name to serve it under (default: the demo model's, or the --model-dir folder's)"),
+        ("--signature", "signature", "the signature the requests call"),
     ),
     "server": (
         ("--backend", "backend", "how the server is run"),
@@ -62,8 +63,16 @@ FLAGS = {
 BATCHING_FLAGS = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")  # fmt: skip
 
 
+EPILOG = "exit codes:\n" + labels.exit_table()
+
+
 def register(sub) -> None:
-    p = sub.add_parser("run", help="start a server, drive it with Locust, print one measurement")
+    p = sub.add_parser(
+        "run",
+        help="start a server, drive it with Locust, print one measurement",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     p.set_defaults(func=cmd_run)
 
@@ -84,54 +93,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     groups["model"].add_argument(
         "--models-dir", default="models", help="where demo models are exported (default: models)"
     )
-    for section, rows in FLAGS.items():
-        hints = typing.get_type_hints(SECTIONS[section])
-        defaults = SECTIONS[section]()
-        for flag, field, text in rows:
-            _add_setting(groups[section], flag, f"{section}.{field}", hints[field], getattr(defaults, field), text)  # fmt: skip
+    flags.add_setting_flags(groups, FLAGS)
     g = groups["server"]
     g.add_argument("--batching-file", help="a batching parameters file (turns batching on)")
     for name in BATCHING_FLAGS:
         g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="turns batching on")
     g = p.add_argument_group("output")
     g.add_argument("--sweep", help="users=1,2,4,8 or rate=100,200,400: one measurement per step")
-    g.add_argument("--slo-p99-ms", type=float, help="with --sweep: stop once p99 exceeds this")
+    g.add_argument(
+        "--slo-p99-ms",
+        type=float,
+        help="the latency SLO: exit with code 3 when the run misses it (p99 above it, or errors "
+        "above the experiment's slo.max_error_rate); with --sweep: stop once a step misses it, "
+        "and exit 3 only when none kept it",
+    )
     g.add_argument("--workdir", help="where logs and samples go (default results/runs/<time>)")
     g.add_argument(
         "--json", action="store_true", help="print one JSON object (a list with --sweep)"
     )
 
 
-def _add_setting(group, flag: str, dest: str, hint, default, text: str) -> None:
-    """One flag for one settings field. Its argparse default is None, so that only the flags
-    given reach the settings and every other value keeps the field's own default."""
-    if hint is bool:
-        group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
-        return
-    if typing.get_origin(hint) is tuple:  # a list setting: the flag repeated
-        metavar = flag.lstrip("-").replace("-", "_").upper()
-        group.add_argument(
-            flag, dest=dest, action="append", default=None, help=text, metavar=metavar
-        )
-        return
-    # argparse's own metavar (from the flag, not the dotted dest); choices speak for themselves
-    kwargs = {"type": hint, "metavar": flag.lstrip("-").replace("-", "_").upper()}
-    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
-        kwargs = {"choices": [m.value for m in hint]}
-    if default not in ("", None) and "default:" not in text:
-        text += f" (default: {default})"
-    group.add_argument(flag, dest=dest, default=None, help=text, **kwargs)
-
-
 def settings_from(args) -> dict[str, dict]:
     """The settings the flags gave, as the experiment file's tables: {section: {field: value}}."""
-    data: dict[str, dict] = {}
-    for section, rows in FLAGS.items():
-        for _, field, _ in rows:
-            value = getattr(args, f"{section}.{field}")
-            if value is not None:
-                data.setdefault(section, {})[field] = value
-    return data
+    return flags.settings_from(args, FLAGS)
 
 
 def experiment_from(args):
@@ -178,26 +162,32 @@ def sweep_steps(text: str | None, load: LoadConfig) -> list[LoadConfig]:
 
 def cmd_run(args) -> int:
     import json
+    import sys
     import time
     from pathlib import Path
 
+    from harness.cli.common import check_model_dir, prepare_demo_model
     from harness.tuning.space import TrialConfig
     from harness.tuning.trial import TrialRunner
 
     exp = experiment_from(args)
+    cfg = TrialConfig(batching=batching_from(args))
+    check_model_dir(exp)
+    prepare_demo_model(exp, Path(args.models_dir))
     workdir = Path(args.workdir or f"results/runs/{time.strftime('%Y%m%d-%H%M%S')}")
     runner = TrialRunner(exp, models_dir=Path(args.models_dir))
-    cfg = TrialConfig(batching=batching_from(args))
     steps = sweep_steps(args.sweep, runner.load_for(cfg))
     results = []
 
     def after(step: LoadConfig, run, notes: list[str]) -> bool:
         out = run.summary()
         out.update(users=step.users, rate=step.rate, protocol=step.protocol, notes=notes)
+        if args.slo_p99_ms:
+            out["met_slo"] = met_slo(out, args.slo_p99_ms, exp.slo.max_error_rate)
         results.append(out)
         if not args.json:
             print_table(out, step)
-        return not (args.slo_p99_ms and not (out["p99_ms"] <= args.slo_p99_ms))
+        return out.get("met_slo", True)
 
     try:
         loads = {f"load-{i}": step for i, step in enumerate(steps)}
@@ -206,7 +196,29 @@ def cmd_run(args) -> int:
         runner.close()
     if args.json:
         print(json.dumps(results if args.sweep else results[0], default=_json_default))
-    return 0
+    if not args.slo_p99_ms:
+        return labels.EXIT_OK
+    kept = sum(r["met_slo"] for r in results)
+    verdict = f"SLO p99 <= {args.slo_p99_ms:g} ms, errors <= {exp.slo.max_error_rate:.1%}: "
+    if args.sweep:
+        verdict += f"{kept} of {len(results)} steps kept it"
+    else:
+        verdict += "met" if kept else f"missed (p99 {_ms(results[0]['p99_ms'])} ms, errors {results[0]['rejection_rate']:.1%})"
+    print(verdict, file=sys.stderr if args.json else sys.stdout)
+    return labels.EXIT_OK if kept else labels.EXIT_SLO_MISSED
+
+
+def met_slo(out: dict, p99_ms: float, max_error_rate: float) -> bool:
+    """One measurement against the SLO, by the rule a tuning trial is judged by."""
+    from harness.config import SloConfig
+    from harness.tuning.loop import score
+
+    figures = {"items_per_s": out["items_per_s"], "p99_ms": out["p99_ms"], "error_rate": out["rejection_rate"]}  # fmt: skip
+    return bool(score(figures, SloConfig(p99_ms=p99_ms, max_error_rate=max_error_rate))[2])
+
+
+def _ms(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1f}"
 
 
 def _json_default(o):

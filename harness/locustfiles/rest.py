@@ -1,6 +1,6 @@
 """TF Serving Predict over REST, the same traffic `harness run` and `harness tune` send.
 
-    locust -f locustfiles/rest.py --host http://127.0.0.1:8501 --model-name ranker
+    locust -f "$(harness locustfile rest)" --host http://127.0.0.1:8501 --model-name ranker
 
 Options as in grpc.py.
 """
