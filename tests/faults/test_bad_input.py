@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from harness import config
 from harness.batching import BatchingParameters
 from harness.errors import ConfigError
+from harness.labels import EXIT_USAGE
 
 TRIED = {"experiments": 0, "batching": 0}
 FUZZ = settings(
@@ -221,7 +222,7 @@ def test_harness_tune_prints_one_error_line(tmp_path, text, fragment):
          "--results-dir", str(tmp_path / "res")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
-    assert r.returncode == 1
+    assert r.returncode == EXIT_USAGE
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert fragment in lines[0] and str(path) in lines[0]

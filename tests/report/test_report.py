@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from harness.labels import EXIT_USAGE
 from tests.conftest import ROOT, copy_model
 from tests.report.browser import render
 
@@ -196,7 +197,7 @@ def test_report_reads_files_only_and_survives_a_broken_file(studies, tmp_path):
 
 def test_report_on_a_folder_that_is_not_a_study_is_one_clear_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 1
+    assert r.returncode == EXIT_USAGE
     assert r.stderr.strip().startswith("error: ") and "has no trials.csv" in r.stderr
     assert "Traceback" not in r.stderr
 
