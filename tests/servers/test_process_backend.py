@@ -26,8 +26,16 @@ def predict(server, rows: int):
         return exc.code, json.loads(exc.read())
 
 
-def test_start_predict_restart_with_other_parameters_stop(mlp_base, tmp_path):
+@pytest.fixture
+def reference():
+    """A reference-server backend whose fork server is closed after the test."""
     backend = ProcessBackend("reference")
+    yield backend
+    backend.close()
+
+
+def test_start_predict_restart_with_other_parameters_stop(reference, mlp_base, tmp_path):
+    backend = reference
     spec = ServerSpec(
         model_name="m", model_dir=mlp_base, batching=BatchingParameters(max_batch_size=8), cpus=(0,)
     )
@@ -63,20 +71,20 @@ def test_start_predict_restart_with_other_parameters_stop(mlp_base, tmp_path):
         server.stop()
 
 
-def test_refused_parameters_give_the_exit_code_and_log_tail(mlp_base, tmp_path):
+def test_refused_parameters_give_the_exit_code_and_log_tail(reference, mlp_base, tmp_path):
     spec = ServerSpec(
         model_name="m",
         model_dir=mlp_base,
         batching=BatchingParameters(max_batch_size=8, allowed_batch_sizes=(4,)),
     )
     with pytest.raises(ServerError) as exc:
-        ProcessBackend("reference").start(spec, tmp_path)
+        reference.start(spec, tmp_path)
     assert "exited with code 1" in str(exc.value)
     assert "Last entry in allowed_batch_sizes must match max_batch_size" in str(exc.value)
 
 
-def test_killed_server_is_reported_with_its_exit_code(mlp_base, tmp_path):
-    server = ProcessBackend("reference").start(
+def test_killed_server_is_reported_with_its_exit_code(reference, mlp_base, tmp_path):
+    server = reference.start(
         ServerSpec(model_name="m", model_dir=mlp_base), tmp_path
     )
     server.check_alive()
@@ -87,17 +95,17 @@ def test_killed_server_is_reported_with_its_exit_code(mlp_base, tmp_path):
     server.stop()
 
 
-def test_missing_binary_and_model_directory(tmp_path):
+def test_missing_binary_and_model_directory(reference, tmp_path):
     with pytest.raises(ServerError, match="not found"):
         ProcessBackend("/no/such/tensorflow_model_server")
     with pytest.raises(ServerError, match="does not exist"):
-        ProcessBackend("reference").start(
+        reference.start(
             ServerSpec(model_name="m", model_dir=tmp_path / "nope"), tmp_path
         )
 
 
-def test_external_backend_measures_but_never_restarts(mlp_base, tmp_path):
-    server = ProcessBackend("reference").start(
+def test_external_backend_measures_but_never_restarts(reference, mlp_base, tmp_path):
+    server = reference.start(
         ServerSpec(model_name="m", model_dir=mlp_base), tmp_path / "s"
     )
     try:
