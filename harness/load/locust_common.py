@@ -256,8 +256,10 @@ class _PredictUser:
         try:
             self.pool = _pool(o, self)
         except HarnessError as exc:
+            # the run stops with the one error line; the user ends at its first task, where
+            # Locust takes StopUser quietly (from on_start it logs a traceback per user)
             _stop_with(self.environment, str(exc))
-            raise StopUser() from None
+            self.pool = None
         self.rng = np.random.default_rng()
 
     def _send_recorded(self, intended: float) -> None:
@@ -286,6 +288,8 @@ class _PredictUser:
         )
 
     def _predict(self) -> None:
+        if self.pool is None:  # _setup failed and has said why
+            raise StopUser()
         o = self.environment.parsed_options
         if o.arrival_rate <= 0:
             self._send_recorded(time.time())  # closed loop: the next request follows the answer

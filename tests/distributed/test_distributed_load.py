@@ -50,7 +50,7 @@ def server(mlp_base, tmp_path_factory):
     backend.close()
 
 
-FAST = dict(warmup_s=1.0, window_s=1.2, min_windows=2, max_windows=3)
+FAST = dict(warmup_s=1.0, window_s=1.2, min_windows=2, max_windows=3, extra_windows=0)
 LOAD_CPUS = (1,)
 
 

@@ -29,6 +29,7 @@ warmup_s = 1
 window_s = 1.2
 min_windows = 2
 max_windows = 2
+extra_windows = 0
 processes = 2
 [slo]
 p99_ms = 200

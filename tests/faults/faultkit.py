@@ -26,6 +26,7 @@ warmup_s = 0.5
 window_s = 1.0
 min_windows = 2
 max_windows = 2
+extra_windows = 0
 cpus = "1"
 [slo]
 p99_ms = 500

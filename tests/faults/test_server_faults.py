@@ -112,7 +112,8 @@ def test_every_trial_refused_the_study_still_ends_and_no_flag_reaches_a_shell(tm
         ],
         timeout=200,
     )
-    assert r.returncode == 0, r.stderr[-3000:]
+    # the study ends and says so; with every trial failed the exit code is the start-up one
+    assert r.returncode == EXIT_USAGE, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     rows = csv_rows(tmp_path)
     measured = [x for x in rows if not x["duplicate_of"]]  # a repeated config is a free copy

@@ -30,7 +30,7 @@ def server(mlp_base, tmp_path_factory):
     backend.close()
 
 
-FAST = dict(warmup_s=1.0, window_s=1.5, min_windows=3, max_windows=4)
+FAST = dict(warmup_s=1.0, window_s=1.5, min_windows=3, max_windows=4, extra_windows=0)
 LOAD_CPUS = (1,)
 
 

@@ -65,7 +65,10 @@ def _check_copied(server, client, model_dir: Path, workdir: Path, trial: int) ->
     assert str(model_dir) not in sources and str(workdir) not in sources
     assert not any(m["Destination"].startswith(("/models/", "/config")) for m in mounts)
     args = attrs["Args"]
-    assert "--model_base_path=/models/m" in args
+    # the stock entrypoint names the model from its variables: /models/m is $MODEL_BASE_PATH/$MODEL_NAME
+    assert not any(a.startswith(("--model_base_path", "--model_name")) for a in args)
+    env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+    assert env["MODEL_NAME"] == "m" and env["MODEL_BASE_PATH"] == "/models"
     assert (
         f"--batching_parameters_file=/models/.tfs-harness/{trial}/batching_parameters.txt" in args
     )
@@ -156,6 +159,7 @@ def test_a_trial_in_copy_mode_and_its_volume_removed(client, reference_image, ml
                 "window_s": 1.0,
                 "min_windows": 2,
                 "max_windows": 2,
+                "extra_windows": 0,
                 "cpus": "1",
             },
         },

@@ -10,6 +10,7 @@ from harness.batching import BatchingParameters
 from harness.cli import main
 from harness.config import Experiment, ModelConfig
 from harness.errors import ConfigError
+from harness.labels import EXIT_USAGE
 from harness.sim import profile as profiles
 from harness.sim.guide import Predictor
 from harness.sim.plan import plan
@@ -145,13 +146,13 @@ def test_plan_scales_replicas_with_the_rate_and_keeps_the_slo():
 
 
 def test_plan_command_errors_are_one_line(capsys, tmp_path):
-    assert main(["plan", "--rate", "100", "--p99", "10"]) == 1
+    assert main(["plan", "--rate", "100", "--p99", "10"]) == EXIT_USAGE
     assert "give --profile FILE or --experiment FILE" in capsys.readouterr().err
     p = profiles.save(ranker_like(max_size=8), tmp_path / "p.json")
-    assert main(["plan", "--rate", "100", "--p99", "1", "--profile", str(p)]) == 1
+    assert main(["plan", "--rate", "100", "--p99", "1", "--profile", str(p)]) == EXIT_USAGE
     assert "no config serves" in capsys.readouterr().err
 
 
 def test_profile_command_refuses_an_unknown_protocol(capsys):
-    assert main(["profile", "--protocols", "grpc,soap"]) == 1
+    assert main(["profile", "--protocols", "grpc,soap"]) == EXIT_USAGE
     assert "'soap' is not grpc or rest" in capsys.readouterr().err
