@@ -1,0 +1,50 @@
+"""A SavedModel the project did not export, made the way a user makes one: TensorFlow directly,
+a ``tf.Module`` whose signature takes a batch of strings (DT_STRING, batch dimension free),
+hashes each into buckets, embeds them and scores them with a dense layer (random weights)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+BUCKETS, WIDTH, CLASSES = 1024, 16, 4
+INPUT, OUTPUT = "query", "scores"
+QUERIES = [b"red running shoes", b"\xff\xd8 not utf-8 \x00 bytes", b"tf serving", b"a", b"b" * 300]
+
+
+def export(base: Path, version: int = 1) -> Path:
+    """Write ``base/<version>/saved_model.pb`` and return ``base`` (the model's base path)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.embedding = tf.Variable(tf.random.stateless_normal([BUCKETS, WIDTH], seed=[1, 2]))
+    module.kernel = tf.Variable(tf.random.stateless_normal([WIDTH, CLASSES], seed=[3, 4]))
+    module.bias = tf.Variable(tf.zeros([CLASSES]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)])
+    def serve(query):
+        ids = tf.strings.to_hash_bucket_fast(query, BUCKETS)
+        hidden = tf.nn.relu(tf.gather(module.embedding, ids))
+        return {OUTPUT: tf.nn.softmax(tf.matmul(hidden, module.kernel) + module.bias)}
+
+    module.serve = serve
+    tf.saved_model.save(module, str(Path(base) / str(version)), signatures={"serving_default": serve})
+    return Path(base)
+
+
+def write_payload(path: Path) -> Path:
+    """A TF Serving REST request body in row form: binary strings as ``{"b64": ...}``, as TF
+    Serving's REST API writes them, beside plain (UTF-8) strings."""
+    rows = [
+        {INPUT: {"b64": base64.b64encode(q).decode()}} if not q.isascii() else {INPUT: q.decode()}
+        for q in QUERIES
+    ]
+    Path(path).write_text(json.dumps({"signature_name": "serving_default", "instances": rows}))
+    return Path(path)
+
+
+def rest_body(rows: int) -> bytes:
+    """A REST predict body of ``rows`` rows (columnar form) for requests sent by hand."""
+    values = [{"b64": base64.b64encode(QUERIES[i % len(QUERIES)]).decode()} for i in range(rows)]
+    return json.dumps({"inputs": {INPUT: values}}).encode()
