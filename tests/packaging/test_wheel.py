@@ -86,7 +86,11 @@ def test_tune_two_trials_from_an_empty_directory(wheel, tmp_path):
     assert summary["exit_code"] == r.returncode
     with open(study / "trials.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len([row for row in rows if row.get("state", "COMPLETE") == "COMPLETE"]) >= 2
+    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
+    assert [row["baseline"] for row in rows] == ["batching off", "batching guide CPU start"]
+    assert summary["server"].startswith("the reference server (")
+    assert f"measured on {summary['server']}" in r.stdout
+    assert "the throughput of batching off" in r.stdout or "winner is batching off" in r.stdout
     for name in ("experiment.toml", "environment.json", "report.html", "deploy/docker-compose.yml"):
         assert (study / name).is_file(), name
     assert (work / "models" / "ranker" / "1" / "saved_model.pb").is_file()  # exported here
