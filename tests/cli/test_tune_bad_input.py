@@ -108,7 +108,13 @@ def given(argv: list[str], flag: str) -> str | None:
 
 @pytest.mark.parametrize("what, changed, fragments", CASES, ids=[c[0] for c in CASES])
 def test_each_mistake_is_one_line_exit_2_and_nothing_written(
-    what, changed, fragments, user_files, reference_image, request, tmp_path  # noqa: F811
+    what,
+    changed,
+    fragments,
+    user_files,
+    reference_image,  # noqa: F811
+    request,
+    tmp_path,
 ):
     d = user_files
     gpu = request.getfixturevalue("gpu_tag") if "{gpu}" in " ".join(changed) else ""

@@ -71,7 +71,9 @@ def wait_available(port: int, model: str, timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=2) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/v1/models/{model}", timeout=2
+            ) as r:
                 if json.loads(r.read())["model_version_status"][0]["state"] == "AVAILABLE":
                     return
         except (OSError, ValueError, KeyError, IndexError):
@@ -94,9 +96,15 @@ def on_loopback(compose_file: Path) -> tuple[int, int]:
 
 
 def test_the_users_model_in_the_users_image_from_a_fresh_install(
-    client, reference_image, compose_cli, tmp_path_factory, tmp_path  # noqa: F811
+    client,  # noqa: F811
+    reference_image,  # noqa: F811
+    compose_cli,
+    tmp_path_factory,
+    tmp_path,
 ):
-    python = make_venv(tmp_path / "venv", build_wheel(tmp_path_factory.getbasetemp() / "wheel"), server=True)
+    python = make_venv(
+        tmp_path / "venv", build_wheel(tmp_path_factory.getbasetemp() / "wheel"), server=True
+    )
     assert harness_file(python).is_relative_to(tmp_path / "venv")  # the wheel's harness
     mine = tmp_path / "mine"  # the user's files, made outside the harness
     model = usermodel.export(mine / "query_scorer")
@@ -153,7 +161,9 @@ def test_the_users_model_in_the_users_image_from_a_fresh_install(
         size = won.max_batch_size
         code, body = predict(rest_port, name, size + 1)
         assert code == 400, body
-        assert body["error"] == f"Task size {size + 1} is larger than maximum input batch size {size}"
+        assert (
+            body["error"] == f"Task size {size + 1} is larger than maximum input batch size {size}"
+        )
         code, body = predict(rest_port, name, size - 1 or 1)
         assert code == 200 and len(body["predictions"]) == (size - 1 or 1), body
         (c,) = client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
@@ -162,4 +172,7 @@ def test_the_users_model_in_the_users_image_from_a_fresh_install(
     finally:
         down = subprocess.run([*cmd, "down"], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
-    assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"}) == []
+    assert (
+        client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+        == []
+    )

@@ -29,7 +29,9 @@ def export(base: Path, version: int = 1) -> Path:
         return {OUTPUT: tf.nn.softmax(tf.matmul(hidden, module.kernel) + module.bias)}
 
     module.serve = serve
-    tf.saved_model.save(module, str(Path(base) / str(version)), signatures={"serving_default": serve})
+    tf.saved_model.save(
+        module, str(Path(base) / str(version)), signatures={"serving_default": serve}
+    )
     return Path(base)
 
 
