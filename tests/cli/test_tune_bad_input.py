@@ -72,7 +72,7 @@ CASES = [
     (
         "a payload file that is not there",
         ["--payload", "{d}/no_such.json"],
-        ["no_such.json"],
+        ["payload {d}/no_such.json does not exist", "a TF Serving REST request body"],
     ),
     (
         "an image that is not there",
@@ -87,7 +87,7 @@ CASES = [
     (
         "a baseline in the old colon form",
         ["--baseline", "{d}/old_style.txt"],
-        ["--baseline {d}/old_style.txt", "max_batch_size { value: 8 }"],
+        ["--baseline {d}/old_style.txt", "must be written as 'max_batch_size { value: ... }'"],
     ),
     (
         "a baseline file that is not there",
@@ -97,7 +97,7 @@ CASES = [
     (
         "a GPU tag without a GPU runtime",
         ["--image", "{gpu}"],
-        ["image {gpu} needs a GPU (its tag ends in -gpu)", "no GPU runtime", "install"],
+        ["image {gpu} needs a GPU (its tag ends in -gpu)", "install the NVIDIA Container Toolkit"],
     ),
 ]  # fmt: skip
 
