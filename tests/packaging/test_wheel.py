@@ -95,3 +95,30 @@ def test_tune_two_trials_from_an_empty_directory(wheel, tmp_path):
         assert (study / name).is_file(), name
     assert (work / "models" / "ranker" / "1" / "saved_model.pb").is_file()  # exported here
     assert "Traceback" not in r.stderr and "oneDNN" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_without_the_server_extra_harness_run_loads_an_external_server(
+    wheel, tmp_path, start_server, protocol
+):
+    """The load machine's install: no TensorFlow, the signature from the server itself, the
+    user's string-input model and REST-body payload (tests/e2e/usermodel.py)."""
+    from tests.e2e import usermodel
+
+    python = make_venv(tmp_path / "venv", wheel, server=False)
+    model = usermodel.export(tmp_path / "query_scorer")
+    payload = usermodel.write_payload(tmp_path / "request.json")
+    server = start_server(model, name="query_scorer")  # the suite's reference server
+    work = tmp_path / "work"
+    work.mkdir()
+    r = harness(
+        python, work, "run", "--backend", "external", "--grpc-target", server.grpc_target,
+        "--rest-url", server.url, "--model-name", "query_scorer", "--protocol", protocol,
+        "--payload", str(payload), "--users", "2", "--request-sizes", "1:50,3:50",
+        "--warmup", "0.5", "--window", "1", "--max-windows", "2", "--load-cpus", "1",
+        "--workdir", str(work / "run"), "--json",
+        timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads(r.stdout)
+    assert result["requests"] > 0 and result["error_rate"] == 0, result
