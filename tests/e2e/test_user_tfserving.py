@@ -143,6 +143,8 @@ def test_the_users_model_in_the_users_image_from_a_fresh_install(
         )
         assert said in r.stdout, (said, r.stdout)
     assert re.search(r"your baseline", (study / "trials.csv").read_text())
+    report = (study / "report.md").read_text()  # the written report says the same
+    assert summary["server"] in report and "your baseline" in report
 
     won = BatchingParameters.read(study / "best_batching_parameters.txt")
     assert won.max_batch_size, f"the winner does not batch: {summary['winner']}"
