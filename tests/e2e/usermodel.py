@@ -47,6 +47,7 @@ def write_payload(path: Path) -> Path:
 
 
 def rest_body(rows: int) -> bytes:
-    """A REST predict body of ``rows`` rows (columnar form) for requests sent by hand."""
+    """A REST predict body of ``rows`` rows (row form: the answer is ``predictions``, one per
+    row) for requests sent by hand."""
     values = [{"b64": base64.b64encode(QUERIES[i % len(QUERIES)]).decode()} for i in range(rows)]
-    return json.dumps({"inputs": {INPUT: values}}).encode()
+    return json.dumps({"instances": [{INPUT: v} for v in values]}).encode()
