@@ -86,8 +86,9 @@ def test_tune_two_trials_from_an_empty_directory(wheel, tmp_path):
     assert summary["exit_code"] == r.returncode
     with open(study / "trials.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
-    assert [row["baseline"] for row in rows] == ["batching off", "batching guide CPU start"]
+    done = [row for row in rows if row["state"] == "COMPLETE"]  # the rest queued, not run
+    assert [row["baseline"] for row in done] == ["batching off", "batching guide CPU start"]
+    assert all(row["state"] == "WAITING" for row in rows if row not in done)
     assert summary["server"].startswith("the reference server (")
     assert f"measured on {summary['server']}" in r.stdout
     assert "the throughput of batching off" in r.stdout or "winner is batching off" in r.stdout
@@ -120,5 +121,5 @@ def test_without_the_server_extra_harness_run_loads_an_external_server(
         timeout=180,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    result = json.loads(r.stdout)
-    assert result["requests"] > 0 and result["error_rate"] == 0, result
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["ok"] > 0 and result["errors"] == {} and result["items_per_s"] > 0, result
