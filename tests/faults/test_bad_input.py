@@ -221,7 +221,7 @@ def test_harness_tune_prints_one_error_line(tmp_path, text, fragment):
          "--results-dir", str(tmp_path / "res")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
-    assert r.returncode == 2  # a bad-input error (labels.EXIT_USAGE)
+    assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert fragment in lines[0] and str(path) in lines[0]

