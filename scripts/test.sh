@@ -12,6 +12,11 @@ fi
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
+# Docker Compose, for the tests that start a study's deploy/docker-compose.yml (Debian packages
+# the standalone docker-compose command; the Docker engine comes from scripts/docker-engine.sh)
+if ! command -v docker-compose >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
 # OpenSSH's server, for the test that drives a Docker engine over DOCKER_HOST=ssh:// (the test
 # starts its own sshd on 127.0.0.1 with a throwaway key). The package's own sshd must not start:
 # it would listen on port 22 of every interface. A policy-rc.d that refuses starts is put in
