@@ -124,3 +124,37 @@ def describe_run(run: dict) -> str:
 def rank(rows: list[dict]) -> list[dict]:
     """Summaries best first: feasible ones, then by median throughput (none: last)."""
     return sorted(rows, key=lambda r: (not r["feasible"], -(r["items_per_s_median"] or 0.0)))
+
+
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two summaries' re-measured throughput ranges overlap (neither is told apart from
+    the other on this machine). A summary without figures overlaps nothing."""
+    if a["items_per_s_min"] is None or b["items_per_s_min"] is None:
+        return False
+    return a["items_per_s_min"] <= b["items_per_s_max"] and b["items_per_s_min"] <= a["items_per_s_max"]
+
+
+# The rule that picks the winner among tied configs, as summary.json states it.
+TIE_RULE = (
+    "configs whose re-measured throughput range overlaps that of the best median are tied; "
+    "among them the lowest median p99 wins (then the higher median throughput)"
+)
+
+
+def rank_by_spread(rows: list[dict]) -> list[dict]:
+    """:func:`rank`, then the spread: each feasible summary whose range overlaps the best
+    median's is marked ``tied_with_best``, and among those the one with the lowest median p99
+    comes first (``TIE_RULE``): when throughput cannot be told apart, the latency headroom
+    decides. The others keep :func:`rank`'s order."""
+    ranked = rank(rows)
+    feasible = [r for r in ranked if r["feasible"]]
+    if not feasible:
+        return [{**r, "tied_with_best": False} for r in ranked]
+    best = feasible[0]
+    tied = [r for r in feasible if r is best or overlap(r, best)]
+    tied.sort(key=lambda r: (r["p99_ms_median"], -(r["items_per_s_median"] or 0.0)))
+    ids = {id(r) for r in tied}
+    rest = [r for r in ranked if id(r) not in ids]
+    return [{**r, "tied_with_best": True} for r in tied] + [
+        {**r, "tied_with_best": False} for r in rest
+    ]
