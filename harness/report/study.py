@@ -100,10 +100,11 @@ def headline_text(h: dict) -> list[str]:
             "both at the same offered load."
         )
     if w.get("indistinguishable_from_runner_up"):
-        tied = ", ".join(str(n) for n in w.get("tied_with_winner") or []) or "the runner-up"
+        numbers = [str(n) for n in w.get("tied_with_winner") or []]
+        tied = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}" if numbers else "the runner-up"
         rule = f" Among tied configs, {w['ranking_rule'].split('; among them ')[-1]}." if w.get("ranking_rule") else ""
         out.append(
-            f"The winner **cannot be told apart** from trial {tied} on this machine: their re-measured ranges overlap; either is a fine choice.{rule}"
+            f"The winner **cannot be told apart** from {tied} on this machine: their re-measured ranges overlap; either is a fine choice.{rule}"
         )
     return out
 
