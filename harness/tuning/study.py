@@ -167,7 +167,11 @@ class Tuner:
 
     def _winner_runs(self) -> int:
         """The winner step's measurements, estimated (for the ETA)."""
-        refs = (2 if self.exp.study.baselines else 0) + (self.user_baseline is not None)
+        refs = (
+            (2 if self.exp.study.baselines else 0)
+            + (self.user_baseline is not None)
+            + bool(self.exp.study.guide_procedure)  # its choice, when not a baseline's config
+        )
         return progress.winner_runs(self.exp.study.top_k, self.exp.study.repeats, refs)
 
     def run(self, n_trials: int, timeout: float | None = None) -> dict:
