@@ -158,3 +158,15 @@ def test_the_trial_loop_runs_the_procedure_beside_the_budget():
     assert rec["wall_s"] >= 0
     # advancing again changes nothing: every step has an outcome
     assert gp.advance(study, "cpu", SPACE, 2, SLO) == []
+
+
+def test_the_setting_takes_cpu_or_gpu_and_refuses_anything_else(tmp_path):
+    from harness import config
+    from harness.errors import ConfigError
+
+    exp = tmp_path / "e.toml"
+    exp.write_text('[model]\ndemo = "mlp"\n[study]\nguide_procedure = "cpu"\n')
+    assert config.load(exp).study.guide_procedure == "cpu"
+    assert config.load(exp, ['study.guide_procedure="gpu"']).study.guide_procedure == "gpu"
+    with pytest.raises(ConfigError, match="study.guide_procedure = 'tpu' is not one of cpu, gpu"):
+        config.load(exp, ['study.guide_procedure="tpu"'])
