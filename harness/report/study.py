@@ -238,7 +238,7 @@ def _top(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
                 for _, r in top.iterrows()
             ],
         )
-        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median; configs whose re-measured ranges overlap the best median's are tied, and among them the lowest median p99 wins. Batching off, the batching guide's CPU start, the guide's procedure's choice (when it ran) and your baseline (when one was given) are re-measured in the same rounds, so each gain is a median against a median; the commonly copied config is a single measurement from the search.")
+        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median; configs whose re-measured ranges overlap the best median's are tied, and among them the one with the highest lower bound (its slowest run) wins, then the lower p99. Batching off, the batching guide's CPU start, the guide's procedure's choice (when it ran) and your baseline (when one was given) are re-measured in the same rounds, so each gain is a median against a median; the commonly copied config is a single measurement from the search.")
     doc.image(images["latency_percentiles"], "Latency percentiles (log scale) of the top configs and the baselines.")
     doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
 

@@ -36,7 +36,7 @@ def _with_procedure(d, verdict: str) -> dict:
         }
     }  # fmt: skip
     summary["tied_with_winner"] = [ref["trial"]] if verdict == "tied" else []
-    summary["ranking_rule"] = "configs ... are tied; among them the lowest median p99 wins (then the higher median throughput)"
+    summary["ranking_rule"] = "configs ... are tied; among them the highest lower bound (slowest run) wins, then the lower median p99"
     (d / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -58,7 +58,7 @@ def test_the_report_states_the_gain_over_the_guides_procedure_and_its_steps(tmp_
     assert "## The batching guide's procedure" in md
     assert "| timeout 1 ms |" in md and "failed" in md
     assert "It ends on the step 'timeout 1 ms'" in md
-    assert "lowest median p99 wins" in md  # the tie and its rule
+    assert "the highest lower bound (slowest run) wins" in md  # the tie and its rule
     assert str(summary["tied_with_winner"][0]) in md
 
 

@@ -179,9 +179,9 @@ def test_an_older_studys_batching_off_label_is_still_the_reference(tmp_path):
     assert s["gain_over_batching_off"] == pytest.approx(10.0)
 
 
-def test_tied_ranges_are_reported_and_the_lower_p99_wins_among_them(tmp_path):
-    # 64 has the higher median (1000) but its range overlaps 32's; 32 holds a lower p99, so the
-    # stated rule crowns it; 16 is told apart (its range lies below both) and is not tied
+def test_tied_ranges_are_reported_and_the_higher_lower_bound_wins_among_them(tmp_path):
+    # 64 has the higher median (1000) but its range overlaps 32's; 32's slowest run (980) beats
+    # 64's (960), so the stated rule crowns it; 16 is told apart (its range lies below both)
     t = make_tuner(
         tmp_path,
         {64: 1000.0, 32: 990.0, 16: 700.0},
@@ -199,7 +199,18 @@ def test_tied_ranges_are_reported_and_the_lower_p99_wins_among_them(tmp_path):
     by_mbs = {c["config"]["max_batch_size"]: c for c in s["candidates"]}
     assert s["tied_with_winner"] == [by_mbs[64]["trial"]]
     assert by_mbs[64]["tied_with_best"] and not by_mbs[16]["tied_with_best"]
-    assert "lowest median p99" in s["ranking_rule"]
+    assert "highest lower bound" in s["ranking_rule"]
+
+
+def test_among_tied_configs_equal_lower_bounds_go_to_the_lower_p99():
+    from harness.tuning import remeasure
+
+    def row(trial, lo, med, hi, p99):
+        return {"trial": trial, "feasible": True, "items_per_s_min": lo, "items_per_s_median": med, "items_per_s_max": hi, "p99_ms_median": p99}
+
+    ranked = remeasure.rank_by_spread([row(1, 900, 1000, 1100, 90), row(2, 900, 950, 990, 40), row(3, 500, 550, 600, 10)])
+    assert [r["trial"] for r in ranked] == [2, 1, 3]
+    assert [r["tied_with_best"] for r in ranked] == [True, True, False]
 
 
 def _add_procedure(t, mbs: int, ips: float, *, measurements=6, wall_s=90.0):
