@@ -17,15 +17,28 @@ BATCHING_OFF = "batching off"
 GUIDE_CPU_START = "batching guide CPU start"
 COMMONLY_COPIED = "commonly copied config"
 USER_BASELINE = "your baseline"  # harness tune --baseline FILE
+# harness tune --guide-procedure: the config the batching guide's procedure ends on (its steps
+# are labelled guide_step_label(step) in trials.csv)
+GUIDE_PROCEDURE = "batching guide procedure"
 BASELINES = (BATCHING_OFF, GUIDE_CPU_START, COMMONLY_COPIED, USER_BASELINE)
 # The baselines re-measured beside the winner, in the order the headline states its gains.
-REFERENCES = (BATCHING_OFF, GUIDE_CPU_START, USER_BASELINE)
+REFERENCES = (BATCHING_OFF, GUIDE_CPU_START, GUIDE_PROCEDURE, USER_BASELINE)
 # How the headline names each reference in a sentence ("1.20x the throughput of ...").
 REFERENCE_NAMES = {
     BATCHING_OFF: "batching off",
     GUIDE_CPU_START: "the batching guide's CPU start",
+    GUIDE_PROCEDURE: "the batching guide's procedure",
     USER_BASELINE: "your baseline",
 }
+
+
+def guide_step_label(step: str) -> str:
+    """The label of one step of the guide's procedure, as trials.csv's baseline column has it."""
+    return f"{GUIDE_PROCEDURE}: {step}"
+
+
+def is_guide_step(label) -> bool:
+    return isinstance(label, str) and label.startswith(f"{GUIDE_PROCEDURE}: ")
 
 # Older studies named batching off after TF Serving's default, though the reference server's
 # figures were often what stood behind it.

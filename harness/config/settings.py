@@ -161,6 +161,9 @@ class StudyConfig:
         "constrained"  # constrained: max throughput within the SLO; pareto: throughput up, p99 down
     )
     baselines: bool = True
+    # "cpu" | "gpu": also run the batching guide's procedure and state the gain over it
+    # (harness.tuning.guide_procedure); empty: not run
+    guide_procedure: str = ""
     top_k: int = 3
     repeats: int = 3
 

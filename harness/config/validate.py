@@ -162,6 +162,8 @@ def check_search(src: str, search: SearchConfig) -> None:
 def check_study(src: str, study: StudyConfig) -> None:
     one_of(src, "study.sampler", study.sampler, ("tpe", "random", "nsga2"))
     one_of(src, "study.mode", study.mode, ("constrained", "pareto"))
+    if study.guide_procedure != "":  # empty: no procedure
+        one_of(src, "study.guide_procedure", study.guide_procedure, ("cpu", "gpu"))
     positive(src, "study.trials", study.trials)
     if study.top_k < 1 or study.repeats < 1:
         raise ConfigError(f"{src}: study.top_k and study.repeats must be >= 1")

@@ -100,17 +100,44 @@ def headline_text(h: dict) -> list[str]:
             "both at the same offered load."
         )
     if w.get("indistinguishable_from_runner_up"):
+        numbers = [str(n) for n in w.get("tied_with_winner") or []]
+        tied = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}" if numbers else "the runner-up"
+        rule = f" Among tied configs, {w['ranking_rule'].split('; among them ')[-1]}." if w.get("ranking_rule") else ""
         out.append(
-            "The top two configs **cannot be told apart** on this machine: their re-measured ranges overlap; either is a fine choice."
+            f"The winner **cannot be told apart** from {tied} on this machine: their re-measured ranges overlap; either is a fine choice.{rule}"
         )
     return out
+
+
+VERDICTS = {
+    "ahead": "tuning beats it: the ranges do not overlap",
+    "tied": "**{name} is as good** on this machine: the ranges overlap",
+    "behind": "**{name} is better**: its range lies above the winner's",
+}
+
+
+def _verdict(g: dict) -> str:
+    if "verdict" not in g:  # a study written before verdicts
+        return ""
+    if not g.get("reference_feasible", True):
+        return f" ({g['name']} missed the SLO when re-measured)"
+    return " (" + VERDICTS[g["verdict"]].format(name=g["name"]) + ")"
+
+
+def _cost(g: dict) -> str:
+    if g.get("procedure_measurements") is None:
+        return ""
+    return (
+        f"; the procedure took {g['procedure_measurements']} measurements and "
+        f"{fmt(g['procedure_wall_s'])} s, and ended on its step '{g.get('procedure_step')}'"
+    )
 
 
 def _gain_text(g: dict, winner_trial: int) -> str:
     """One gain: the ratio of medians, then both medians with their ranges and run counts (or,
     when the winner is that reference, that)."""
     if g.get("reference_trial") == winner_trial:
-        return f"the winner is {g['name']} itself"
+        return f"the winner is {g['name']} itself{_cost(g)}"
 
     def figure(who: str) -> str:
         runs = g.get(f"{who}_runs") or 1
@@ -120,7 +147,29 @@ def _gain_text(g: dict, winner_trial: int) -> str:
         lo, hi = fmt(g[f"{who}_items_per_s_min"]), fmt(g[f"{who}_items_per_s_max"])
         return f"{median} items/s (median of {runs} runs, range {lo}-{hi})"
 
-    return f"{g['gain']:.2f}x the throughput of {g['name']}, {figure('winner')} against {figure('reference')}"
+    return f"{g['gain']:.2f}x the throughput of {g['name']}, {figure('winner')} against {figure('reference')}{_verdict(g)}{_cost(g)}"
+
+
+def _procedure(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
+    """The batching guide's procedure, step by step (a study run with --guide-procedure)."""
+    rec = t["headline"].get("guide_procedure")
+    if not rec:
+        return
+    doc.h("The batching guide's procedure")
+    pick = (rec.get("choice") or {}).get("step")
+    doc.p(
+        f"TF Serving's batching guide ({rec['device'].upper()} procedure), followed step by step as a user would: "
+        f"{rec['measurements']} measurements ({rec['measured_here']} taken for it, the others shared with an "
+        f"earlier trial of the same config), {fmt(rec['wall_s'])} s of measuring. "
+        + (f"It ends on the step '{pick}', re-measured beside the winner." if pick else "None of its steps kept the SLO.")
+    )
+    doc.table(
+        ["step", "trial", "items/s", "p99 ms", "within SLO", "chosen"],
+        [
+            [r["step"], int(r["trial"]), "failed" if r["failed"] else fmt(r["items_per_s"]), "" if r["failed"] else fmt(r["p99_ms"], 1), fmt(bool(r["feasible"])), "yes" if r["step"] == pick else ""]
+            for r in rec.get("steps") or []
+        ],
+    )
 
 
 def document(res: StudyResults, t: dict, images: dict[str, Path]) -> Doc:
@@ -189,7 +238,7 @@ def _top(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
                 for _, r in top.iterrows()
             ],
         )
-        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median. Batching off, the batching guide's CPU start and your baseline (when one was given) are re-measured in the same rounds, so each gain is a median against a median; the commonly copied config is a single measurement from the search.")
+        doc.p("Top configs are re-measured several times, interleaved, and ranked by the median; configs whose re-measured ranges overlap the best median's are tied, and among them the one with the highest lower bound (its slowest run) wins, then the lower p99. Batching off, the batching guide's CPU start, the guide's procedure's choice (when it ran) and your baseline (when one was given) are re-measured in the same rounds, so each gain is a median against a median; the commonly copied config is a single measurement from the search.")
     doc.image(images["latency_percentiles"], "Latency percentiles (log scale) of the top configs and the baselines.")
     doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
 
@@ -270,6 +319,7 @@ SECTIONS = (
     _front,
     _predictions,
     _top,
+    _procedure,
     _rejections,
     _batches,
     _importance,

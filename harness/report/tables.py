@@ -161,6 +161,8 @@ def top_configs(res: StudyResults, df: pd.DataFrame) -> pd.DataFrame:
         if n in seen:
             continue
         ref = by_trial.get(n, {})
+        if labels.is_guide_step(b.get("baseline")) and not ref:
+            continue  # the guide's procedure's steps have a section of their own; its choice stays
         runs = res.remeasure.get(n, []) if ref else []
         if runs:
             rows.append(_remeasured_row(ref, runs, base(n), "baseline"))
@@ -222,10 +224,14 @@ def headline(res: StudyResults, df: pd.DataFrame) -> dict:
         "runs": w.get("runs"),
         "feasible": w.get("feasible"),
         "indistinguishable_from_runner_up": bool(s.get("indistinguishable_from_runner_up")),
+        "tied_with_winner": list(s.get("tied_with_winner") or []),
+        "ranking_rule": s.get("ranking_rule"),
     }
     if s.get("gain_over_batching_off"):
         out["gain_over_batching_off"] = s["gain_over_batching_off"]
     out["gains"] = _gains(s, out)
+    if s.get("guide_procedure"):
+        out["guide_procedure"] = s["guide_procedure"]
     if "batching_off_p99_ms" in out:
         out["p99_change_ms"] = w["p99_ms_median"] - out["batching_off_p99_ms"]
     best_file = res.dir / "best_batching_parameters.txt"

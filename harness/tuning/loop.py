@@ -90,12 +90,21 @@ def is_copy(trial) -> bool:
     return "duplicate_of" in trial.user_attrs
 
 
+def is_guide_step(trial) -> bool:
+    """A step of the batching guide's procedure (harness.tuning.guide_procedure): measured
+    beside the search, not out of its budget."""
+    return "guide_step" in trial.user_attrs
+
+
 def counted(trials) -> int:
-    """Trials that spend the budget: started or finished, and not a copy of another."""
+    """Trials that spend the budget: started or finished, not a copy of another, and not a
+    step of the guide's procedure (a competitor, counted on its own)."""
     import optuna
 
     waiting = optuna.trial.TrialState.WAITING
-    return sum(1 for t in trials if t.state != waiting and not is_copy(t))
+    return sum(
+        1 for t in trials if t.state != waiting and not is_copy(t) and not is_guide_step(t)
+    )
 
 
 def tuner_id() -> str:
@@ -254,7 +263,7 @@ def run_trials(
         frozen = _run_one(loop, *asked)
         ran += not is_copy(frozen)
         after_trial(study, frozen)
-        if is_copy(frozen):
+        if is_copy(frozen) and not is_guide_step(frozen):  # the guide's steps are its own
             with loop.lock.hold():
                 _enqueue_neighbour(loop, frozen)
     return ran
@@ -279,9 +288,11 @@ def _ask(loop: _Loop, n_trials: int, enqueue_first):
     trials = study.get_trials(deepcopy=False)
     if not trials:  # the first tuner in enqueues the baselines, once
         enqueue_first(n_trials)
-    if counted(trials) >= n_trials:
+    waiting = optuna.trial.TrialState.WAITING
+    guide_left = any(is_guide_step(t) and t.state == waiting for t in trials)
+    if counted(trials) >= n_trials and not guide_left:  # the guide's steps run to the end
         return None
-    if sum(map(is_copy, trials)) >= n_trials:
+    if sum(1 for t in trials if is_copy(t) and not is_guide_step(t)) >= n_trials:
         loop.echo(
             f"stopping: the sampler proposed {n_trials} configs that were already "
             "measured; the space is nearly exhausted (widen [search] for more)"

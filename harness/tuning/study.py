@@ -19,7 +19,7 @@ from harness import envinfo, labels
 from harness.batching import BatchingParameters, schedulable_cores
 from harness.config import BackendKind, Experiment, to_toml
 from harness.errors import ConfigError, HarnessError
-from harness.tuning import loop, outputs, progress, winner
+from harness.tuning import guide_procedure, loop, outputs, progress, winner
 from harness.tuning.space import TrialConfig, params_for, suggest
 from harness.tuning.storage import StudyLock, open_storage
 from harness.tuning.trial import TrialRunner
@@ -109,12 +109,13 @@ class Tuner:
     # -- running --------------------------------------------------------------------------------
 
     def finished(self) -> int:
-        """Finished trials that count against the budget (copies of a repeated config do not)."""
+        """Finished trials that count against the budget (copies of a repeated config and the
+        guide's procedure's steps do not)."""
         states = self.optuna.trial.TrialState
         done = self.study.get_trials(
             deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)
         )
-        return sum(1 for t in done if not loop.is_copy(t))
+        return sum(1 for t in done if not loop.is_copy(t) and not loop.is_guide_step(t))
 
     def _guided(self):
         if self.guide is None:
@@ -124,12 +125,21 @@ class Tuner:
         return self.guide
 
     def _enqueue_first(self, n_trials: int) -> None:
-        """The study's first trials (baselines); called once per study, under the study lock."""
+        """The study's first trials (baselines, then the guide's procedure's first phase);
+        called once per study, under the study lock."""
         self._enqueue_user_baseline()
         if self.guide_mode == "simulate":
             self._guided().enqueue(self.study, n_trials, seed=self.exp.study.seed)
         elif self.exp.study.baselines:
             loop.enqueue_baselines(self.study, self.exp.search, self.cores)
+        self._advance_procedure()
+
+    def _advance_procedure(self) -> None:
+        """The guide's procedure's next phase, once the one before is measured (under the study
+        lock; a no-op without ``[study] guide_procedure``)."""
+        device = self.exp.study.guide_procedure
+        if device:
+            guide_procedure.advance(self.study, device, self.exp.search, self.cores, self.exp.slo)
 
     def _enqueue_user_baseline(self) -> bool:
         """Queue the user's baseline unless the study has it (measured, or waiting); inside the
@@ -148,9 +158,20 @@ class Tuner:
         self.study.enqueue_trial(params or {}, user_attrs=attrs)
         return True
 
+    def _procedure_left(self) -> bool:
+        """Steps of the guide's procedure still waiting (a study resumed with it)."""
+        waiting = self.optuna.trial.TrialState.WAITING
+        return any(
+            loop.is_guide_step(t) and t.state == waiting for t in self.study.get_trials(deepcopy=False)
+        )
+
     def _winner_runs(self) -> int:
         """The winner step's measurements, estimated (for the ETA)."""
-        refs = (2 if self.exp.study.baselines else 0) + (self.user_baseline is not None)
+        refs = (
+            (2 if self.exp.study.baselines else 0)
+            + (self.user_baseline is not None)
+            + bool(self.exp.study.guide_procedure)  # its choice, when not a baseline's config
+        )
         return progress.winner_runs(self.exp.study.top_k, self.exp.study.repeats, refs)
 
     def run(self, n_trials: int, timeout: float | None = None) -> dict:
@@ -161,9 +182,12 @@ class Tuner:
                         f"your baseline is queued, but the study's {n_trials} trials are done: "
                         "raise --trials by one to measure it"
                     )
+        if self.exp.study.guide_procedure and self.study.get_trials(deepcopy=False):
+            with self.lock.hold():  # a resumed study: the phase it stopped in, or its record
+                self._advance_procedure()
         self.clock = progress.Clock()
         remaining = max(0, n_trials - self.finished())
-        if remaining == 0:
+        if remaining == 0 and not self._procedure_left():
             self.echo(f"study {self.name}: {self.finished()} trials already done; nothing to run")
         else:
             self.echo(
@@ -223,8 +247,11 @@ class Tuner:
         return loop.record(trial, result, self.exp.slo, self.exp.study.mode)
 
     def _after_trial(self, study, trial) -> None:
-        outputs.write_trials_csv(study, self.dir / "trials.csv")
         attrs = trial.user_attrs
+        if loop.is_guide_step(trial):
+            with self.lock.hold():
+                self._advance_procedure()
+        outputs.write_trials_csv(study, self.dir / "trials.csv")
         self.clock.lap(measured=not loop.is_copy(trial))
         if loop.is_copy(trial):  # already said ("same config as trial N"); nothing measured
             return
@@ -233,8 +260,11 @@ class Tuner:
         n = self.finished()
         total = self.exp.study.trials
         clock = self.clock.status(max(0, total - n) + self._winner_runs())
+        where = f"[{n:>3}/{total}]"
+        if loop.is_guide_step(trial):  # beside the trial budget: the phase it is in
+            where = f"[guide phase {attrs.get('guide_phase', 0) + 1}/3]"
         if trial.state != self.optuna.trial.TrialState.COMPLETE:
-            self.echo(f"[{n:>3}/{total}] {label}: FAILED {attrs.get('fail_reason', '')} | {clock}")
+            self.echo(f"{where} {label}: FAILED {attrs.get('fail_reason', '')} | {clock}")
             return
         best = best_feasible(study)
         best_text = (
@@ -249,7 +279,7 @@ class Tuner:
             else ""
         )
         self.echo(
-            f"[{n:>3}/{total}] {label}: {attrs['items_per_s']:.0f} items/s, p99 {attrs['p99_ms']:.1f} ms, "
+            f"{where} {label}: {attrs['items_per_s']:.0f} items/s, p99 {attrs['p99_ms']:.1f} ms, "
             f"errors {attrs['error_rate']:.1%} {mark}{predicted} | {best_text} | {clock}"
         )
 
@@ -267,6 +297,7 @@ class Tuner:
             server=self.server,
             user_baseline=self.user_baseline.as_dict() if self.user_baseline else None,
             clock=self.clock,
+            guide_procedure=self.study.user_attrs.get(guide_procedure.RECORD),
         )
 
     def close(self) -> None:

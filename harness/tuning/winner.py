@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import labels
 from harness.config import SloConfig, StudyConfig
-from harness.tuning import deploy, outputs, remeasure
+from harness.tuning import deploy, guide_procedure, outputs, remeasure
 from harness.tuning.loop import completed, ranked_feasible
 from harness.tuning.progress import Clock
 from harness.tuning.space import TrialConfig
@@ -48,11 +48,16 @@ def baseline_trial(study, label: str, config: dict | None = None):
 
 def reference_trials(study, user_baseline: dict | None = None) -> dict:
     """The completed references by label, in the headline's order: batching off, the guide's
-    CPU start, and the user's baseline (the trial of ``user_baseline``, the config given this
-    run, when there is one; else any the study measured)."""
+    CPU start, the guide's procedure's choice (``--guide-procedure``), and the user's baseline
+    (the trial of ``user_baseline``, the config given this run, when there is one; else any the
+    study measured)."""
     out = {}
     for label in labels.REFERENCES:
-        t = baseline_trial(study, label, user_baseline if label == labels.USER_BASELINE else None)
+        if label == labels.GUIDE_PROCEDURE:
+            t = guide_procedure.reference_trial(study)
+        else:
+            mine = user_baseline if label == labels.USER_BASELINE else None
+            t = baseline_trial(study, label, mine)
         if t is not None:
             out[label] = t
     return out
@@ -81,23 +86,28 @@ def pick_winner(
     server: str = "",
     user_baseline: dict | None = None,
     clock: Clock | None = None,
+    guide_procedure: dict | None = None,
 ) -> dict:
     """Re-measure, choose, and write summary.json, remeasure.csv and best_batching_parameters.txt
     into ``out``. ``settings``: the study's (top_k, repeats); ``measure(config, folder)``: one
     measurement (``TrialRunner.measure``); ``server``: the name of the server measured, for the
     headline; ``user_baseline``: the config of ``--baseline`` (``TrialConfig.as_dict``);
-    ``clock``: the run's clock, for the re-measurements' progress lines."""
+    ``clock``: the run's clock, for the re-measurements' progress lines;
+    ``guide_procedure``: the record of the guide's procedure, when the study ran it
+    (``guide_procedure.record``), kept in summary.json."""
     summary = {
         "study": name,
         "server": server or None,
         "slo": {"p99_ms": slo.p99_ms, "max_error_rate": slo.max_error_rate},
     }
+    if guide_procedure:
+        summary["guide_procedure"] = guide_procedure
     ranked = ranked_feasible(study)
     if not ranked:
         return _nothing_feasible(study, summary, out, echo)
     refs = reference_trials(study, user_baseline)
     rows, ref_rows = _candidates(ranked, refs, out, slo, settings, measure, echo, clock)
-    rows = remeasure.rank(rows)
+    rows = remeasure.rank_by_spread(rows)
     off = refs.get(labels.BATCHING_OFF)
     summary.update(
         candidates=rows,
@@ -232,14 +242,32 @@ def _no_winner(summary: dict, rows: list[dict], out: Path, slo, settings, echo) 
     return summary
 
 
-def gains(winner: dict, references: dict[str, dict]) -> dict[str, dict]:
+def verdict(winner: dict, reference: dict) -> str:
+    """How the winner stands against a reference, on the re-measured ranges: ``ahead`` (its
+    lowest run beats the reference's highest), ``behind`` (the other way round) or ``tied``
+    (the ranges overlap: the reference is as good, on this machine)."""
+    if remeasure.overlap(winner, reference):
+        return "tied"
+    return "ahead" if winner["items_per_s_min"] > reference["items_per_s_max"] else "behind"
+
+
+def gains(winner: dict, references: dict[str, dict], procedure: dict | None = None) -> dict[str, dict]:
     """The winner's gain over each reference with a re-measured figure: its median over the
-    reference's median, both ranges beside them."""
+    reference's median, both ranges beside them, the ``verdict`` on the ranges and whether the
+    reference kept the SLO when re-measured. Over the guide's procedure, also what the
+    procedure cost (``procedure``: its record)."""
     out = {}
     for label in labels.REFERENCES:
         r = references.get(label)
         if not r or not r.get("items_per_s_median"):
             continue
+        cost = {}
+        if label == labels.GUIDE_PROCEDURE and procedure:
+            cost = {
+                "procedure_step": (procedure.get("choice") or {}).get("step"),
+                "procedure_measurements": procedure.get("measurements"),
+                "procedure_wall_s": procedure.get("wall_s"),
+            }
         out[label] = {
             "gain": winner["items_per_s_median"] / r["items_per_s_median"],
             "winner_items_per_s_median": winner["items_per_s_median"],
@@ -252,8 +280,31 @@ def gains(winner: dict, references: dict[str, dict]) -> dict[str, dict]:
             "reference_items_per_s_max": r["items_per_s_max"],
             "reference_p99_ms_median": r["p99_ms_median"],
             "reference_runs": r["runs"],
+            "reference_feasible": bool(r.get("feasible")),
+            "verdict": verdict(winner, r),
+            **cost,
         }
     return out
+
+
+def _verdict_text(name: str, g: dict) -> str:
+    """The plain sentence after a gain: whether tuning beat the reference on the ranges."""
+    if not g.get("reference_feasible", True):
+        return f"{name} missed the SLO when re-measured"
+    return {
+        "ahead": "tuning beats it: the ranges do not overlap",
+        "tied": f"{name} is as good on this machine: the ranges overlap",
+        "behind": f"{name} is better: its range lies above the winner's",
+    }.get(g.get("verdict"), "")
+
+
+def _cost_text(g: dict) -> str:
+    if g.get("procedure_measurements") is None:
+        return ""
+    return (
+        f"; the procedure took {g['procedure_measurements']} measurements, "
+        f"{g['procedure_wall_s']:.0f} s, and chose its step '{g.get('procedure_step')}'"
+    )
 
 
 def gain_lines(summary: dict) -> list[str]:
@@ -265,15 +316,17 @@ def gain_lines(summary: dict) -> list[str]:
     for label, g in (summary.get("gains") or {}).items():
         name = labels.REFERENCE_NAMES.get(label, label)
         if g["reference_trial"] == winner:
-            lines.append(f"the winner is {name} itself")
+            lines.append(f"the winner is {name} itself{_cost_text(g)}")
             continue
+        said = _verdict_text(name, g) if "verdict" in g else ""
         lines.append(
             f"{g['gain']:.2f}x the throughput of {name}: "
             f"{g['winner_items_per_s_median']:,.0f} items/s median "
             f"({g['winner_items_per_s_min']:,.0f}-{g['winner_items_per_s_max']:,.0f}) against "
             f"{g['reference_items_per_s_median']:,.0f} "
             f"({g['reference_items_per_s_min']:,.0f}-{g['reference_items_per_s_max']:,.0f}), "
-            f"{g['winner_runs']} and {g['reference_runs']} runs"
+            f"{g['winner_runs']} and {g['reference_runs']} runs" + (f"; {said}" if said else "")
+            + _cost_text(g)
         )
     return lines
 
@@ -290,17 +343,19 @@ def _with_references(rows: list[dict], summary: dict) -> list[dict]:
 
 
 def _crown(summary: dict, rows: list[dict], out: Path, slo, echo) -> dict:
-    winner = rows[0]
-    feasible = [r for r in rows if r["feasible"]]
-    tie = len(feasible) > 1 and feasible[1]["items_per_s_max"] >= winner["items_per_s_min"]
+    winner = rows[0]  # rank_by_spread: the tie rule has chosen among the tied
+    others = [r for r in rows[1:] if r["feasible"]]
+    tie = any(remeasure.overlap(winner, r) for r in others)
     base = summary["batching_off_items_per_s"]
     gain = winner["items_per_s_median"] / base if base else None
     best_file = out / "best_batching_parameters.txt"
     summary.update(
         winner=winner,
         indistinguishable_from_runner_up=tie,
+        tied_with_winner=[r["trial"] for r in others if remeasure.overlap(winner, r)],
+        ranking_rule=remeasure.TIE_RULE,
         gain_over_batching_off=gain,
-        gains=gains(winner, summary.get("references") or {}),
+        gains=gains(winner, summary.get("references") or {}, summary.get("guide_procedure")),
         best_parameters_file=best_file.name,
     )
     _outcome(summary, labels.EXIT_OK)

@@ -177,3 +177,98 @@ def test_an_older_studys_batching_off_label_is_still_the_reference(tmp_path):
     s = pick_winner(t)
     assert s["batching_off"]["label"] == labels.BATCHING_OFF
     assert s["gain_over_batching_off"] == pytest.approx(10.0)
+
+
+def test_tied_ranges_are_reported_and_the_higher_lower_bound_wins_among_them(tmp_path):
+    # 64 has the higher median (1000) but its range overlaps 32's; 32's slowest run (980) beats
+    # 64's (960), so the stated rule crowns it; 16 is told apart (its range lies below both)
+    t = make_tuner(
+        tmp_path,
+        {64: 1000.0, 32: 990.0, 16: 700.0},
+        {
+            64: [(1000, 90), (1010, 95), (960, 92)],
+            32: [(980, 40), (990, 42), (1005, 41)],
+            16: [(700, 30), (710, 30), (690, 30)],
+            0: [(100, 300)] * 3,
+        },
+        top_k=3,
+    )
+    s = pick_winner(t)
+    assert s["winner"]["config"]["max_batch_size"] == 32
+    assert s["indistinguishable_from_runner_up"] is True
+    by_mbs = {c["config"]["max_batch_size"]: c for c in s["candidates"]}
+    assert s["tied_with_winner"] == [by_mbs[64]["trial"]]
+    assert by_mbs[64]["tied_with_best"] and not by_mbs[16]["tied_with_best"]
+    assert "highest lower bound" in s["ranking_rule"]
+
+
+def test_among_tied_configs_equal_lower_bounds_go_to_the_lower_p99():
+    from harness.tuning import remeasure
+
+    def row(trial, lo, med, hi, p99):
+        return {"trial": trial, "feasible": True, "items_per_s_min": lo, "items_per_s_median": med, "items_per_s_max": hi, "p99_ms_median": p99}
+
+    ranked = remeasure.rank_by_spread([row(1, 900, 1000, 1100, 90), row(2, 900, 950, 990, 40), row(3, 500, 550, 600, 10)])
+    assert [r["trial"] for r in ranked] == [2, 1, 3]
+    assert [r["tied_with_best"] for r in ranked] == [True, True, False]
+
+
+def _add_procedure(t, mbs: int, ips: float, *, measurements=6, wall_s=90.0):
+    """A finished guide's procedure whose choice is the trial of ``cfg(mbs)``."""
+    from harness.tuning import guide_procedure
+
+    attrs = {
+        "items_per_s": ips, "p99_ms": 50.0, "error_rate": 0.0, "feasible": True, "config": cfg(mbs),
+        "guide_step": "timeout 2 ms", "baseline": labels.guide_step_label("timeout 2 ms"),
+    }  # fmt: skip
+    t.study.add_trial(optuna.trial.create_trial(value=ips, user_attrs=attrs))
+    n = len(t.study.trials) - 1
+    record = {
+        "device": "cpu", "steps": [], "measurements": measurements, "measured_here": measurements,
+        "wall_s": wall_s, "choice": {"step": "timeout 2 ms", "trial": n, "config": cfg(mbs)},
+    }  # fmt: skip
+    t.study.set_user_attr(guide_procedure.RECORD, record)
+    return record
+
+
+def pick_with_procedure(t, record):
+    return winner.pick_winner(
+        t.study, name=t.name, out=t.dir, slo=t.exp.slo, settings=t.exp.study,
+        measure=t.runner.measure, echo=t.echo, guide_procedure=record,
+    )  # fmt: skip
+
+
+def test_the_gain_over_the_guides_procedure_with_its_cost_and_a_plain_verdict(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {64: 1500.0},
+        {64: [(1500, 60), (1520, 62), (1480, 61)], 8: [(1000, 50), (1010, 50), (990, 50)], 0: [(100, 300)] * 3},
+        top_k=1,
+    )
+    record = _add_procedure(t, 8, 1000.0)
+    s = pick_with_procedure(t, record)
+    g = s["gains"][labels.GUIDE_PROCEDURE]
+    assert g["gain"] == pytest.approx(1500 / 1000)
+    assert (g["reference_items_per_s_min"], g["reference_items_per_s_max"]) == (990, 1010)
+    assert g["verdict"] == "ahead" and g["reference_feasible"]
+    assert (g["procedure_measurements"], g["procedure_wall_s"]) == (6, 90.0)
+    assert s["guide_procedure"]["choice"]["step"] == "timeout 2 ms"
+    line = next(x for x in winner.gain_lines(s) if "guide's procedure" in x)
+    assert line.startswith("1.50x the throughput of the batching guide's procedure")
+    assert "tuning beats it" in line and "6 measurements, 90 s" in line
+    assert sorted(set(t.runner.calls)) == [0, 8, 64]  # re-measured beside the winner
+
+
+def test_the_guides_procedure_as_good_is_said_plainly(tmp_path):
+    t = make_tuner(
+        tmp_path,
+        {64: 1500.0},
+        {64: [(1500, 60), (1520, 60), (1400, 60)], 8: [(1450, 70), (1480, 70), (1430, 70)], 0: [(100, 300)] * 3},
+        top_k=1,
+    )
+    s = pick_with_procedure(t, _add_procedure(t, 8, 1450.0))
+    g = s["gains"][labels.GUIDE_PROCEDURE]
+    assert g["verdict"] == "tied" and g["gain"] == pytest.approx(1500 / 1450)
+    line = next(x for x in winner.gain_lines(s) if "guide's procedure" in x)
+    assert "is as good on this machine: the ranges overlap" in line
+    assert winner.verdict({"items_per_s_min": 1, "items_per_s_max": 2}, {"items_per_s_min": 3, "items_per_s_max": 4}) == "behind"

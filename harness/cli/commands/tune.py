@@ -96,6 +96,13 @@ def register(sub) -> None:
         help="simulate: search the simulator first (profile made or loaded), then spend the real "
         "trials on its predicted best, Pareto front and neighbours (docs/simulator.md)",
     )
+    tune.add_argument(
+        "--guide-procedure",
+        choices=["cpu", "gpu"],
+        help="also follow TF Serving's batching guide step by step (its CPU or GPU procedure), "
+        "beside the search and outside its trial budget; its choice is re-measured beside the "
+        "winner and the gain over it stated (default: the experiment's study.guide_procedure)",
+    )
     tune.add_argument("--no-report", action="store_true", help="do not draw report.html at the end")
     groups = {
         name: tune.add_argument_group(f"{name} (default: the experiment's)")
@@ -127,6 +134,8 @@ def experiment_from(args):
         study = dataclasses.replace(study, name=args.study)
     if args.trials:
         study = dataclasses.replace(study, trials=args.trials)
+    if getattr(args, "guide_procedure", None):
+        study = dataclasses.replace(study, guide_procedure=args.guide_procedure)
     return dataclasses.replace(exp, study=study).check()
 
 
