@@ -89,6 +89,10 @@ def headline_text(h: dict) -> list[str]:
     ]
     if server:
         out.append(server)
+    cost = [f"{fmt(w['items_per_core_s'])} items per core-second of the server's CPU"] if w.get("items_per_core_s") else []
+    cost += [f"a peak of {fmt(w['server_peak_memory_mb'])} MiB"] if w.get("server_peak_memory_mb") else []
+    if cost:
+        out.append("**Resources**: " + " and ".join(cost) + " (median over the re-measured runs; the peak is the largest).")
     if h.get("gains"):
         out.append("**Gain**: " + "; ".join(_gain_text(g, w["trial"]) for g in h["gains"]) + ".")
     if h.get("p99_change_ms") is not None:

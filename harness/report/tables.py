@@ -221,6 +221,8 @@ def headline(res: StudyResults, df: pd.DataFrame) -> dict:
         "items_per_s_min": w["items_per_s_min"],
         "items_per_s_max": w["items_per_s_max"],
         "p99_ms": w["p99_ms_median"],
+        "items_per_core_s": w.get("items_per_core_s_median"),
+        "server_peak_memory_mb": w.get("server_peak_memory_mb_max"),
         "runs": w.get("runs"),
         "feasible": w.get("feasible"),
         "indistinguishable_from_runner_up": bool(s.get("indistinguishable_from_runner_up")),

@@ -89,6 +89,10 @@ def summarise(runs: list[dict], slo: SloConfig, *, repeats: int) -> dict:
         "items_per_s_max": None,
         "p99_ms_median": None,
         "error_rate_median": None,
+        # throughput per core the server used (its CPU-seconds over the windows), and its peak
+        # memory: what the config costs to run, where the backend measured them
+        "items_per_core_s_median": None,
+        "server_peak_memory_mb_max": None,
         "runs": len(ok),
         "failed_runs": len(runs) - len(ok),
         "feasible": False,
@@ -104,6 +108,12 @@ def summarise(runs: list[dict], slo: SloConfig, *, repeats: int) -> dict:
         p99_ms_median=statistics.median(p99),
         error_rate_median=statistics.median(r.get("error_rate", 0.0) for r in ok),
     )
+    per_core = [r["items_per_s"] / r["server_cores"] for r in ok if r.get("server_cores")]
+    if per_core:
+        out["items_per_core_s_median"] = statistics.median(per_core)
+    memory = [r["server_peak_memory_mb"] for r in ok if r.get("server_peak_memory_mb")]
+    if memory:
+        out["server_peak_memory_mb_max"] = max(memory)
     medians = {
         "items_per_s": out["items_per_s_median"],
         "p99_ms": out["p99_ms_median"],

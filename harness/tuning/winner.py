@@ -307,11 +307,25 @@ def _cost_text(g: dict) -> str:
     )
 
 
+def resource_text(w: dict) -> str:
+    """What the winner cost to run, where the backend measured it: items per core-second of the
+    server's CPU and its peak memory."""
+    parts = []
+    if w.get("items_per_core_s_median"):
+        parts.append(f"served {w['items_per_core_s_median']:,.0f} items per core-second")
+    if w.get("server_peak_memory_mb_max"):
+        parts.append(f"peaked at {w['server_peak_memory_mb_max']:,.0f} MiB")
+    return " and ".join(parts)
+
+
 def gain_lines(summary: dict) -> list[str]:
     """The headline for the terminal: the server measured, then one line per gain."""
     lines = []
     if summary.get("server"):
         lines.append(f"measured on {summary['server']}")
+    cost = resource_text(summary.get("winner") or {})
+    if cost:
+        lines.append(f"the winner {cost}")
     winner = (summary.get("winner") or {}).get("trial")
     for label, g in (summary.get("gains") or {}).items():
         name = labels.REFERENCE_NAMES.get(label, label)

@@ -126,6 +126,10 @@ def test_tune_draws_the_report_and_its_numbers_match_the_raw_files(studies):
     md = (d / "report.md").read_text()
     assert f"{gain:.2f}x the throughput of batching off" in md
     assert (d / "best_batching_parameters.txt").read_text().strip() in md
+    # what the winner costs to run: the reference server's CPU and memory, read through psutil
+    per_core = summary["winner"]["items_per_core_s_median"]
+    assert per_core and per_core > summary["winner"]["items_per_s_min"] / 1.5  # it had one core
+    assert f"**Resources**: {per_core:,.0f} items per core-second" in md
 
     # every trial appears once in the report's full table
     for t in trials:
