@@ -297,9 +297,9 @@ def _every_trial(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Every trial")
     df = t["trials"]
     doc.table(
-        ["trial", "state", "config", "items/s", "p50 ms", "p99 ms", "errors", "within SLO", "reason"],
+        ["trial", "state", "config", "items/s", "p50 ms", "p99 ms", "errors", "within SLO", "server cores", "items/core-s", "peak MiB", "reason"],
         [
-            [int(r["number"]), r["state"], r["label"], fmt(r["items_per_s"]), fmt(r.get("p50_ms"), 1), fmt(r["p99_ms"], 1), _pct(r.get("error_rate")), fmt(bool(r["feasible"])) if r["complete"] else "", _reason(r)]
+            [int(r["number"]), r["state"], r["label"], fmt(r["items_per_s"]), fmt(r.get("p50_ms"), 1), fmt(r["p99_ms"], 1), _pct(r.get("error_rate")), fmt(bool(r["feasible"])) if r["complete"] else "", fmt(r.get("server_cores"), 2), fmt(r.get("items_per_core_s")), fmt(r.get("server_peak_memory_mb")), _reason(r)]
             for _, r in df.iterrows()
         ],
     )

@@ -85,9 +85,15 @@ def trial_table(res: StudyResults) -> pd.DataFrame:
     for code in REJECTIONS:
         df[code] = [int(e.get(code, 0)) for e in errs]
     df["other_errors"] = [int(sum(v for k, v in e.items() if k not in REJECTIONS)) for e in errs]
-    for col in ("items_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "error_rate", "requests"):
+    numeric = ("items_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "error_rate", "requests")
+    for col in (*numeric, "server_cores", "server_peak_memory_mb"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
+    # what each config cost the server: items per core-second of its CPU (blank where the backend
+    # measured no CPU, e.g. an external server)
+    if "server_cores" in df:
+        cores = df["server_cores"].where(df["server_cores"] > 0)
+        df["items_per_core_s"] = df["items_per_s"] / cores
     return df
 
 

@@ -130,6 +130,7 @@ def test_tune_draws_the_report_and_its_numbers_match_the_raw_files(studies):
     per_core = summary["winner"]["items_per_core_s_median"]
     assert per_core and per_core > summary["winner"]["items_per_s_min"] / 1.5  # it had one core
     assert f"**Resources**: {per_core:,.0f} items per core-second" in md
+    assert "| server cores | items/core-s | peak MiB |" in md  # and per trial
 
     # every trial appears once in the report's full table
     for t in trials:
