@@ -32,6 +32,7 @@ class Job:
 
     __slots__ = (
         "model",
+        "model_name",
         "signature",
         "inputs",
         "deadline",
@@ -44,8 +45,16 @@ class Job:
         "_finished",
     )
 
-    def __init__(self, model, signature, inputs: list[np.ndarray], deadline: float | None) -> None:
+    def __init__(
+        self,
+        model,
+        signature,
+        inputs: list[np.ndarray],
+        deadline: float | None,
+        model_name: str = "",
+    ) -> None:
         self.model = model
+        self.model_name = model_name
         self.signature = signature
         self.inputs = inputs
         self.deadline = deadline
@@ -120,8 +129,9 @@ class Batcher:
             if self._stopping:
                 raise ServingError("UNAVAILABLE", "Server is shutting down")
             queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = policy.BatchQueue(self.params, name=str(key))
+            if queue is None:  # the version's own options (the global file's, or its own file's)
+                options = job.model.batching or self.params
+                queue = self._queues[key] = policy.BatchQueue(options, name=str(key))
                 self._sched.add_queue(queue)
             try:
                 changed = queue.schedule(task, monotonic())
@@ -197,7 +207,7 @@ class Batcher:
                     started,
                     process,
                     batch.size,
-                    batch.padded_size(self.params.allowed_batch_sizes),
+                    batch.padded_size(self._options(batch).allowed_batch_sizes),
                     times[0] - wall,
                     times[1] - times[0],
                     times[2],
@@ -220,11 +230,15 @@ class Batcher:
         for task, _, _ in pieces:
             metrics.queuing_latency.observe((started - task.enqueue_time) * 1e6, pool)
         first = jobs[0]
+        options = first.model.batching or self.params
         n_inputs = len(first.inputs)
         size = batch.size
-        padded = batch.padded_size(self.params.allowed_batch_sizes)
+        padded = batch.padded_size(options.allowed_batch_sizes)
         try:
-            feeds = [self._merge(pieces, i, padded) for i in range(n_inputs)]
+            feeds = [
+                self._merge(pieces, i, padded, options.pad_variable_length_inputs)
+                for i in range(n_inputs)
+            ]
         except ServingError as err:
             for j in jobs:
                 j.fail(err)
@@ -243,6 +257,9 @@ class Batcher:
         metrics.input_batch_size.observe(size)
         metrics.processed_batch_size.observe(padded)
         metrics.padding_size.observe(padded - size, str(padded))
+        name = first.model_name
+        metrics.model_input_batch_size.observe(size, name)
+        metrics.model_processed_batch_size.observe(padded, name)
         for out in outputs:
             if out.ndim == 0 or out.shape[0] != padded:
                 err = invalid(
@@ -257,14 +274,18 @@ class Batcher:
             job.piece_done(start, [out[offset : offset + rows] for out in outputs])
             offset += rows
 
-    def _merge(self, pieces, i: int, padded: int) -> np.ndarray:
+    def _options(self, batch: policy.Batch) -> EffectiveBatching:
+        """The queue options of the version a batch belongs to (all its jobs share one)."""
+        return batch.pieces[0][0].payload.model.batching or self.params
+
+    def _merge(self, pieces, i: int, padded: int, pad_variable: bool) -> np.ndarray:
         parts = []
         for task, start, rows in pieces:
             arr = task.payload.inputs[i]
             parts.append(arr if start == 0 and rows == arr.shape[0] else arr[start : start + rows])
         shapes = {p.shape[1:] for p in parts}
         if len(shapes) > 1:
-            if not self.params.pad_variable_length_inputs:
+            if not pad_variable:
                 raise invalid(
                     "Tensors with the same name from different tasks have different shapes and "
                     "padding is turned off. Set pad_variable_length_inputs to true, or ensure that "

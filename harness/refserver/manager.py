@@ -14,8 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+from harness.batching import EffectiveBatching
 from harness.errors import ConfigError, ModelError, ServerError
 from harness.refserver.model import LoadedModel
+from harness.refserver.model_batching import FILE_NAME, queue_options
 from harness.refserver.status import ServingError
 
 log = logging.getLogger("harness.refserver")
@@ -83,6 +85,8 @@ class ModelManager:
         batcher=None,
         metrics=None,
         warm_up: bool = True,
+        batching: EffectiveBatching | None = None,
+        per_model_batching: bool = False,
     ) -> None:
         if not configs:
             raise ConfigError(
@@ -94,6 +98,8 @@ class ModelManager:
         self.batcher = batcher
         self.metrics = metrics
         self.warm_up = warm_up
+        self.batching = batching  # the global file's options (None: batching off)
+        self.per_model_batching = per_model_batching and batching is not None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -125,7 +131,9 @@ class ModelManager:
                 try:
                     self._load(served, version)
                 except ModelError as exc:
-                    raise ServerError(str(exc), hint="check the SavedModel directory") from None
+                    raise ServerError(
+                        exc.message, hint=exc.hint or "check the SavedModel directory"
+                    ) from None
 
     def _load(self, served: ServedModel, version: int) -> None:
         name = served.config.name
@@ -134,7 +142,9 @@ class ModelManager:
         path = served.base / str(version)
         t0 = time.monotonic()
         try:
+            options = self._queue_options(path)
             model = LoadedModel(path, version, intra_op=self.intra_op, inter_op=self.inter_op)
+            model.batching = options
             if self.warm_up:
                 model.warm_up()
         except ServingError as exc:
@@ -156,6 +166,19 @@ class ModelManager:
             served.latest = served.loaded[max(served.loaded)]
         self._gauge(name, version, AVAILABLE)
         log.info("Successfully loaded servable version {name: %s version: %d}", name, version)
+
+    def _queue_options(self, path: Path):
+        """The version's queue options (None: unbatched); ModelError where TF Serving's load fails."""
+        if self.batching is None:
+            return None
+        options = queue_options(path, self.batching, self.per_model_batching)
+        if self.per_model_batching:
+            log.info(
+                "Batching for %s: %s",
+                path,
+                f"{path / FILE_NAME}: {options}" if options else f"no {FILE_NAME}: unbatched",
+            )
+        return options
 
     def _unload(self, served: ServedModel, version: int) -> None:
         name = served.config.name

@@ -134,6 +134,21 @@ class ServingMetrics:
             sizes,
             ("execution_batch_size",),
         )
+        # Reference server only: TF Serving's batch-size histograms above carry no model label
+        # (one series summed over every model), so a server of several models cannot be read
+        # per model from them; these two can. Same buckets and values, plus model_name.
+        self.model_input_batch_size = Histogram(
+            ":refserver:batching_session:input_batch_size",
+            "Batch sizes before padding, per model. Reference server only.",
+            sizes,
+            ("model_name",),
+        )
+        self.model_processed_batch_size = Histogram(
+            ":refserver:batching_session:processed_batch_size",
+            "Batch sizes as run (after padding), per model. Reference server only.",
+            sizes,
+            ("model_name",),
+        )
         self.wrapped_run_count = Counter(
             ":tensorflow:serving:batching_session:wrapped_run_count",
             "Total count of run calls on the wrapped session",
@@ -161,6 +176,8 @@ class ServingMetrics:
             self.processed_batch_size,
             self.padding_size,
             self.wrapped_run_count,
+            self.model_input_batch_size,
+            self.model_processed_batch_size,
             self.load_latency,
             self.model_state,
         ):

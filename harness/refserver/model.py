@@ -104,6 +104,8 @@ class LoadedModel:
 
         self.path = Path(path)
         self.version = version
+        # the queue options this version batches with; None: unbatched (the manager sets it)
+        self.batching = None
         config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=intra_op, inter_op_parallelism_threads=inter_op
         )

@@ -40,7 +40,9 @@ class Predictor:
         deadline: float | None,
     ) -> list[np.ndarray]:
         """Outputs in signature order, or ServingError. Blocks until the batch has run."""
-        batcher = self.batcher
+        # a version without queue options (no batching_params.pbtxt under per-model batching)
+        # runs alone, as TF Serving runs a session it did not wrap for batching
+        batcher = self.batcher if model.batching is not None else None
         feeds, size = sig.check_inputs(given, batching=batcher is not None)
         if batcher is None or size == 0:
             t0 = monotonic()
@@ -49,7 +51,7 @@ class Predictor:
                 (monotonic() - t0) * 1e6, model_name, "Predict", "TF1"
             )
             return outputs
-        job = Job(model, sig, feeds, deadline)
+        job = Job(model, sig, feeds, deadline, model_name)
         batcher.submit((model_name, model.version, sig.name), job, size)
         if not job.wait(None if deadline is None else deadline - monotonic() + 1.0):
             job.fail(

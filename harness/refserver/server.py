@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--enable_batching", type=_bool, nargs="?", const=True, default=False)
     a("--batching_parameters_file", default="")
+    a(
+        "--enable_per_model_batching_parameters",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="with --enable_batching: each model version's queue options from batching_params.pbtxt "
+        "in its version directory (unbatched without one); the thread pool stays the global file's",
+    )
     a("--model_name", default="default")
     a("--model_base_path", default="")
     a("--model_config_file", default="")
@@ -274,6 +283,7 @@ class ModelServer:
     def __init__(self, args) -> None:
         from harness.refserver.manager import ModelManager
         from harness.refserver.metrics import ServingMetrics
+        from harness.refserver.model_batching import FILE_NAME
         from harness.refserver.predict import Predictor
 
         check_flags(args)
@@ -288,6 +298,13 @@ class ModelServer:
 
             params, eff = batching
             self.batcher = Batcher(eff, self.metrics, params.thread_pool_name or "")
+            if args.enable_per_model_batching_parameters:
+                log.info(
+                    "Per-model batching parameters: each version's %s; the %d-thread pool is "
+                    "shared by every model",
+                    FILE_NAME,
+                    eff.num_batch_threads,
+                )
         intra, inter = op_parallelism(args)
         self.manager = ModelManager(
             configs,
@@ -297,6 +314,8 @@ class ModelServer:
             batcher=self.batcher,
             metrics=self.metrics,
             warm_up=args.enable_model_warmup,
+            batching=None if batching is None else batching[1],
+            per_model_batching=args.enable_per_model_batching_parameters,
         )
         self.predictor = Predictor(self.manager, self.metrics, self.batcher)
         self._grpc = None

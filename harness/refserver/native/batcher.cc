@@ -96,12 +96,19 @@ void Job::piece_done(int64_t start, std::vector<Tensor>&& outputs) {
 }
 
 Batcher::Batcher(BatchingConfig cfg, ServingMetrics* metrics) : cfg_(std::move(cfg)), metrics_(metrics) {
+  global_.params = cfg_.params;
+  global_.pad_variable_length_inputs = cfg_.pad_variable_length_inputs;
   const char* trace = std::getenv("HARNESS_REFSERVER_BATCH_TRACE");
   if (trace && *trace) trace_path_ = trace;
   for (int i = 0; i < cfg_.num_batch_threads; i++) threads_.emplace_back([this, i] { loop(i); });
 }
 
 Batcher::~Batcher() { stop(); }
+
+const QueueOptions& Batcher::options(const policy::Batch& batch) const {
+  const auto& model = std::static_pointer_cast<Job>(batch.pieces[0].task->payload)->model;
+  return model->batching ? *model->batching : global_;
+}
 
 Status Batcher::submit(const std::string& model, int64_t version, const std::string& sig,
                        const std::shared_ptr<Job>& job, int64_t size) {
@@ -112,15 +119,15 @@ Status Batcher::submit(const std::string& model, int64_t version, const std::str
   if (stopping_) return Error(UNAVAILABLE, "Server is shutting down");
   Key key{model, version, sig};
   auto& q = queues_[key];
-  if (!q) {
-    q = std::make_unique<policy::BatchQueue>(cfg_.params);
+  if (!q) {  // the version's own options: the global file's, or its batching_params.pbtxt's
+    q = std::make_unique<policy::BatchQueue>(job->model->batching ? job->model->batching->params : cfg_.params);
     sched_.add_queue(q.get());
   }
   bool changed = false;
   int verdict = q->schedule(task, steady_now(), &changed);
   if (verdict == policy::ADMIT_OVERSIZE)
     return Invalid("Task size " + std::to_string(size) + " is larger than maximum input batch size " +
-                   std::to_string(cfg_.params.max_batch_size));
+                   std::to_string(q->params().max_batch_size));
   if (verdict == policy::ADMIT_QUEUE_FULL) return Error(UNAVAILABLE, policy::QUEUE_FULL_MESSAGE);
   job->pending = task->pieces;
   if (changed && idle_) cv_.notify_one();
@@ -178,7 +185,7 @@ double clock_s(clockid_t id) {
 void Batcher::run_traced(policy::Batch& batch, double started, int index) {
   double times[3] = {0, 0, 0};
   double wall = steady_now(), cpu = clock_s(CLOCK_THREAD_CPUTIME_ID), process = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-  int64_t rows = batch.size, padded = policy::padded_size(batch.size, cfg_.params.allowed_batch_sizes);
+  int64_t rows = batch.size, padded = policy::padded_size(batch.size, options(batch).params.allowed_batch_sizes);
   run(batch, started, times);
   if (!times[1]) return;  // refused or failed before the model ran
   char rec[512];
@@ -231,7 +238,8 @@ void Batcher::loop(int index) {
   }
 }
 
-Status Batcher::merge(const std::vector<policy::Piece>& pieces, size_t i, int64_t padded, Tensor* out) {
+Status Batcher::merge(const std::vector<policy::Piece>& pieces, size_t i, int64_t padded, bool pad_variable,
+                      Tensor* out) {
   std::vector<Tensor> parts;
   parts.reserve(pieces.size());
   bool same = true;
@@ -243,7 +251,7 @@ Status Batcher::merge(const std::vector<policy::Piece>& pieces, size_t i, int64_
     if (a.size() != b.size() || !std::equal(a.begin() + 1, a.end(), b.begin() + 1)) same = false;
   }
   if (!same) {
-    if (!cfg_.pad_variable_length_inputs)
+    if (!pad_variable)
       return Invalid(
           "Tensors with the same name from different tasks have different shapes and padding is turned off. Set "
           "pad_variable_length_inputs to true, or ensure that all tensors with the same name have equal dimensions "
@@ -279,11 +287,12 @@ void Batcher::run(policy::Batch& batch, double started, double* times) {
   for (auto& p : batch.pieces)
     metrics_->queuing_latency.observe((started - p.task->enqueue_time) * 1e6, {cfg_.thread_pool_name});
   Job& first = *jobs[0];
+  const QueueOptions& opts = options(batch);
   int64_t size = batch.size;
-  int64_t padded = policy::padded_size(size, cfg_.params.allowed_batch_sizes);
+  int64_t padded = policy::padded_size(size, opts.params.allowed_batch_sizes);
   std::vector<Tensor> feeds(first.inputs.size());
   for (size_t i = 0; i < feeds.size(); i++) {
-    Status s = merge(batch.pieces, i, padded, &feeds[i]);
+    Status s = merge(batch.pieces, i, padded, opts.pad_variable_length_inputs, &feeds[i]);
     if (!s.ok()) return fail_all(s);
   }
   std::vector<Tensor> outputs;
@@ -302,6 +311,8 @@ void Batcher::run(policy::Batch& batch, double started, double* times) {
   metrics_->input_batch_size.observe(double(size));
   metrics_->processed_batch_size.observe(double(padded));
   metrics_->padding_size.observe(double(padded - size), {std::to_string(padded)});
+  metrics_->model_input_batch_size.observe(double(size), {first.model_name});
+  metrics_->model_processed_batch_size.observe(double(padded), {first.model_name});
   for (auto& o : outputs)
     if (o.shape.empty() || o.shape[0] != padded)
       return fail_all(Invalid(

@@ -20,6 +20,7 @@ using Done = std::function<void(const Status&, std::vector<Tensor>&&)>;
 
 struct Job {
   std::shared_ptr<LoadedModel> model;
+  std::string model_name;
   const Signature* sig = nullptr;
   std::vector<Tensor> inputs;
   double deadline = 0;  // steady seconds; 0: none
@@ -60,9 +61,12 @@ class Batcher {
   void run(policy::Batch& batch, double started, double* times = nullptr);
   void run_traced(policy::Batch& batch, double started, int index);
   void write_trace();
-  Status merge(const std::vector<policy::Piece>& pieces, size_t i, int64_t padded, Tensor* out);
+  Status merge(const std::vector<policy::Piece>& pieces, size_t i, int64_t padded, bool pad_variable, Tensor* out);
+  // The options of the version a batch belongs to (every job in it has the same model).
+  const QueueOptions& options(const policy::Batch& batch) const;
 
   BatchingConfig cfg_;
+  QueueOptions global_;  // for a version the manager gave no options (not expected)
   ServingMetrics* metrics_;
   policy::Scheduler sched_;
   std::map<Key, std::unique_ptr<policy::BatchQueue>> queues_;

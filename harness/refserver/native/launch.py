@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from harness.errors import ConfigError, ServerError
@@ -96,6 +97,11 @@ def resolve(args) -> dict:
         "inter_op": inter,
         "poll_seconds": args.file_system_poll_wait_seconds,
         "warm_up": bool(args.enable_model_warmup),
+        # per-model batching: the binary runs this on each version directory it loads, and it
+        # prints the version's queue options (model_batching.py reads the file, as for Python)
+        "per_model_batching": batching is not None
+        and bool(args.enable_per_model_batching_parameters),
+        "batching_resolver": [sys.executable, "-m", "harness.refserver.model_batching"],
     }
 
 

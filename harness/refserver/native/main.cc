@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   }
   auto metrics = std::make_unique<ServingMetrics>();
   std::unique_ptr<Batcher> batcher;
+  policy::Params batcher_params;
   if (cfg.HasMember("batching") && cfg["batching"].IsObject()) {
     const auto& b = cfg["batching"];
     BatchingConfig bc;
@@ -97,10 +98,24 @@ int main(int argc, char** argv) {
     bc.pad_variable_length_inputs = getb(b, "pad_variable_length_inputs");
     std::string pool = gets(b, "thread_pool_name");
     if (!pool.empty()) bc.thread_pool_name = pool;
+    batcher_params = bc.params;
     batcher = std::make_unique<Batcher>(bc, metrics.get());
   }
   ModelManager manager(models, int(geti(cfg, "intra_op", 0)), int(geti(cfg, "inter_op", 0)), cores,
                        int(geti(cfg, "poll_seconds", 1)), getb(cfg, "warm_up"), metrics.get());
+  if (batcher) {
+    auto global = std::make_shared<QueueOptions>();
+    const auto& b = cfg["batching"];
+    global->params = batcher_params;
+    global->pad_variable_length_inputs = getb(b, "pad_variable_length_inputs");
+    std::vector<std::string> resolver;
+    auto it = cfg.FindMember("batching_resolver");
+    if (it != cfg.MemberEnd() && it->value.IsArray())
+      for (auto& a : it->value.GetArray()) resolver.push_back(a.GetString());
+    bool per_model = getb(cfg, "per_model_batching");
+    if (per_model && resolver.empty()) return fail("per-model batching needs batching_resolver in --config");
+    manager.set_batching(global, int(geti(b, "num_batch_threads", 1)), per_model, resolver);
+  }
   if (batcher) manager.on_retire = [&](const std::string& n, int64_t v) { batcher->retire(n, v); };
   std::string message, hint;
   if (!manager.load_initial(&message, &hint)) return fail(message, hint);

@@ -1,13 +1,20 @@
 #include "manager.h"
 
 #include <dirent.h>
+#include <rapidjson/document.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <set>
 
 #include "log.h"
+
+extern char** environ;
 
 const char* state_name(int state) {
   switch (state) {
@@ -39,6 +46,53 @@ std::vector<int64_t> find_versions(const std::string& base) {
   closedir(d);
   std::sort(out.rbegin(), out.rend());
   return out;
+}
+
+// Runs ``argv`` and returns its standard output; false with the reason when it cannot run.
+bool run_capture(const std::vector<std::string>& argv, std::string* out, std::string* error) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    *error = "cannot create a pipe for the batching parameters reader";
+    return false;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  posix_spawn_file_actions_addclose(&actions, fds[1]);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (rc != 0) {
+    close(fds[0]);
+    *error = "cannot start the batching parameters reader " + argv[0] + ": " + strerror(rc);
+    return false;
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) out->append(buf, size_t(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    *error = "the batching parameters reader failed (exit status " + std::to_string(WEXITSTATUS(status)) + ")";
+    return false;
+  }
+  return true;
+}
+
+long json_int(const rapidjson::Value& v, const char* key, long def) {
+  auto it = v.FindMember(key);
+  return it != v.MemberEnd() && it->value.IsInt64() ? long(it->value.GetInt64()) : def;
+}
+
+bool json_bool(const rapidjson::Value& v, const char* key) {
+  auto it = v.FindMember(key);
+  return it != v.MemberEnd() && it->value.IsBool() && it->value.GetBool();
 }
 
 double now_us() {
@@ -78,6 +132,58 @@ ModelManager::ModelManager(std::vector<ModelConfig> configs, int intra, int inte
 
 ModelManager::~ModelManager() { stop(); }
 
+void ModelManager::set_batching(std::shared_ptr<const QueueOptions> global, int pool_threads, bool per_model,
+                                std::vector<std::string> resolver) {
+  batching_ = std::move(global);
+  pool_threads_ = pool_threads;
+  per_model_ = per_model && batching_ != nullptr;
+  resolver_ = std::move(resolver);
+}
+
+// The version's queue options, as refserver/model_batching.py decides them (it reads the file).
+bool ModelManager::queue_options(const std::string& path, std::shared_ptr<const QueueOptions>* out,
+                                 std::string* error, std::string* hint) {
+  out->reset();
+  if (!batching_) return true;
+  if (!per_model_) {
+    *out = batching_;
+    return true;
+  }
+  std::vector<std::string> argv = resolver_;
+  argv.push_back(path);
+  argv.push_back(std::to_string(pool_threads_));
+  std::string text;
+  if (!run_capture(argv, &text, error)) return false;
+  rapidjson::Document doc;
+  doc.Parse(text.c_str());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    *error = "the batching parameters reader printed no JSON: " + text.substr(0, 200);
+    return false;
+  }
+  if (doc.HasMember("error")) {
+    *error = doc["error"].GetString();
+    if (hint && doc.HasMember("hint")) *hint = doc["hint"].GetString();
+    return false;
+  }
+  const auto& b = doc["batching"];
+  if (b.IsNull()) {
+    logf("Batching for %s: no batching_params.pbtxt: unbatched", path.c_str());
+    return true;
+  }
+  auto q = std::make_shared<QueueOptions>();
+  q->params.max_batch_size = json_int(b, "max_batch_size", 1);
+  q->params.timeout = double(json_int(b, "batch_timeout_micros", 0)) / 1e6;
+  q->params.max_enqueued_batches = json_int(b, "max_enqueued_batches", 1);
+  q->params.max_execution_batch_size = json_int(b, "max_execution_batch_size", q->params.max_batch_size);
+  q->params.splitting = json_bool(b, "enable_large_batch_splitting");
+  for (auto& s : b["allowed_batch_sizes"].GetArray()) q->params.allowed_batch_sizes.push_back(s.GetInt64());
+  q->pad_variable_length_inputs = json_bool(b, "pad_variable_length_inputs");
+  logf("Batching for %s: batching_params.pbtxt: max_batch_size=%lld", path.c_str(),
+       (long long)q->params.max_batch_size);
+  *out = q;
+  return true;
+}
+
 void ModelManager::gauge(const std::string& name, int64_t version, int state) {
   metrics_->model_state.set({name, std::to_string(version)}, state);
 }
@@ -109,10 +215,10 @@ bool ModelManager::load_initial(std::string* message, std::string* hint) {
       return false;
     }
     for (int64_t v : wanted) {
-      std::string error;
-      if (!load(served, v, &error)) {
+      std::string error, why;
+      if (!load(served, v, &error, &why)) {
         *message = error;
-        *hint = "check the SavedModel directory";
+        *hint = why.empty() ? "check the SavedModel directory" : why;
         return false;
       }
     }
@@ -120,7 +226,7 @@ bool ModelManager::load_initial(std::string* message, std::string* hint) {
   return true;
 }
 
-bool ModelManager::load(ServedModel& served, int64_t version, std::string* error) {
+bool ModelManager::load(ServedModel& served, int64_t version, std::string* error, std::string* hint) {
   const std::string& name = served.config.name;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -129,7 +235,17 @@ bool ModelManager::load(ServedModel& served, int64_t version, std::string* error
   gauge(name, version, S_LOADING);
   std::string path = served.config.base_path + "/" + std::to_string(version);
   double t0 = now_us();
+  std::shared_ptr<const QueueOptions> options;
+  std::string why;
+  if (!queue_options(path, &options, error, &why)) {
+    std::lock_guard<std::mutex> g(mu_);
+    served.status[version] = VersionStatus{version, S_END, "UNKNOWN", why.empty() ? *error : *error + " (" + why + ")"};
+    gauge(name, version, S_END);
+    if (hint) *hint = why;
+    return false;
+  }
   auto model = LoadedModel::load(path, version, intra_, inter_, cores_, error);
+  if (model) model->batching = options;
   if (!model) {
     std::lock_guard<std::mutex> g(mu_);
     served.status[version] = VersionStatus{version, S_END, "UNKNOWN", *error};

@@ -52,6 +52,11 @@ class ModelManager {
   void poll_once();
   // Called after a version leaves service, before its model is freed (the batcher drains it).
   std::function<void(const std::string&, int64_t)> on_retire;
+  // Batching: every version queues with ``global`` (null: batching off); with ``per_model``,
+  // each version's options come from ``resolver`` (argv, the version directory and the pool size
+  // appended), which reads its batching_params.pbtxt and prints one JSON line.
+  void set_batching(std::shared_ptr<const QueueOptions> global, int pool_threads, bool per_model,
+                    std::vector<std::string> resolver);
 
   Status resolve(const std::string& name, int version_case, int64_t version, const std::string& label,
                  std::shared_ptr<LoadedModel>* out);
@@ -59,7 +64,9 @@ class ModelManager {
                   std::vector<VersionStatus>* out);
 
  private:
-  bool load(ServedModel& served, int64_t version, std::string* error);
+  bool load(ServedModel& served, int64_t version, std::string* error, std::string* hint = nullptr);
+  bool queue_options(const std::string& path, std::shared_ptr<const QueueOptions>* out, std::string* error,
+                     std::string* hint);
   void unload(ServedModel& served, int64_t version);
   void gauge(const std::string& name, int64_t version, int state);
 
@@ -68,6 +75,10 @@ class ModelManager {
   int intra_, inter_, cores_, poll_seconds_;
   bool warm_up_;
   ServingMetrics* metrics_;
+  std::shared_ptr<const QueueOptions> batching_;
+  int pool_threads_ = 1;
+  bool per_model_ = false;
+  std::vector<std::string> resolver_;
   std::mutex mu_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

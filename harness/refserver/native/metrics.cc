@@ -121,6 +121,9 @@ ServingMetrics::ServingMetrics()
       processed_batch_size(":tensorflow:serving:batching_session:processed_batch_size", exponential(1, 2, 14), {}),
       padding_size(":tensorflow:serving:batching_session:padding_size", exponential(1, 2, 14), {"execution_batch_size"}),
       wrapped_run_count(":tensorflow:serving:batching_session:wrapped_run_count", {}),
+      model_input_batch_size(":refserver:batching_session:input_batch_size", exponential(1, 2, 14), {"model_name"}),
+      model_processed_batch_size(":refserver:batching_session:processed_batch_size", exponential(1, 2, 14),
+                                 {"model_name"}),
       load_latency(":tensorflow:cc:saved_model:load_latency", exponential(10, 1.8, 33), {"model_path"}),
       model_state(":tensorflow:serving:model_version_state", {"model_name", "version"}) {}
 
@@ -134,6 +137,8 @@ std::string ServingMetrics::render() const {
   processed_batch_size.render(&out);
   padding_size.render(&out);
   wrapped_run_count.render(&out);
+  model_input_batch_size.render(&out);
+  model_processed_batch_size.render(&out);
   load_latency.render(&out);
   model_state.render(&out, "gauge");
   return out;

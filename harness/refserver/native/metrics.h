@@ -50,6 +50,8 @@ struct ServingMetrics {
   Histogram request_latency, runtime_latency, queuing_latency, input_batch_size, processed_batch_size,
       padding_size;
   Counter wrapped_run_count;
+  // reference server only: TF Serving's batch-size histograms have no model label
+  Histogram model_input_batch_size, model_processed_batch_size;
   Histogram load_latency;
   Counter model_state;  // a gauge
   std::string render() const;

@@ -6,9 +6,17 @@
 #include <string>
 #include <vector>
 
+#include "policy.h"
 #include "status.h"
 #include "tensor.h"
 #include "tfapi.h"
+
+// The options a version's batching queue runs with: the global file's, or (with
+// --enable_per_model_batching_parameters) its own batching_params.pbtxt's.
+struct QueueOptions {
+  policy::Params params;
+  bool pad_variable_length_inputs = false;
+};
 
 struct TensorSpec {
   std::string alias;
@@ -51,6 +59,7 @@ class LoadedModel {
 
   std::string path;
   int64_t version = 0;
+  std::shared_ptr<const QueueOptions> batching;  // null: served unbatched
   std::map<std::string, Signature> signatures;  // by key, sorted
 
  private:

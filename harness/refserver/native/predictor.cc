@@ -13,6 +13,9 @@ void Predictor::run(const std::string& name, const std::shared_ptr<LoadedModel>&
                     std::vector<std::pair<std::string, Tensor>>& given, double deadline, Done done) {
   std::vector<Tensor> feeds;
   int64_t size = 0;
+  // a version without queue options (no batching_params.pbtxt under per-model batching) runs
+  // alone, as TF Serving runs a session it did not wrap for batching
+  Batcher* batcher = model->batching ? this->batcher : nullptr;
   Status s = sig->check_inputs(given, batcher != nullptr, &feeds, &size);
   if (!s.ok()) return done(s, {});
   if (!batcher || size == 0) {
@@ -24,6 +27,7 @@ void Predictor::run(const std::string& name, const std::shared_ptr<LoadedModel>&
   }
   auto job = std::make_shared<Job>();
   job->model = model;
+  job->model_name = name;
   job->sig = sig;
   job->inputs = std::move(feeds);
   job->deadline = deadline;
