@@ -124,7 +124,10 @@ def test_tune_draws_the_report_and_its_numbers_match_the_raw_files(studies):
     gain = summary["winner"]["items_per_s_median"] / off_median
     assert head["gain_over_batching_off"] == pytest.approx(gain)
     md = (d / "report.md").read_text()
-    assert f"{gain:.2f}x the throughput of batching off" in md
+    if summary["winner"]["trial"] == int(off["number"]):  # the spread rule may crown it
+        assert "the winner is batching off itself" in md
+    else:
+        assert f"{gain:.2f}x the throughput of batching off" in md
     assert (d / "best_batching_parameters.txt").read_text().strip() in md
     # what the winner costs to run: the reference server's CPU and memory, read through psutil
     per_core = summary["winner"]["items_per_core_s_median"]
