@@ -85,19 +85,50 @@ CASES = [
     ("m-o200-b32-t5ms-q4", "mobilenet_v2", ["load.rate=200"], B(32, 5000, 1, 4)),
 ]
 
+# The calibration set: other configs of the same families (closed loops with one and two
+# threads, queues of one, batching off, open loops; both models), measured on another day
+# with profiles of their own. Every constant the simulator fits is fitted on these only.
+CALIBRATION = [
+    ("r-c64-b16-t0", "ranker", [], B(16, 0, 1, BIG)),
+    ("r-c32-b64-t2ms", "ranker", ["load.users=32"], B(64, 2000, 1, BIG)),
+    ("r-c64-b32-t0-2thr", "ranker", [], B(32, 0, 2, BIG)),
+    ("r-c64-b8-q1", "ranker", [], B(8, 0, 1, 1)),
+    ("r-c32-off", "ranker", ["load.users=32"], None),
+    ("r-o1000-b32-t2ms", "ranker", ["load.rate=1000"], B(32, 2000, 1, BIG)),
+    ("r-o600-b16-t1ms", "ranker", ["load.rate=600"], B(16, 1000, 1, BIG)),
+    ("m-c32-b16-t0", "mobilenet_v2", [], B(16, 0, 1, BIG)),
+    ("m-c32-b4-q1", "mobilenet_v2", [], B(4, 0, 1, 1)),
+    ("m-o120-b8-t10ms", "mobilenet_v2", ["load.rate=120"], B(8, 10_000, 1, BIG)),
+    ("m-o170-b16-t5ms", "mobilenet_v2", ["load.rate=170"], B(16, 5000, 1, BIG)),
+]
+# where each set's runs and profiles are kept
+SETS = {"validation": (CASES, OUT), "calibration": (CALIBRATION, OUT / "calibration")}
+
 
 def experiment(model: str, overrides: list[str]):
     return load_experiment(EXPERIMENTS[model], overrides)
 
 
+def profile_file(which: str, model: str) -> Path:
+    """The profile a set's runs are predicted from, kept beside them."""
+    return SETS[which][1] / "profiles" / f"{model}-process-cpus0.json"
+
+
 def cmd_profiles(args) -> None:
     for model, path in EXPERIMENTS.items():
         exp = load_experiment(path, [])
-        ensure_profile(exp, protocols=["grpc"], max_size=128 if model == "ranker" else 32)
+        ensure_profile(
+            exp,
+            path=profile_file(args.set, model),
+            protocols=["grpc"],
+            max_size=128 if model == "ranker" else 32,
+            workdir=Path("/tmp/sim-validation") / f"profile-{args.set}-{model}",
+            force=args.force,
+        )
 
 
-def run_files(cid: str) -> list[Path]:
-    return sorted((OUT / "measured" / cid).glob("run*.json"))
+def run_files(cid: str, which: str = "validation") -> list[Path]:
+    return sorted((SETS[which][1] / "measured" / cid).glob("run*.json"))
 
 
 def cmd_measure(args) -> None:
@@ -108,10 +139,10 @@ def cmd_measure(args) -> None:
     from harness.refserver import batch_trace
     from harness.tuning.trial import TrialRunner
 
-    cases = [c for c in CASES if not args.only or c[0] in args.only.split(",")]
+    cases = [c for c in SETS[args.set][0] if not args.only or c[0] in args.only.split(",")]
     todo = []
     for rnd in range(args.repeats):
-        todo += [(rnd, c) for c in cases if len(run_files(c[0])) <= rnd]
+        todo += [(rnd, c) for c in cases if len(run_files(c[0], args.set)) <= rnd]
     todo = todo[: args.limit]
     print(f"{len(todo)} runs to measure ({len(cases)} cases x {args.repeats} runs)")
     trace_dir = Path(tempfile.mkdtemp(prefix="batch-trace-"))
@@ -140,9 +171,9 @@ def cmd_measure(args) -> None:
                 batch_trace.load(traces[0]), skip_s=exp.load.warmup_s
             )
         res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        taken = {int(f.stem[3:]) for f in run_files(cid)}
+        taken = {int(f.stem[3:]) for f in run_files(cid, args.set)}
         n = next(k for k in range(len(taken) + 1) if k not in taken)
-        outputs.write_json_atomic(OUT / "measured" / cid / f"run{n}.json", res)
+        outputs.write_json_atomic(SETS[args.set][1] / "measured" / cid / f"run{n}.json", res)
         print(
             f"{cid} run {n}: {res.get('items_per_s', 0):.0f} items/s, p99 {res.get('p99_ms')}, "
             f"errors {res.get('errors')} ({time.monotonic() - t:.0f}s)",
@@ -150,9 +181,11 @@ def cmd_measure(args) -> None:
         )
 
 
-def predict(model: str, overrides: list[str], params, profile, speed: float = 1.0):
+def predict(model: str, overrides: list[str], params, profile, speed: float = 1.0, **fitted):
     """The simulator's figures for a case; ``speed`` > 1 runs every server CPU cost that much
-    slower (the machine was slower during the run than when the profile was measured)."""
+    slower (the machine was slower during the run than when the profile was measured);
+    ``fitted``: the model's fitted constants to use instead of ``harness/sim/fitted.json``'s
+    (``fit`` tries candidates this way)."""
     from harness.sim.model import Prepared, ServerModel, Workload, simulate
 
     exp = experiment(model, overrides)
@@ -164,7 +197,7 @@ def predict(model: str, overrides: list[str], params, profile, speed: float = 1.
         tail_s=10.0,  # overloaded configs: late answers still count, as the harness waits for them
     )
     srv = ServerModel.from_profile(
-        profile, load.protocol, cores=profile.cores / speed, max_size=128
+        profile, load.protocol, cores=profile.cores / speed, max_size=128, fitted=fitted or None
     )
     return simulate(params, Prepared(wl, srv)), exp
 
@@ -226,20 +259,22 @@ def _inside(pred, rng) -> bool | None:
     return rng[0] <= pred <= rng[1]
 
 
-def cmd_report(args) -> None:
+def case_rows(which: str, at_speed: bool = True, **fitted) -> list[dict]:
+    """Predicted against measured for every case of a set (``SETS``), each predicted from the
+    set's own profiles; ``at_speed``: also at the machine's speed during the runs."""
     from harness.sim import profile as profiles
-    from harness.sim.profile import profile_path_for
 
+    cases = SETS[which][0]
     rows = []
-    profs = {}
     by_model: dict[str, list] = {}
-    for cid, model, _, _ in CASES:
-        by_model.setdefault(model, []).extend(json.loads(f.read_text()) for f in run_files(cid))
-    for model in by_model:
-        profs[model] = profiles.load(profile_path_for(experiment(model, [])))
+    for cid, model, _, _ in cases:
+        by_model.setdefault(model, []).extend(
+            json.loads(f.read_text()) for f in run_files(cid, which)
+        )
+    profs = {m: profiles.load(profile_file(which, m)) for m in by_model}
     speeds = {m: speed_of(runs, profs[m]) for m, runs in by_model.items()}
-    for cid, model, overrides, params in CASES:
-        runs = [json.loads(f.read_text()) for f in run_files(cid)]
+    for cid, model, overrides, params in cases:
+        runs = [json.loads(f.read_text()) for f in run_files(cid, which)]
         failed = [r["failed"] for r in runs if "failed" in r]
         runs = [r for r in runs if "failed" not in r]
         if not runs:
@@ -247,9 +282,9 @@ def cmd_report(args) -> None:
                 rows.append({"case": cid, "model": model, "failed": failed[0]})
             continue
         meas = _median_runs(runs)
-        pred, exp = predict(model, overrides, params, profs[model])
-        speed = speeds[model]
-        adj = predict(model, overrides, params, profs[model], speed)[0] if speed else None
+        pred, exp = predict(model, overrides, params, profs[model], **fitted)
+        speed = speeds[model] if at_speed else None
+        adj = predict(model, overrides, params, profs[model], speed, **fitted)[0] if speed else None
         m_unav, m_inv = meas["unavailable_per_s"], meas["invalid_per_s"]
         p_unav = pred.queue_full / 20.0
         p_inv = pred.oversize / 20.0
@@ -293,6 +328,12 @@ def cmd_report(args) -> None:
                 "stable_runs": meas["stable"],
             }
         )
+    return rows
+
+
+def cmd_report(args) -> None:
+    """The validation set's errors, with the constants fitted on the calibration set."""
+    rows = case_rows("validation")
     outputs.write_csv_atomic(OUT / "validation.csv", rows)
     text = markdown(rows)
     outputs.write_text_atomic(OUT / "validation.md", text)
@@ -469,8 +510,12 @@ def cmd_study(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("profiles").set_defaults(func=cmd_profiles)
+    pr = sub.add_parser("profiles")
+    pr.add_argument("--set", choices=sorted(SETS), default="validation")
+    pr.add_argument("--force", action="store_true", help="measure again even if one exists")
+    pr.set_defaults(func=cmd_profiles)
     m = sub.add_parser("measure")
+    m.add_argument("--set", choices=sorted(SETS), default="validation")
     m.add_argument("--limit", type=int, default=100, help="runs in this call at most")
     m.add_argument("--repeats", type=int, default=3, help="runs per case, in interleaved rounds")
     m.add_argument("--only", help="comma-separated case ids")

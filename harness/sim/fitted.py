@@ -1,0 +1,9 @@
+"""The simulator's fitted constants. Written by ``experiments/validate_simulator.py fit`` from
+the calibration set (``results/simulator-validation/calibration/``), never by hand: the
+validation set's errors (``validate_simulator.py report``) are then out of sample.
+
+``fe_weight``: the request path's share of a core against one running batch (the GIL holder
+plus gRPC's own runnable threads; see ``harness.sim.kernel``).
+"""
+
+FITTED = {"fe_weight": 2.0}
