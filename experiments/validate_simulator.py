@@ -94,12 +94,12 @@ CALIBRATION = [
     ("r-c64-b32-t0-2thr", "ranker", [], B(32, 0, 2, BIG)),
     ("r-c64-b8-q1", "ranker", [], B(8, 0, 1, 1)),
     ("r-c32-off", "ranker", ["load.users=32"], None),
-    ("r-o1000-b32-t2ms", "ranker", ["load.rate=1000"], B(32, 2000, 1, BIG)),
-    ("r-o600-b16-t1ms", "ranker", ["load.rate=600"], B(16, 1000, 1, BIG)),
+    ("r-o450-b32-t2ms", "ranker", ["load.rate=450"], B(32, 2000, 1, BIG)),
+    ("r-o300-b16-t1ms", "ranker", ["load.rate=300"], B(16, 1000, 1, BIG)),
     ("m-c32-b16-t0", "mobilenet_v2", [], B(16, 0, 1, BIG)),
     ("m-c32-b4-q1", "mobilenet_v2", [], B(4, 0, 1, 1)),
-    ("m-o120-b8-t10ms", "mobilenet_v2", ["load.rate=120"], B(8, 10_000, 1, BIG)),
-    ("m-o170-b16-t5ms", "mobilenet_v2", ["load.rate=170"], B(16, 5000, 1, BIG)),
+    ("m-o60-b8-t10ms", "mobilenet_v2", ["load.rate=60"], B(8, 10_000, 1, BIG)),
+    ("m-o80-b16-t5ms", "mobilenet_v2", ["load.rate=80"], B(16, 5000, 1, BIG)),
 ]
 # where each set's runs and profiles are kept
 SETS = {"validation": (CASES, OUT), "calibration": (CALIBRATION, OUT / "calibration")}
@@ -200,6 +200,14 @@ def predict(model: str, overrides: list[str], params, profile, speed: float = 1.
         profile, load.protocol, cores=profile.cores / speed, max_size=128, fitted=fitted or None
     )
     return simulate(params, Prepared(wl, srv)), exp
+
+
+def bound(p99, load, fitted: dict):
+    """The p99 the guide holds a config to: the model's, widened by the factor fitted for the
+    workload's kind (``harness.sim.guide.p99_bound``)."""
+    from harness.sim.guide import p99_bound
+
+    return p99_bound(p99, load.rate > 0, fitted.get("p99_bound"))
 
 
 def _err(pred, meas):
@@ -315,6 +323,10 @@ def case_rows(which: str, at_speed: bool = True, **fitted) -> list[dict]:
                 "predicted_p99_ms": pred.p99_ms,
                 "p99_err": _err(pred.p99_ms, meas["p99_ms"]),
                 "p99_inside_range": _inside(pred.p99_ms, meas["p99_range"]),
+                "kind": "open" if load.rate else "closed",
+                "overloaded": bool(load.rate) and meas["items_per_s"] < 0.9 * load.rate,
+                "p99_bound_ms": bound(pred.p99_ms, load, fitted),
+                "p99_bound_err": _err(bound(pred.p99_ms, load, fitted), meas["p99_ms"]),
                 "adjusted_p99_ms": adj and adj.p99_ms,
                 "adjusted_p99_err": adj and _err(adj.p99_ms, meas["p99_ms"]),
                 "measured_unavailable_per_s": round(m_unav, 1),
@@ -453,6 +465,84 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+# the candidates ``fit`` tries for each fitted constant of the model (harness/sim/fitted.py)
+FIT_GRID = {
+    "fe_weight": [1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0],
+}
+
+
+def fit_score(rows: list[dict]) -> tuple:
+    """How well a candidate predicts a set: the cases within the targets (throughput 10%, p99
+    20%), then the median |log(predicted / measured)| of both, smaller is better."""
+    import math
+
+    within = sum(
+        (r["items_err"] is not None and abs(r["items_err"]) <= 0.10)
+        + (r["p99_err"] is not None and abs(r["p99_err"]) <= 0.20)
+        for r in rows
+        if "failed" not in r
+    )
+    logs = [
+        abs(math.log1p(r[k]))
+        for r in rows
+        if "failed" not in r
+        for k in ("items_err", "p99_err")
+        if r.get(k) is not None and r[k] > -1
+    ]
+    return within, -statistics.median(logs) if logs else 0.0
+
+
+def cmd_fit(args) -> None:
+    """Every combination of ``FIT_GRID`` predicts the calibration set; the best by
+    ``fit_score`` is kept. Then, with it, the p99 bound's factor per workload kind: the largest
+    measured / predicted p99 over the calibration cases of that kind that were not overloaded
+    (a search rejects those anyway). Written to harness/sim/fitted.py; the validation set is
+    not read."""
+    import itertools
+
+    names = sorted(FIT_GRID)
+    scored = []
+    for values in itertools.product(*(FIT_GRID[n] for n in names)):
+        cand = dict(zip(names, values))
+        score = fit_score(case_rows("calibration", at_speed=False, **cand))
+        scored.append((score, cand))
+        print(f"{cand}: {score[0]} of the targets met, median |log err| {-score[1]:.3f}")
+    best_score, best = max(scored, key=lambda x: x[0])
+    rows = case_rows("calibration", at_speed=False, **best, p99_bound={})
+    factors = {}
+    for kind in ("closed", "open"):
+        ratios = [
+            r["measured_p99_ms"] / r["predicted_p99_ms"]
+            for r in rows
+            if "failed" not in r
+            and r["kind"] == kind
+            and not r["overloaded"]
+            and r["predicted_p99_ms"]
+            and r["measured_p99_ms"]
+        ]
+        factors[kind] = round(max([1.0, *ratios]), 2)
+        print(
+            f"p99 bound, {kind} loops: x{factors[kind]} (measured / predicted: "
+            + ", ".join(f"{x:.2f}" for x in sorted(ratios))
+            + ")"
+        )
+    best = {**best, "p99_bound": factors}
+    n = len(SETS["calibration"][0])
+    print(f"fitted on {n} calibration cases: {best} ({best_score[0]} of {2 * n} targets met)")
+    outputs.write_text_atomic(FITTED_PY, fitted_source(best, best_score, n))
+
+
+FITTED_PY = ROOT / "harness" / "sim" / "fitted.py"
+
+
+def fitted_source(best: dict, score: tuple, n: int) -> str:
+    head = FITTED_PY.read_text().split("\nFITTED = ")[0]
+    return (
+        f"{head}\nFITTED = {best!r}\n# on the calibration set: {score[0]} of {2 * n} targets met "
+        f"(throughput 10%, p99 20%), median |log error| {-score[1]:.3f}\n"
+    )
+
+
 def cmd_study(args) -> None:
     """Predict every measured trial of an existing study (no server): a second, free check."""
     from harness.sim import profile as profiles
@@ -521,6 +611,9 @@ def main() -> None:
     m.add_argument("--only", help="comma-separated case ids")
     m.set_defaults(func=cmd_measure)
     sub.add_parser("report").set_defaults(func=cmd_report)
+    sub.add_parser("fit", help="fit the model's constants on the calibration set").set_defaults(
+        func=cmd_fit
+    )
     st = sub.add_parser("study", help="predict the measured trials of an existing study folder")
     st.add_argument("dir")
     st.add_argument("--profile")

@@ -227,6 +227,7 @@ class Prediction:
     mean_batch_size: float | None  # padded, of the batches started in the window
     batch_size_histogram: dict[int, int]
     truncated: bool  # ran out of request slots (should not happen)
+    front_end_wakes: int = 0  # work in the window that found the request path idle
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -412,6 +413,7 @@ def _prediction(wl: Workload, c: np.ndarray, batch_hist: np.ndarray, lat_hist: n
         mean_batch_size=mean_b,
         batch_size_histogram=hist,
         truncated=bool(c[kernel.C_TRUNCATED]),
+        front_end_wakes=int(c[kernel.C_WAKES]),
     )
 
 
