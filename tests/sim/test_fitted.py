@@ -28,36 +28,54 @@ def test_the_kernel_reads_every_params_field_in_the_records_order():
     assert kernel.Params._fields == kernel.PARAMS.names
 
 
-def test_the_p99_bound_widens_the_models_p99_by_the_factor_of_the_workloads_kind():
-    from harness.sim.guide import p99_bound
+def test_the_bound_terms_default_to_the_models_own_p99():
+    from harness.sim.guide import bound_terms
 
-    factors = {"open": 2.0, "closed": 1.25}
-    assert p99_bound(10.0, True, factors) == 20.0
-    assert p99_bound(10.0, False, factors) == 12.5
-    assert p99_bound(10.0, True, {}) == 10.0  # no factor fitted: the model's own
-    assert p99_bound(None, True, factors) is None
-    fitted = FITTED.get("p99_bound") or {}
-    assert p99_bound(10.0, True) == 10.0 * fitted.get("open", 1.0)
+    assert bound_terms({}) == {"closed": 1.0, "open_rate": 0.0}
+    assert bound_terms({"closed": 1.3})["closed"] == 1.3
+    assert bound_terms() == {"closed": 1.0, "open_rate": 0.0, **(FITTED.get("p99_bound") or {})}
 
 
-def test_the_guide_holds_the_bound_to_the_slo(monkeypatch):
+def _judged(monkeypatch, exp, terms):
     import dataclasses
 
-    from harness.config import Experiment, ModelConfig
     from harness.sim import guide
     from harness.tuning.guided import GuidedSearch
     from harness.tuning.space import TrialConfig
 
-    monkeypatch.setitem(guide.FITTED, "p99_bound", {"closed": 3.0, "open": 3.0})
-    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    monkeypatch.setitem(guide.FITTED, "p99_bound", terms)
     predictor = guide.Predictor(exp, ranker_like(), cores=1)
     params = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000)
     figures = predictor.predict(params, None)
-    raw = figures["predicted_p99_no_pause_ms"]
-    assert figures["predicted_p99_bound_ms"] == round(3.0 * raw, 2)
-    # an SLO the model's own p99 keeps (with the guide's margin) and the bound does not
-    slo = dataclasses.replace(exp.slo, p99_ms=raw * 2.0)
+    # an SLO the model's own p99 keeps, with the guide's margin, by a factor of 1.5
+    slo = dataclasses.replace(exp.slo, p99_ms=figures["predicted_p99_no_pause_ms"] * 1.5 / 0.85)
     judged = GuidedSearch(dataclasses.replace(exp, slo=slo), predictor, cores=1).predict(
         TrialConfig(batching=params)
     )
-    assert not judged["predicted_feasible"]
+    return figures, judged["predicted_feasible"]
+
+
+def test_the_guide_holds_a_closed_loops_widened_p99_to_the_slo(monkeypatch):
+    from harness.config import Experiment, ModelConfig
+
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    figures, feasible = _judged(monkeypatch, exp, {"closed": 1.0})
+    assert feasible and figures["predicted_p99_bound_ms"] == figures["predicted_p99_no_pause_ms"]
+    figures, feasible = _judged(monkeypatch, exp, {"closed": 2.0})
+    assert figures["predicted_p99_bound_ms"] == round(2.0 * figures["predicted_p99_no_pause_ms"], 2)
+    assert not feasible
+
+
+def test_an_open_loops_bound_is_its_p99_at_a_higher_rate(monkeypatch):
+    import dataclasses
+
+    from harness.config import Experiment, ModelConfig
+
+    exp = Experiment(model=ModelConfig(demo="ranker")).check()
+    exp = dataclasses.replace(exp, load=dataclasses.replace(exp.load, rate=1000.0))
+    figures, feasible = _judged(monkeypatch, exp, {"open_rate": 0.0})
+    assert feasible and figures["predicted_p99_bound_ms"] == figures["predicted_p99_no_pause_ms"]
+    # 1.5 x 1,000/s brings ranker-like near what it serves at most: p99 grows past 1.5x
+    figures, feasible = _judged(monkeypatch, exp, {"open_rate": 0.5})
+    assert figures["predicted_p99_bound_ms"] > 1.5 * figures["predicted_p99_no_pause_ms"]
+    assert not feasible
