@@ -578,6 +578,59 @@ def fitted_source(best: dict, score: tuple, n: int) -> str:
     )
 
 
+def _late_share(runs: list[dict]) -> str:
+    """The open loop's sends more than 1 ms behind schedule (the run's warning), median share."""
+    import re
+
+    shares = []
+    for r in runs:
+        for w in r.get("warnings", []):
+            m = re.search(r"fell behind: (\d+) of (\d+) sends", w)
+            if m:
+                shares.append(int(m[1]) / int(m[2]))
+    return f"{statistics.median(shares):.0%}" if shares else "-"
+
+
+def cmd_explain(args) -> None:
+    """Per case of a set: the server's CPU outside the batch threads per row served, measured
+    (the batch trace) and charged by the model, and the spread of latencies (p99 / p50),
+    measured and predicted. No server: it reads the stored runs."""
+    from harness.sim import profile as profiles
+    from harness.sim.model import ServerModel
+
+    print(
+        "| case | rows/batch meas | pred | outside CPU us/row meas | model | model wake-ups/row "
+        "| p50 ms meas | pred | p99/p50 meas | pred | p99 err | sends > 1 ms late |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for cid, model, overrides, params in SETS[args.set][0]:
+        runs = [json.loads(f.read_text()) for f in run_files(cid, args.set)]
+        runs = [r for r in runs if "failed" not in r]
+        traces = [r["batch_trace"]["all"] for r in runs if r.get("batch_trace")]
+        if not traces:
+            continue
+        prof = profiles.load(profile_file(args.set, model))
+        pred, exp = predict(model, overrides, params, prof)
+        srv = ServerModel.from_profile(prof, exp.load.protocol, max_size=128)
+        rows = pred.items_per_s * 20.0  # the simulated window
+        refused = pred.queue_full + pred.oversize
+        charged = (
+            pred.ok * (srv.o_in + srv.o_out)
+            + refused * (srv.o_in + srv.o_rej)
+            + pred.front_end_wakes * srv.o_wake
+        )
+        meas = _median_runs(runs)
+        outside = statistics.median(t["outside_cpu_us_per_row"] for t in traces)
+        m_rows = statistics.median(t["mean_rows"] for t in traces)
+        print(
+            f"| {cid} | {m_rows:.1f} | {_f(pred.mean_batch_size)} | {outside:.0f} "
+            f"| {charged / rows * 1e6:.0f} | {pred.front_end_wakes / rows:.2f} "
+            f"| {meas['p50_ms']:.1f} | {pred.p50_ms:.1f} | {meas['p99_ms'] / meas['p50_ms']:.2f} "
+            f"| {pred.p99_ms / pred.p50_ms:.2f} | {_pct(_err(pred.p99_ms, meas['p99_ms']))} "
+            f"| {_late_share(runs)} |"
+        )
+
+
 def cmd_study(args) -> None:
     """Predict every measured trial of an existing study (no server): a second, free check."""
     from harness.sim import profile as profiles
@@ -646,6 +699,9 @@ def main() -> None:
     m.add_argument("--only", help="comma-separated case ids")
     m.set_defaults(func=cmd_measure)
     sub.add_parser("report").set_defaults(func=cmd_report)
+    ex = sub.add_parser("explain", help="where the model's CPU and latency spread differ")
+    ex.add_argument("--set", choices=sorted(SETS), default="validation")
+    ex.set_defaults(func=cmd_explain)
     sub.add_parser("fit", help="fit the model's constants on the calibration set").set_defaults(
         func=cmd_fit
     )
