@@ -352,11 +352,18 @@ def case_rows(which: str, at_speed: bool = True, **fitted) -> list[dict]:
 
 
 def cmd_report(args) -> None:
-    """The validation set's errors, with the constants fitted on the calibration set."""
-    rows = case_rows("validation")
-    outputs.write_csv_atomic(OUT / "validation.csv", rows)
+    """A set's errors, with the constants fitted on the calibration set: the validation set's
+    (``validation.md``, out of sample) or the calibration set's own (``calibration.md``, the
+    errors the fit saw)."""
+    rows = case_rows(args.set)
+    name = "validation" if args.set == "validation" else "calibration/calibration"
+    outputs.write_csv_atomic(OUT / f"{name}.csv", rows)
     text = markdown(rows)
-    outputs.write_text_atomic(OUT / "validation.md", text)
+    if args.set == "calibration":
+        text = text.replace("# Simulator validation", "# Simulator calibration set", 1).replace(
+            "these cases were not used", "these are the cases they were fitted on"
+        )
+    outputs.write_text_atomic(OUT / f"{name}.md", text)
     print(text)
 
 
@@ -701,7 +708,9 @@ def main() -> None:
     m.add_argument("--repeats", type=int, default=3, help="runs per case, in interleaved rounds")
     m.add_argument("--only", help="comma-separated case ids")
     m.set_defaults(func=cmd_measure)
-    sub.add_parser("report").set_defaults(func=cmd_report)
+    rp = sub.add_parser("report")
+    rp.add_argument("--set", choices=sorted(SETS), default="validation")
+    rp.set_defaults(func=cmd_report)
     ex = sub.add_parser("explain", help="where the model's CPU and latency spread differ")
     ex.add_argument("--set", choices=sorted(SETS), default="validation")
     ex.set_defaults(func=cmd_explain)
