@@ -8,12 +8,17 @@ summary (``experiments/batch_trace.py`` reads them). Resumable: every run is kep
 ``results/simulator-validation/measured/<case>/run<k>.json`` and a case with enough runs is
 skipped, so the heavy part can run in chunks under the lock:
 
-    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py profiles
-    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure --repeats 3
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py profiles [--set S]
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure [--set S]
+    .venv/bin/python experiments/validate_simulator.py fit
     .venv/bin/python experiments/validate_simulator.py report
 
-``report`` (no server, no lock) writes ``validation.csv`` and ``validation.md`` with the errors.
-Targets: throughput within 10%, p99 within 20%, rejections within 20% where non-zero.
+Two fixed sets (``--set``): ``calibration`` (``CALIBRATION``, kept in ``calibration/``) and
+``validation`` (``CASES``), each predicted from the profiles kept beside its runs. ``fit`` (no
+server) fits the model's constants on the calibration set only and writes them to
+``harness/sim/fitted.py``; ``report`` (no server) writes ``validation.csv`` and
+``validation.md`` with the validation set's errors, out of sample. Targets: throughput within
+10%, p99 within 20%, rejections within 20% where non-zero.
 """
 
 from __future__ import annotations
