@@ -82,16 +82,13 @@ except ImportError:  # pragma: no cover - the same code runs, only slower
     _handler = _jit
     HAVE_NUMBA = False
 
-# The policy's own functions, inlined like the handlers: called as compiled functions, each
-# call (a return slot, an error status tested on return) kept LLVM from seeing through it, and
-# the loop makes five or so per request.
-_admit = _handler(policy.admit)
-_open_share = _handler(policy.open_share)
-_next_piece = _handler(policy.next_piece)
-_ready_time = _handler(policy.ready_time)
-_take_at = _handler(policy.take_at)
-_batch_expired = _handler(policy.batch_expired)
-_padded_size = _handler(policy.padded_size)
+_admit = _jit(policy.admit)
+_open_share = _jit(policy.open_share)
+_next_piece = _jit(policy.next_piece)
+_ready_time = _jit(policy.ready_time)
+_take_at = _jit(policy.take_at)
+_batch_expired = _jit(policy.batch_expired)
+_padded_size = _jit(policy.padded_size)
 
 ADMIT_OK = policy.ADMIT_OK
 ADMIT_OVERSIZE = policy.ADMIT_OVERSIZE
@@ -152,71 +149,6 @@ PARAMS = np.dtype(
         ("trace", _I),  # 1: fill the trace arrays (tests; the figures do not need them)
     ]
 )
-
-
-class Params(NamedTuple):
-    """``PARAMS`` as a tuple of values, what the event handlers read. A record's field is memory
-    that every store into the workspace may alias, so the compiled loop read it again after each
-    one; a tuple's fields are values the compiler keeps in registers (see ``_params``)."""
-
-    max_input: int
-    max_exec: int
-    max_enqueued: int
-    splitting: int
-    timeout_s: float
-    threads: int
-    cores: float
-    o_in: float
-    o_out: float
-    o_rej: float
-    o_wake: float
-    rtt: float
-    c_cli: float
-    gc_every: float
-    gc_s: float
-    fe_weight: float
-    closed: int
-    users: int
-    deadline_s: float
-    t0: float
-    t1: float
-    t_end: float
-    n_cap: int
-    hist_key0: int
-    trace: int
-
-
-@_handler
-def _params(r):
-    """The ``PARAMS`` record's fields as values (``Params``), in its order."""
-    return Params(
-        r.max_input,
-        r.max_exec,
-        r.max_enqueued,
-        r.splitting,
-        r.timeout_s,
-        r.threads,
-        r.cores,
-        r.o_in,
-        r.o_out,
-        r.o_rej,
-        r.o_wake,
-        r.rtt,
-        r.c_cli,
-        r.gc_every,
-        r.gc_s,
-        r.fe_weight,
-        r.closed,
-        r.users,
-        r.deadline_s,
-        r.t0,
-        r.t1,
-        r.t_end,
-        r.n_cap,
-        r.hist_key0,
-        r.trace,
-    )
-
 
 STATE = np.dtype(
     [
@@ -327,7 +259,7 @@ def run(params, b, state):
     ``params`` is a ``PARAMS`` record, ``b`` the ``Buffers``, ``state`` a zeroed ``STATE``
     record. Returns the number of requests simulated.
     """
-    p = _params(params[0])
+    p = params[0]
     s = state[0]
     v = _views(p, b)
     _start(p, v, s)

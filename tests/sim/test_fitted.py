@@ -1,7 +1,6 @@
 """The fitted constants reach the server model built from a profile, and the kernel's records."""
 
 from harness.batching import BatchingParameters
-from harness.sim import kernel
 from harness.sim.fitted import FITTED
 from harness.sim.model import Prepared, ServerModel, Workload, simulate
 from tests.sim.test_guide_plan import ranker_like
@@ -22,10 +21,6 @@ def test_a_model_from_a_profile_takes_the_fitted_constants_unless_given_others()
         cfg, Prepared(wl, ServerModel.from_profile(prof, "grpc", fitted={"fe_weight": 4.0}))
     )
     assert one.p99_ms != four.p99_ms
-
-
-def test_the_kernel_reads_every_params_field_in_the_records_order():
-    assert kernel.Params._fields == kernel.PARAMS.names
 
 
 def test_the_bound_terms_default_to_the_models_own_p99():
