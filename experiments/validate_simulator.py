@@ -8,12 +8,17 @@ summary (``experiments/batch_trace.py`` reads them). Resumable: every run is kep
 ``results/simulator-validation/measured/<case>/run<k>.json`` and a case with enough runs is
 skipped, so the heavy part can run in chunks under the lock:
 
-    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py profiles
-    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure --repeats 3
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py profiles [--set S]
+    flock /tmp/heavy.lock .venv/bin/python experiments/validate_simulator.py measure [--set S]
+    .venv/bin/python experiments/validate_simulator.py fit
     .venv/bin/python experiments/validate_simulator.py report
 
-``report`` (no server, no lock) writes ``validation.csv`` and ``validation.md`` with the errors.
-Targets: throughput within 10%, p99 within 20%, rejections within 20% where non-zero.
+Two fixed sets (``--set``): ``calibration`` (``CALIBRATION``, kept in ``calibration/``) and
+``validation`` (``CASES``), each predicted from the profiles kept beside its runs. ``fit`` (no
+server) fits the model's constants on the calibration set only and writes them to
+``harness/sim/fitted.py``; ``report`` (no server) writes ``validation.csv`` and
+``validation.md`` with the validation set's errors, out of sample. Targets: throughput within
+10%, p99 within 20%, rejections within 20% where non-zero.
 """
 
 from __future__ import annotations
@@ -85,19 +90,50 @@ CASES = [
     ("m-o200-b32-t5ms-q4", "mobilenet_v2", ["load.rate=200"], B(32, 5000, 1, 4)),
 ]
 
+# The calibration set: other configs of the same families (closed loops with one and two
+# threads, queues of one, batching off, open loops; both models), measured on another day
+# with profiles of their own. Every constant the simulator fits is fitted on these only.
+CALIBRATION = [
+    ("r-c64-b16-t0", "ranker", [], B(16, 0, 1, BIG)),
+    ("r-c32-b64-t2ms", "ranker", ["load.users=32"], B(64, 2000, 1, BIG)),
+    ("r-c64-b32-t0-2thr", "ranker", [], B(32, 0, 2, BIG)),
+    ("r-c64-b8-q1", "ranker", [], B(8, 0, 1, 1)),
+    ("r-c32-off", "ranker", ["load.users=32"], None),
+    ("r-o450-b32-t2ms", "ranker", ["load.rate=450"], B(32, 2000, 1, BIG)),
+    ("r-o300-b16-t1ms", "ranker", ["load.rate=300"], B(16, 1000, 1, BIG)),
+    ("m-c32-b16-t0", "mobilenet_v2", [], B(16, 0, 1, BIG)),
+    ("m-c32-b4-q1", "mobilenet_v2", [], B(4, 0, 1, 1)),
+    ("m-o60-b8-t10ms", "mobilenet_v2", ["load.rate=60"], B(8, 10_000, 1, BIG)),
+    ("m-o80-b16-t5ms", "mobilenet_v2", ["load.rate=80"], B(16, 5000, 1, BIG)),
+]
+# where each set's runs and profiles are kept
+SETS = {"validation": (CASES, OUT), "calibration": (CALIBRATION, OUT / "calibration")}
+
 
 def experiment(model: str, overrides: list[str]):
     return load_experiment(EXPERIMENTS[model], overrides)
 
 
+def profile_file(which: str, model: str) -> Path:
+    """The profile a set's runs are predicted from, kept beside them."""
+    return SETS[which][1] / "profiles" / f"{model}-process-cpus0.json"
+
+
 def cmd_profiles(args) -> None:
     for model, path in EXPERIMENTS.items():
         exp = load_experiment(path, [])
-        ensure_profile(exp, protocols=["grpc"], max_size=128 if model == "ranker" else 32)
+        ensure_profile(
+            exp,
+            path=profile_file(args.set, model),
+            protocols=["grpc"],
+            max_size=128 if model == "ranker" else 32,
+            workdir=Path("/tmp/sim-validation") / f"profile-{args.set}-{model}",
+            force=args.force,
+        )
 
 
-def run_files(cid: str) -> list[Path]:
-    return sorted((OUT / "measured" / cid).glob("run*.json"))
+def run_files(cid: str, which: str = "validation") -> list[Path]:
+    return sorted((SETS[which][1] / "measured" / cid).glob("run*.json"))
 
 
 def cmd_measure(args) -> None:
@@ -108,10 +144,10 @@ def cmd_measure(args) -> None:
     from harness.refserver import batch_trace
     from harness.tuning.trial import TrialRunner
 
-    cases = [c for c in CASES if not args.only or c[0] in args.only.split(",")]
+    cases = [c for c in SETS[args.set][0] if not args.only or c[0] in args.only.split(",")]
     todo = []
     for rnd in range(args.repeats):
-        todo += [(rnd, c) for c in cases if len(run_files(c[0])) <= rnd]
+        todo += [(rnd, c) for c in cases if len(run_files(c[0], args.set)) <= rnd]
     todo = todo[: args.limit]
     print(f"{len(todo)} runs to measure ({len(cases)} cases x {args.repeats} runs)")
     trace_dir = Path(tempfile.mkdtemp(prefix="batch-trace-"))
@@ -140,9 +176,9 @@ def cmd_measure(args) -> None:
                 batch_trace.load(traces[0]), skip_s=exp.load.warmup_s
             )
         res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        taken = {int(f.stem[3:]) for f in run_files(cid)}
+        taken = {int(f.stem[3:]) for f in run_files(cid, args.set)}
         n = next(k for k in range(len(taken) + 1) if k not in taken)
-        outputs.write_json_atomic(OUT / "measured" / cid / f"run{n}.json", res)
+        outputs.write_json_atomic(SETS[args.set][1] / "measured" / cid / f"run{n}.json", res)
         print(
             f"{cid} run {n}: {res.get('items_per_s', 0):.0f} items/s, p99 {res.get('p99_ms')}, "
             f"errors {res.get('errors')} ({time.monotonic() - t:.0f}s)",
@@ -150,9 +186,11 @@ def cmd_measure(args) -> None:
         )
 
 
-def predict(model: str, overrides: list[str], params, profile, speed: float = 1.0):
+def predict(model: str, overrides: list[str], params, profile, speed: float = 1.0, **fitted):
     """The simulator's figures for a case; ``speed`` > 1 runs every server CPU cost that much
-    slower (the machine was slower during the run than when the profile was measured)."""
+    slower (the machine was slower during the run than when the profile was measured);
+    ``fitted``: the model's fitted constants to use instead of ``harness/sim/fitted.json``'s
+    (``fit`` tries candidates this way)."""
     from harness.sim.model import Prepared, ServerModel, Workload, simulate
 
     exp = experiment(model, overrides)
@@ -164,9 +202,24 @@ def predict(model: str, overrides: list[str], params, profile, speed: float = 1.
         tail_s=10.0,  # overloaded configs: late answers still count, as the harness waits for them
     )
     srv = ServerModel.from_profile(
-        profile, load.protocol, cores=profile.cores / speed, max_size=128
+        profile, load.protocol, cores=profile.cores / speed, max_size=128, fitted=fitted or None
     )
     return simulate(params, Prepared(wl, srv)), exp
+
+
+def bound(pred, case, profile, fitted: dict):
+    """The p99 the guide holds a config to (``harness.sim.guide.bound_terms``): an open loop's
+    is the model's at a higher arrival rate, a closed loop's the model's times a factor."""
+    from harness.sim.guide import bound_terms
+
+    _, model, overrides, params = case
+    terms = bound_terms(fitted.get("p99_bound"))
+    rate = experiment(model, overrides).load.rate
+    if rate and terms["open_rate"] > 0:
+        faster = [*overrides, f"load.rate={rate * (1 + terms['open_rate']):g}"]
+        rest = {k: v for k, v in fitted.items() if k != "p99_bound"}
+        return predict(model, faster, params, profile, **rest)[0].p99_ms
+    return None if pred.p99_ms is None else pred.p99_ms * terms["closed"]
 
 
 def _err(pred, meas):
@@ -226,20 +279,22 @@ def _inside(pred, rng) -> bool | None:
     return rng[0] <= pred <= rng[1]
 
 
-def cmd_report(args) -> None:
+def case_rows(which: str, at_speed: bool = True, **fitted) -> list[dict]:
+    """Predicted against measured for every case of a set (``SETS``), each predicted from the
+    set's own profiles; ``at_speed``: also at the machine's speed during the runs."""
     from harness.sim import profile as profiles
-    from harness.sim.profile import profile_path_for
 
+    cases = SETS[which][0]
     rows = []
-    profs = {}
     by_model: dict[str, list] = {}
-    for cid, model, _, _ in CASES:
-        by_model.setdefault(model, []).extend(json.loads(f.read_text()) for f in run_files(cid))
-    for model in by_model:
-        profs[model] = profiles.load(profile_path_for(experiment(model, [])))
+    for cid, model, _, _ in cases:
+        by_model.setdefault(model, []).extend(
+            json.loads(f.read_text()) for f in run_files(cid, which)
+        )
+    profs = {m: profiles.load(profile_file(which, m)) for m in by_model}
     speeds = {m: speed_of(runs, profs[m]) for m, runs in by_model.items()}
-    for cid, model, overrides, params in CASES:
-        runs = [json.loads(f.read_text()) for f in run_files(cid)]
+    for cid, model, overrides, params in cases:
+        runs = [json.loads(f.read_text()) for f in run_files(cid, which)]
         failed = [r["failed"] for r in runs if "failed" in r]
         runs = [r for r in runs if "failed" not in r]
         if not runs:
@@ -247,9 +302,10 @@ def cmd_report(args) -> None:
                 rows.append({"case": cid, "model": model, "failed": failed[0]})
             continue
         meas = _median_runs(runs)
-        pred, exp = predict(model, overrides, params, profs[model])
-        speed = speeds[model]
-        adj = predict(model, overrides, params, profs[model], speed)[0] if speed else None
+        pred, exp = predict(model, overrides, params, profs[model], **fitted)
+        speed = speeds[model] if at_speed else None
+        adj = predict(model, overrides, params, profs[model], speed, **fitted)[0] if speed else None
+        p99_bound = bound(pred, (cid, model, overrides, params), profs[model], fitted)
         m_unav, m_inv = meas["unavailable_per_s"], meas["invalid_per_s"]
         p_unav = pred.queue_full / 20.0
         p_inv = pred.oversize / 20.0
@@ -280,6 +336,10 @@ def cmd_report(args) -> None:
                 "predicted_p99_ms": pred.p99_ms,
                 "p99_err": _err(pred.p99_ms, meas["p99_ms"]),
                 "p99_inside_range": _inside(pred.p99_ms, meas["p99_range"]),
+                "kind": "open" if load.rate else "closed",
+                "overloaded": bool(load.rate) and meas["items_per_s"] < 0.9 * load.rate,
+                "p99_bound_ms": p99_bound,
+                "p99_bound_err": _err(p99_bound, meas["p99_ms"]),
                 "adjusted_p99_ms": adj and adj.p99_ms,
                 "adjusted_p99_err": adj and _err(adj.p99_ms, meas["p99_ms"]),
                 "measured_unavailable_per_s": round(m_unav, 1),
@@ -293,9 +353,22 @@ def cmd_report(args) -> None:
                 "stable_runs": meas["stable"],
             }
         )
-    outputs.write_csv_atomic(OUT / "validation.csv", rows)
+    return rows
+
+
+def cmd_report(args) -> None:
+    """A set's errors, with the constants fitted on the calibration set: the validation set's
+    (``validation.md``, out of sample) or the calibration set's own (``calibration.md``, the
+    errors the fit saw)."""
+    rows = case_rows(args.set)
+    name = "validation" if args.set == "validation" else "calibration/calibration"
+    outputs.write_csv_atomic(OUT / f"{name}.csv", rows)
     text = markdown(rows)
-    outputs.write_text_atomic(OUT / "validation.md", text)
+    if args.set == "calibration":
+        text = text.replace("# Simulator validation", "# Simulator calibration set", 1).replace(
+            "these cases were not used", "these are the cases they were fitted on"
+        )
+    outputs.write_text_atomic(OUT / f"{name}.md", text)
     print(text)
 
 
@@ -312,6 +385,8 @@ def _range(lo, hi, nd=0):
 
 
 def markdown(rows) -> str:
+    from harness.sim.fitted import FITTED
+
     ok = [r for r in rows if "failed" not in r]
     runs = sorted({r["runs"] for r in ok})
     lines = [
@@ -323,12 +398,15 @@ def markdown(rows) -> str:
         + " times, in interleaved rounds over all cases; the measured figures are the runs' "
         "medians, with their range. Errors are (predicted - median) / median. Targets: "
         "throughput within 10%, p99 within 20%, rejections (per second) within 20% where "
-        "non-zero.",
+        "non-zero. Out of sample: the model's fitted constants (`harness/sim/fitted.py`: "
+        + ", ".join(f"{k} {v}" for k, v in FITTED.items())
+        + ") were fitted on the calibration set (`calibration/`, other configs measured on "
+        "another day) by `validate_simulator.py fit`; these cases were not used.",
         "",
         "| case | workload | config | items/s meas | range | pred | err | p99 ms meas | range "
-        "| pred | err | UNAVAILABLE/s meas | pred | err | INVALID/s meas | pred | err "
+        "| pred | err | bound | UNAVAILABLE/s meas | pred | err | INVALID/s meas | pred | err "
         "| mean batch meas | pred |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ok:
         lines.append(
@@ -337,7 +415,7 @@ def markdown(rows) -> str:
             f"| {_range(r['measured_items_min'], r['measured_items_max'])} "
             f"| {r['predicted_items_per_s']:.0f} | {_pct(r['items_err'])} "
             f"| {_f(r['measured_p99_ms'])} | {_range(r['measured_p99_min'], r['measured_p99_max'])} "
-            f"| {_f(r['predicted_p99_ms'])} | {_pct(r['p99_err'])} "
+            f"| {_f(r['predicted_p99_ms'])} | {_pct(r['p99_err'])} | {_f(r['p99_bound_ms'])} "
             f"| {r['measured_unavailable_per_s']:.0f} | {r['predicted_unavailable_per_s']:.0f} "
             f"| {_pct(r['unavailable_err'])} "
             f"| {r['measured_invalid_per_s']:.0f} | {r['predicted_invalid_per_s']:.0f} "
@@ -368,11 +446,16 @@ def markdown(rows) -> str:
             return "none"
         return f"median {statistics.median(vals):.0%}, max {max(vals):.0%}"
 
+    bounded = [r for r in ok if r["p99_bound_ms"] and r["measured_p99_ms"]]
     lines += [
         "",
         f"- throughput: {share('items_err', 0.10)}; the prediction inside the measured range: "
         f"{inside('items_inside_range')}",
         f"- p99: {share('p99_err', 0.20)}; inside the measured range: {inside('p99_inside_range')}",
+        f"- p99 bound (what the guide holds to the SLO: a closed loop's p99 times the fitted "
+        f"factor, an open loop's p99 at the fitted higher rate): measured p99 at or under it in "
+        f"{sum(r['measured_p99_ms'] <= r['p99_bound_ms'] for r in bounded)}/{len(bounded)}; "
+        f"{share('p99_bound_err', 0.20)}",
         f"- UNAVAILABLE (queue full): {share('unavailable_err', 0.20)}",
         f"- INVALID_ARGUMENT (oversize): {share('invalid_err', 0.20)}",
         "- run-to-run spread of the same config ((max - min) / median): throughput "
@@ -410,6 +493,157 @@ def markdown(rows) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+# the candidates ``fit`` tries for each fitted constant of the model (harness/sim/fitted.py)
+FIT_GRID = {
+    "fe_weight": [1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0],
+}
+
+
+def fit_score(rows: list[dict], keys=("adjusted_items_err", "adjusted_p99_err")) -> tuple:
+    """How well a candidate predicts a set: the cases within the targets (throughput 10%, p99
+    20%), then the median |log(predicted / measured)| of both, smaller is better. By default on
+    the predictions at the machine's speed during the runs: how much the machine drifted
+    between the profile and the runs is not the model's to fit."""
+    import math
+
+    items, p99 = keys
+    ok = [r for r in rows if "failed" not in r]
+    within = sum(
+        (r[items] is not None and abs(r[items]) <= 0.10)
+        + (r[p99] is not None and abs(r[p99]) <= 0.20)
+        for r in ok
+    )
+    logs = [abs(math.log1p(r[k])) for r in ok for k in keys if r.get(k) is not None and r[k] > -1]
+    return within, -statistics.median(logs) if logs else 0.0
+
+
+BOUND_FACTORS = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0, 2.5, 3.0]  # closed: p99 x this
+BOUND_RATES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0]  # open: rate x (1 + this)
+BOUND_COVER = 0.75  # the share of a kind's calibration cases the bound must cover
+
+
+def fit_bound(best: dict, kind: str, name: str, grid: list[float]) -> float:
+    """The smallest candidate whose bound is at or over the measured p99 of at least
+    ``BOUND_COVER`` of the calibration cases of this kind that were not overloaded (the one
+    covering the most, if none does)."""
+    best_cover, pick = -1, grid[0]
+    for value in grid:
+        rows = case_rows("calibration", at_speed=False, **best, p99_bound={name: value})
+        mine = [
+            r
+            for r in rows
+            if "failed" not in r
+            and r["kind"] == kind
+            and not r["overloaded"]
+            and r["measured_p99_ms"]
+        ]
+        cover = sum(
+            r["p99_bound_ms"] is not None and r["measured_p99_ms"] <= r["p99_bound_ms"]
+            for r in mine
+        )
+        print(f"p99 bound, {kind} loops, {name} {value}: covers {cover}/{len(mine)}")
+        if cover > best_cover:
+            best_cover, pick = cover, value
+        if cover >= BOUND_COVER * len(mine):
+            break
+    return pick
+
+
+def cmd_fit(args) -> None:
+    """Every combination of ``FIT_GRID`` predicts the calibration set; the best by
+    ``fit_score`` is kept. Then, with it, the p99 bound's terms per workload kind (``fit_bound``:
+    over the calibration cases of that kind that were not overloaded, as a search rejects those
+    anyway), from the predictions of the profile itself (a bound the guide uses must cover the
+    machine's drift since its profile too). Written to harness/sim/fitted.py; the
+    validation set is not read."""
+    import itertools
+
+    names = sorted(FIT_GRID)
+    scored = []
+    for values in itertools.product(*(FIT_GRID[n] for n in names)):
+        cand = dict(zip(names, values))
+        score = fit_score(case_rows("calibration", **cand))
+        scored.append((score, cand))
+        print(f"{cand}: {score[0]} of the targets met, median |log err| {-score[1]:.3f}")
+    best_score, best = max(scored, key=lambda x: x[0])
+    terms = {}
+    for kind, name, grid in (
+        ("closed", "closed", BOUND_FACTORS),
+        ("open", "open_rate", BOUND_RATES),
+    ):
+        terms[name] = fit_bound(best, kind, name, grid)
+    best = {**best, "p99_bound": terms}
+    n = sum(bool(run_files(c[0], "calibration")) for c in CALIBRATION)
+    print(f"fitted on {n} calibration cases: {best} ({best_score[0]} of {2 * n} targets met)")
+    outputs.write_text_atomic(FITTED_PY, fitted_source(best, best_score, n))
+
+
+FITTED_PY = ROOT / "harness" / "sim" / "fitted.py"
+
+
+def fitted_source(best: dict, score: tuple, n: int) -> str:
+    """harness/sim/fitted.py with ``best`` (its docstring kept), formatted as ruff would."""
+    head = FITTED_PY.read_text().split("\nFITTED = ")[0]
+    return (
+        f"{head}\nFITTED = {json.dumps(best)}\n"
+        f"# on the calibration set ({n} cases, at the runs' speed): {score[0]} of {2 * n} targets\n"
+        f"# met (throughput 10%, p99 20%), median |log error| {-score[1]:.3f}\n"
+    )
+
+
+def _late_share(runs: list[dict]) -> str:
+    """The open loop's sends more than 1 ms behind schedule (the run's warning), median share."""
+    import re
+
+    shares = []
+    for r in runs:
+        for w in r.get("warnings", []):
+            m = re.search(r"fell behind: (\d+) of (\d+) sends", w)
+            if m:
+                shares.append(int(m[1]) / int(m[2]))
+    return f"{statistics.median(shares):.0%}" if shares else "-"
+
+
+def cmd_explain(args) -> None:
+    """Per case of a set: the server's CPU outside the batch threads per row served, measured
+    (the batch trace) and charged by the model, and the spread of latencies (p99 / p50),
+    measured and predicted. No server: it reads the stored runs."""
+    from harness.sim import profile as profiles
+    from harness.sim.model import ServerModel
+
+    print(
+        "| case | rows/batch meas | pred | outside CPU us/row meas | model | model wake-ups/row "
+        "| p50 ms meas | pred | p99/p50 meas | pred | p99 err | sends > 1 ms late |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for cid, model, overrides, params in SETS[args.set][0]:
+        runs = [json.loads(f.read_text()) for f in run_files(cid, args.set)]
+        runs = [r for r in runs if "failed" not in r]
+        traces = [r["batch_trace"]["all"] for r in runs if r.get("batch_trace")]
+        if not traces:
+            continue
+        prof = profiles.load(profile_file(args.set, model))
+        pred, exp = predict(model, overrides, params, prof)
+        srv = ServerModel.from_profile(prof, exp.load.protocol, max_size=128)
+        rows = pred.items_per_s * 20.0  # the simulated window
+        refused = pred.queue_full + pred.oversize
+        charged = (
+            pred.ok * (srv.o_in + srv.o_out)
+            + refused * (srv.o_in + srv.o_rej)
+            + pred.front_end_wakes * srv.o_wake
+        )
+        meas = _median_runs(runs)
+        outside = statistics.median(t["outside_cpu_us_per_row"] for t in traces)
+        m_rows = statistics.median(t["mean_rows"] for t in traces)
+        print(
+            f"| {cid} | {m_rows:.1f} | {_f(pred.mean_batch_size)} | {outside:.0f} "
+            f"| {charged / rows * 1e6:.0f} | {pred.front_end_wakes / rows:.2f} "
+            f"| {meas['p50_ms']:.1f} | {pred.p50_ms:.1f} | {meas['p99_ms'] / meas['p50_ms']:.2f} "
+            f"| {pred.p99_ms / pred.p50_ms:.2f} | {_pct(_err(pred.p99_ms, meas['p99_ms']))} "
+            f"| {_late_share(runs)} |"
+        )
 
 
 def cmd_study(args) -> None:
@@ -469,13 +703,25 @@ def cmd_study(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("profiles").set_defaults(func=cmd_profiles)
+    pr = sub.add_parser("profiles")
+    pr.add_argument("--set", choices=sorted(SETS), default="validation")
+    pr.add_argument("--force", action="store_true", help="measure again even if one exists")
+    pr.set_defaults(func=cmd_profiles)
     m = sub.add_parser("measure")
+    m.add_argument("--set", choices=sorted(SETS), default="validation")
     m.add_argument("--limit", type=int, default=100, help="runs in this call at most")
     m.add_argument("--repeats", type=int, default=3, help="runs per case, in interleaved rounds")
     m.add_argument("--only", help="comma-separated case ids")
     m.set_defaults(func=cmd_measure)
-    sub.add_parser("report").set_defaults(func=cmd_report)
+    rp = sub.add_parser("report")
+    rp.add_argument("--set", choices=sorted(SETS), default="validation")
+    rp.set_defaults(func=cmd_report)
+    ex = sub.add_parser("explain", help="where the model's CPU and latency spread differ")
+    ex.add_argument("--set", choices=sorted(SETS), default="validation")
+    ex.set_defaults(func=cmd_explain)
+    sub.add_parser("fit", help="fit the model's constants on the calibration set").set_defaults(
+        func=cmd_fit
+    )
     st = sub.add_parser("study", help="predict the measured trials of an existing study folder")
     st.add_argument("dir")
     st.add_argument("--profile")

@@ -105,8 +105,9 @@ V_EXPIRED = 3  # trace verdict after ADMIT_OK/OVERSIZE/QUEUE_FULL: RESOURCE_EXHA
     C_TRUNCATED,
     C_INCOMPLETE,
     C_EXPIRED,
-) = range(9)
-N_COUNTERS = 9
+    C_WAKES,  # work in the window that found the front end idle and woke it (paid o_wake)
+) = range(10)
+N_COUNTERS = 10
 
 # latency histogram: a float64's bits shifted right by this keep 7 mantissa bits (0.5% bins)
 HIST_SHIFT = 45
@@ -412,6 +413,8 @@ def _front_end_pick(p, b, v, s, now, fv):
             fin = fv + p.gc_s
         if t_q > s.fe_idle_at:  # it came while the front end slept: wake it first
             fin += p.o_wake
+            if p.t0 <= now < p.t1:
+                b.counters[C_WAKES] += 1
         return 1, fin
     if t_arr <= now:
         if s.n_tasks >= p.n_cap:
@@ -439,6 +442,8 @@ def _take_arrival(p, b, v, s, t_arr, fv):
     fin = fv + p.o_in
     if t_arr > s.fe_idle_at:
         fin += p.o_wake
+        if p.t0 <= t_arr < p.t1:
+            b.counters[C_WAKES] += 1
     return fin
 
 

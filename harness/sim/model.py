@@ -18,13 +18,16 @@ from harness.config import Arrivals, LoadConfig, parse_size_mix
 from harness.config.validate import check_timing, check_traffic
 from harness.errors import ConfigError
 from harness.sim import kernel
+from harness.sim.fitted import FITTED
 from harness.sim.profile import Profile
 
 # latency histogram: bins are a float's exponent and top 7 mantissa bits, from 1 us to ~1000 s
 HIST_KEY0 = int(np.array([1e-6]).view(np.int64)[0] >> kernel.HIST_SHIFT)
 HIST_BINS = int(np.array([1e3]).view(np.int64)[0] >> kernel.HIST_SHIFT) - HIST_KEY0
-BATCHING_OFF_THREADS = 256
-FE_WEIGHT = 2.0  # see kernel: the GIL holder plus gRPC's own threads against one batch thread  # batching off: each request runs at once on its own handler thread
+BATCHING_OFF_THREADS = 256  # batching off: each request runs at once on its own handler thread
+# the request path's weight a ServerModel built by hand gets (the kernel's tests and golden
+# predictions); one built from a profile gets the fitted one (harness.sim.fitted)
+FE_WEIGHT = 2.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,8 +49,16 @@ class ServerModel:
 
     @classmethod
     def from_profile(
-        cls, profile: Profile, protocol: str, cores: float | None = None, max_size: int = 0
+        cls,
+        profile: Profile,
+        protocol: str,
+        cores: float | None = None,
+        max_size: int = 0,
+        fitted: dict | None = None,
     ) -> ServerModel:
+        """The model of a server whose costs ``profile`` measured; ``fitted``: constants to use
+        instead of ``harness.sim.fitted.FITTED`` (the calibration tries candidates so)."""
+        fit = {**FITTED, **(fitted or {})}
         oh = profile.overhead_for(protocol)
         sizes = profile.sizes()
         med = np.array([profile.exec_us[s]["median"] for s in sizes]) * 1e-6
@@ -79,6 +90,7 @@ class ServerModel:
             client=oh.client_us * 1e-6,
             gc_every=gc_units(profile.gc),
             gc_s=profile.gc.get("pause_ms", 0.0) / 1e3 if profile.gc else 0.0,
+            fe_weight=fit["fe_weight"],
         )
 
 
@@ -215,6 +227,7 @@ class Prediction:
     mean_batch_size: float | None  # padded, of the batches started in the window
     batch_size_histogram: dict[int, int]
     truncated: bool  # ran out of request slots (should not happen)
+    front_end_wakes: int = 0  # work in the window that found the request path idle
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -400,6 +413,7 @@ def _prediction(wl: Workload, c: np.ndarray, batch_hist: np.ndarray, lat_hist: n
         mean_batch_size=mean_b,
         batch_size_histogram=hist,
         truncated=bool(c[kernel.C_TRUNCATED]),
+        front_end_wakes=int(c[kernel.C_WAKES]),
     )
 
 

@@ -43,7 +43,7 @@ class GuidedSearch:
         whether a pause lands in a measurement's p99 is luck) under the margin SLO."""
         figures = {
             "items_per_s": pred["predicted_items_per_s"],
-            "p99_ms": pred["predicted_p99_no_pause_ms"],
+            "p99_ms": pred.get("predicted_p99_bound_ms", pred["predicted_p99_no_pause_ms"]),
             "error_rate": pred["predicted_error_rate"],
         }
         return score(figures, self.slo)
