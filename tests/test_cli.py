@@ -194,3 +194,35 @@ def test_bad_values_give_one_error_line(capsys, argv, fragment):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert fragment in err[0]
+
+
+def test_image_and_binary_imply_their_backend_for_run_as_for_tune():
+    from harness.cli.commands import run as run_command
+    from harness.config import BackendKind
+
+    exp = run_command.experiment_from(parse("run", "--image", "tensorflow/serving:2.19.1"))
+    assert exp.server.backend is BackendKind.DOCKER and exp.server.image == "tensorflow/serving:2.19.1"
+    exp = run_command.experiment_from(parse("run", "--binary", "reference"))
+    assert exp.server.backend is BackendKind.PROCESS
+    explicit = parse("run", "--image", "i", "--backend", "process")
+    assert run_command.experiment_from(explicit).server.backend is BackendKind.PROCESS
+    assert main(["run", "--image", "i", "--binary", "b"]) == 2
+
+
+def test_run_max_windows_is_at_most_that_many():
+    from harness.cli.commands import run as run_command
+
+    load = run_command.experiment_from(parse("run", "--max-windows", "2")).load
+    assert (load.min_windows, load.max_windows, load.extra_windows) == (2, 2, 0)
+
+
+def test_tune_takes_input_shapes_and_the_deploy_host(capsys):
+    from harness.cli.commands import tune as tune_command
+
+    t = parse("tune", "--input-shape", "x=3,4", "--deploy-host", "127.0.0.1")
+    given = tune_command.flags.settings_from(t, tune_command.TUNE_FLAGS)
+    assert given["load"]["input_shapes"] == ["x=3,4"]
+    assert given["study"]["deploy_host"] == "127.0.0.1"
+    assert main(["tune", "--deploy-host", "every-interface"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "study.deploy_host must be an IP address, got 'every-interface'" in err[0]

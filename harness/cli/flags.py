@@ -9,9 +9,15 @@ from __future__ import annotations
 import enum
 import typing
 
-from harness.config import LoadConfig, ModelConfig, ServerConfig, SloConfig
+from harness.config import LoadConfig, ModelConfig, ServerConfig, SloConfig, StudyConfig
 
-SECTIONS = {"model": ModelConfig, "server": ServerConfig, "load": LoadConfig, "slo": SloConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "server": ServerConfig,
+    "load": LoadConfig,
+    "slo": SloConfig,
+    "study": StudyConfig,
+}
 
 
 def add_setting_flags(groups: dict, table: dict, *, show_defaults: bool = True) -> None:
@@ -57,6 +63,24 @@ def settings_from(args, table: dict) -> dict[str, dict]:
             if value is not None:
                 data.setdefault(section, {})[field] = value
     return data
+
+
+def backend_from(server: dict) -> dict:
+    """The server flags with the backend they imply: ``--image`` the Docker backend, ``--binary``
+    the process backend (an explicit ``--backend`` stays); both at once is refused."""
+    from harness.errors import ConfigError
+
+    server = dict(server)
+    if "image" in server and "binary" in server:
+        raise ConfigError(
+            "--image and --binary both given",
+            hint="--image runs the server in Docker, --binary as a process: give one of them",
+        )
+    if "image" in server:
+        server.setdefault("backend", "docker")
+    if "binary" in server:
+        server.setdefault("backend", "process")
+    return server
 
 
 def pick(table: dict, flags: typing.Iterable[str]) -> dict:

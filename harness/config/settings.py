@@ -164,6 +164,9 @@ class StudyConfig:
     # "cpu" | "gpu": also run the batching guide's procedure and state the gain over it
     # (harness.tuning.guide_procedure); empty: not run
     guide_procedure: str = ""
+    # where deploy/'s docker run and Compose files publish the ports: every interface, as TF
+    # Serving's tutorials do; 127.0.0.1 keeps the deployed server on its machine
+    deploy_host: str = "0.0.0.0"
     top_k: int = 3
     repeats: int = 3
 

@@ -165,6 +165,13 @@ def check_study(src: str, study: StudyConfig) -> None:
     if study.guide_procedure != "":  # empty: no procedure
         one_of(src, "study.guide_procedure", study.guide_procedure, ("cpu", "gpu"))
     positive(src, "study.trials", study.trials)
+    try:
+        ipaddress.ip_address(study.deploy_host)
+    except ValueError:
+        raise ConfigError(
+            f"{src}: study.deploy_host must be an IP address, got {study.deploy_host!r}",
+            hint="0.0.0.0 publishes the deployed ports on every interface, 127.0.0.1 on loopback",
+        ) from None
     if study.top_k < 1 or study.repeats < 1:
         raise ConfigError(f"{src}: study.top_k and study.repeats must be >= 1")
 

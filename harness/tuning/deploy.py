@@ -12,8 +12,9 @@ The winner step calls ``write`` next to ``best_batching_parameters.txt``; ``depl
 Every form runs the image through its stock contract, as the Docker backend does: ``MODEL_NAME``
 in the environment, the model at ``/models/<name>``, ports 8500 (gRPC) and 8501 (REST), the
 trial's TF Serving flags as the container's arguments (the same ``ServerSpec.server_flags``).
-Ports are published on ``host``: every interface by default, as the tutorials publish them (see
-docs/deploy.md); ``127.0.0.1`` keeps the server on the machine.
+Ports are published on the experiment's ``study.deploy_host`` (``harness tune --deploy-host``):
+every interface by default, as the tutorials publish them (see docs/deploy.md); ``127.0.0.1``
+keeps the server on the machine.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from harness.servers.docker import is_gpu_image
 from harness.servers.docker_common import GRPC_PORT, MODELS_DIR, REST_PORT
 from harness.tuning.space import TrialConfig
 
-PUBLISH_HOST = "0.0.0.0"  # where the written files publish the ports: every interface
 DEFAULT_IMAGE = "tensorflow/serving:latest"  # when the study did not measure an image
 CONFIG_DIR = "/config"  # where the batching and monitoring files are mounted in the container
 BATCHING_FILE, MONITORING_FILE = "batching_parameters.txt", "monitoring.config"
@@ -49,18 +49,20 @@ def write(
     winner: dict,
     *,
     dest: Path | None = None,
-    host: str = PUBLISH_HOST,
+    host: str | None = None,
     ports: tuple[int, int] = (GRPC_PORT, REST_PORT),
     image: str = "",
 ) -> Path | None:
     """Write ``deploy/`` for the study in ``out`` (its experiment.toml) and its ``winner`` (a
     summary row: ``trial`` and ``config``); returns the folder. ``dest``: another folder;
-    ``host``, ``ports``: where the host publishes gRPC and REST; ``image``: instead of the
+    ``host``, ``ports``: where the host publishes gRPC and REST (``host`` by default: the
+    experiment's ``study.deploy_host``); ``image``: instead of the
     study's. A study folder without its experiment.toml (a winner step driven by hand) gets
     nothing: None."""
     if not (Path(out) / "experiment.toml").is_file():
         return None
     exp = config.load(Path(out) / "experiment.toml")
+    host = exp.study.deploy_host if host is None else host
     plan = Plan(exp, TrialConfig.from_dict(winner["config"]), image=image)
     plan.memory_mb = plan.memory_mb or _measured_memory(Path(out), winner.get("trial"))
     folder = Path(dest) if dest is not None else Path(out) / "deploy"

@@ -125,12 +125,15 @@ def experiment_from(args):
     if args.experiment:
         return config.load_experiment(args.experiment, args.set or [])
     data = settings_from(args)
+    if "server" in data:
+        data["server"] = flags.backend_from(data["server"])
     model = data.setdefault("model", {})
     if "path" not in model:
         model["demo"] = args.model or DEFAULT_DEMO
     load = data.setdefault("load", {})
-    if "max_windows" in load:  # fewer windows than the usual minimum: stop there, not refuse
+    if "max_windows" in load:  # windows at most: fewer than the usual minimum stops there, and
         load["min_windows"] = min(LoadConfig().min_windows, load["max_windows"])
+        load.setdefault("extra_windows", 0)  # no more are added when they disagree
     for item in args.set or []:
         config.apply_override(data, item, "--set")
     return config.from_dict(data, "command line")

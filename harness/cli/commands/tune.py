@@ -25,12 +25,16 @@ TUNE_FLAGS = {
         (
             "--model-dir", "--model-name", "--signature",
             "--backend", "--binary", "--image", "--gpus", "--server-cpus",
-            "--protocol", "--users", "--rate", "--request-sizes", "--payload", "--load-cpus",
+            "--protocol", "--users", "--rate", "--request-sizes", "--payload", "--input-shape",
+            "--load-cpus",
         ),
     ),
     "slo": (
         ("--slo-p99-ms", "p99_ms", "the latency SLO: p99 in milliseconds"),
         ("--max-error-rate", "max_error_rate", "the share of requests that may fail or be rejected, e.g. 0.01"),
+    ),
+    "study": (
+        ("--deploy-host", "deploy_host", "where deploy/'s docker run and Compose files publish the ports: 0.0.0.0 (every interface, the default) or 127.0.0.1"),
     ),
 }  # fmt: skip
 
@@ -164,18 +168,8 @@ def lay_over(data: dict, given: dict[str, dict], *, named: bool) -> None:
     names the study after it unless ``named`` (a study name given on the command line)."""
     from pathlib import Path
 
-    from harness.errors import ConfigError
 
-    server = dict(given.get("server", {}))
-    if "image" in server and "binary" in server:
-        raise ConfigError(
-            "--image and --binary both given",
-            hint="--image runs the server in Docker, --binary as a process: give one of them",
-        )
-    if "image" in server:
-        server.setdefault("backend", "docker")
-    if "binary" in server:
-        server.setdefault("backend", "process")
+    server = flags.backend_from(given.get("server", {}))
     model = dict(given.get("model", {}))
     if "path" in model:
         model["path"] = str(Path(model["path"]).expanduser().resolve())
