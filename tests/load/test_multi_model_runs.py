@@ -91,6 +91,11 @@ def test_a_short_tune_judges_each_model_with_shared_parameters(models_dir, tmp_p
     summary = json.loads((tmp_path / "res" / "t" / "summary.json").read_text())
     best = summary["candidates"][0]
     assert set(json.loads(best["models"]) if isinstance(best["models"], str) else best["models"]) == {"ranker", "mlp"}
+    from harness.report.study import build
+
+    report = build(tmp_path / "res" / "t")["markdown"].read_text()
+    section = report.split("Each model", 1)[1].split("Rejections", 1)[0]
+    assert "met its SLO" in section and "ranker" in section and "mlp" in section
 
 
 def _reference_server_honours_per_model_batching() -> bool:
