@@ -136,3 +136,32 @@ def test_per_model_batching_parameters_are_honoured_end_to_end(models_dir, tmp_p
     assert "--enable_per_model_batching_parameters" in (tmp_path / "server" / "server.cmd").read_text()
     assert run.models["ranker"].errors.get("INVALID_ARGUMENT", 0) == run.models["ranker"].requests
     assert run.models["mlp"].ok == run.models["mlp"].requests > 0
+
+
+@pytest.mark.skipif(
+    not _reference_server_honours_per_model_batching(),
+    reason="the reference server in this tree does not define "
+    "--enable_per_model_batching_parameters yet (another branch adds it)",
+)
+def test_a_short_per_model_tune_writes_each_models_winning_file(models_dir, tmp_path):
+    r = harness(
+        "tune", "--experiment", "two_models", "--models-dir", str(models_dir), "--results-dir",
+        str(tmp_path / "res"), "--study", "t", "--trials", "2", "--no-report",
+        "--set", "search.per_model_batching=true", "--set", "study.baselines=false",
+        "--set", "study.top_k=1", "--set", "study.repeats=1",
+        "--set", "search.max_batch_size=[8, 32]", "--set", "search.num_batch_threads=[1]", *SHORT,
+        timeout=500,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
+    with open(tmp_path / "res" / "t" / "trials.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row["state"] == "COMPLETE"]
+    assert rows and all(row["ranker.max_batch_size"] in ("8", "32") for row in rows)
+    trial = tmp_path / "res" / "t" / "trials" / f"{int(rows[0]['number']):04d}" / "server"
+    assert "--enable_per_model_batching_parameters" in (trial / "server.cmd").read_text()
+    staged = BatchingParameters.read(trial / "models" / "mlp" / "1" / "batching_params.pbtxt")
+    assert staged.max_batch_size == int(rows[0]["mlp.max_batch_size"])
+    assert not (models_dir / "mlp" / "1" / "batching_params.pbtxt").exists()  # the user's untouched
+    out = tmp_path / "res" / "t"
+    assert BatchingParameters.read(out / "best_batching_parameters.txt").num_batch_threads == 1
+    for name in ("ranker", "mlp"):
+        assert BatchingParameters.read(out / "best_batching_params" / name / "batching_params.pbtxt").max_batch_size in (8, 32)
