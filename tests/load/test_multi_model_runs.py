@@ -148,7 +148,7 @@ def test_a_short_per_model_tune_writes_each_models_winning_file(models_dir, tmp_
         "tune", "--experiment", "two_models", "--models-dir", str(models_dir), "--results-dir",
         str(tmp_path / "res"), "--study", "t", "--trials", "2", "--no-report",
         "--set", "search.per_model_batching=true", "--set", "study.baselines=false",
-        "--set", "study.top_k=1", "--set", "study.repeats=1",
+        "--set", "study.top_k=1", "--set", "study.repeats=1", "--set", "search.batch_timeout_micros=[0, 1000]",
         "--set", "search.max_batch_size=[8, 32]", "--set", "search.num_batch_threads=[1]", *SHORT,
         timeout=500,
     )  # fmt: skip
