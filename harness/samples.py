@@ -4,7 +4,8 @@ columns, in chunk files that the load processes write and the harness reads back
 Every request gives one row: intended send time (epoch seconds), latency in microseconds (from
 the intended send time, so queueing in the generator is not hidden), outcome code
 (``harness.codes``: the gRPC code, TRANSPORT or OTHER), request size and how late the send
-actually went out. Chunks are ``.npz`` files renamed into place (``harness.atomic``), so a
+actually went out, and which model it went to (its place in the load's traffic split; 0 for
+the one model of a plain run). Chunks are ``.npz`` files renamed into place (``harness.atomic``), so a
 reader never sees half a chunk. numpy only: ``load`` writes these files, ``metrics``, ``report``
 and ``sim`` read them.
 """
@@ -20,8 +21,8 @@ import numpy as np
 
 from harness import atomic
 
-COLUMNS = ("t_intended", "latency_us", "code", "size", "late_us")
-DTYPES = (np.float64, np.float64, np.int16, np.int32, np.float32)
+COLUMNS = ("t_intended", "latency_us", "code", "size", "late_us", "model")
+DTYPES = (np.float64, np.float64, np.int16, np.int32, np.float32, np.int16)
 
 
 def write_chunk(
@@ -53,6 +54,11 @@ class Samples:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
+    def of_model(self, index: int) -> Samples:
+        """Rows of the requests sent to model ``index`` (its place in the traffic split)."""
+        mask = self.columns["model"] == index
+        return Samples({k: v[mask] for k, v in self.columns.items()}, self.oversize)
+
     def between(self, t0: float, t1: float) -> Samples:
         """Rows whose request was due in [t0, t1)."""
         t = self.columns["t_intended"]
@@ -66,7 +72,10 @@ class Samples:
         for path in sorted(Path(directory).glob("samples-*.npz")):
             with np.load(path) as z:
                 for name in COLUMNS:
-                    parts[name].append(z[name])
+                    # chunks written before the model column: every request to model 0
+                    parts[name].append(
+                        z[name] if name in z.files else np.zeros(len(z["t_intended"]), np.int16)
+                    )
                 for s, lim, n in json.loads(z["oversize"].tobytes().decode() or "[]"):
                     oversize[(s, lim)] += n
         cols = {

@@ -75,6 +75,7 @@ HARNESS_SETS = frozenset(
         "enable_batching",
         "batching_parameters_file",
         "monitoring_config_file",
+        "enable_per_model_batching_parameters",
     }
 )
 

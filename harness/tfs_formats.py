@@ -213,6 +213,17 @@ def monitoring_config(metrics_path: str) -> Message:
     return msg
 
 
+def model_config_list(models) -> Message:
+    """A ModelServerConfig listing ``models``, ``[(name, base_path), ...]``, each a TensorFlow
+    SavedModel (what ``--model_config_file`` reads to serve several models)."""
+    msg = ModelServerConfig()
+    for name, base_path in models:
+        msg.model_config_list.config.add(
+            name=name, base_path=str(base_path), model_platform="tensorflow"
+        )
+    return msg
+
+
 def to_text(message: Message) -> str:
     """The text-format file for ``message``.
 

@@ -32,7 +32,7 @@ from harness.config.settings import (
     SloConfig,
     StudyConfig,
 )
-from harness.config.sizes import parse_input_shapes, parse_size_mix
+from harness.config.sizes import parse_input_shapes, parse_size_mix, parse_traffic
 
 __all__ = [
     "BUNDLED_DIR",
@@ -55,6 +55,7 @@ __all__ = [
     "load_experiment",
     "parse_input_shapes",
     "parse_size_mix",
+    "parse_traffic",
     "resolve_experiment",
     "to_toml",
 ]

@@ -68,8 +68,26 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> Experiment:
 
 
 def from_dict(data: dict, source: str = "<dict>") -> Experiment:
+    data = _per_model_flag(data)
     exp = _build(Experiment, data, "", source)
+    if exp.models and "model" not in data:  # [[models]]: the first is the model too
+        exp = dataclasses.replace(exp, model=exp.models[0])
     return dataclasses.replace(exp, source=source).check()
+
+
+def _per_model_flag(data: dict) -> dict:
+    """``search.per_model_batching = true``: every served model; false: none."""
+    search = data.get("search")
+    if not isinstance(search, dict) or not isinstance(search.get("per_model_batching"), bool):
+        return data
+    names = []
+    if search["per_model_batching"]:
+        models = data.get("models") or [data.get("model") or {}]
+        for m in models if isinstance(models, list) else []:
+            if isinstance(m, dict):
+                path = str(m.get("path", "")).rstrip("/")
+                names.append(m.get("name") or m.get("demo") or Path(path).name)
+    return {**data, "search": {**search, "per_model_batching": names}}
 
 
 def apply_override(data: dict, item: str, src: str) -> None:
@@ -124,6 +142,10 @@ def _convert(hint, value, key: str, src: str):
         # whose message lists the allowed values
         value = _convert(str, value, key, src)
         return hint(value) if value in {m.value for m in hint} else value
+    if origin is tuple and args and dataclasses.is_dataclass(args[0]):  # [[models]]
+        if not isinstance(value, list):
+            raise ConfigError(f"{src}: {key} must be a list of tables ([[{key}]]), got {show(value)}")
+        return tuple(_build(args[0], v, f"{key}[{i}]", src) for i, v in enumerate(value))
     if origin is tuple or hint is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{src}: {key} must be a list, got {show(value)}")
@@ -174,6 +196,10 @@ def to_toml(exp: Experiment) -> str:
             if v is None:
                 continue
             lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    for m in exp.models:
+        lines.append("[[models]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(m).items() if v is not None]
         lines.append("")
     lines.append("[search]")
     for f in dataclasses.fields(SearchConfig):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from pathlib import Path
 
 
 class Protocol(enum.StrEnum):
@@ -49,6 +50,15 @@ class ModelConfig:
     path: str = ""  # or a SavedModel base path
     name: str = ""  # served under this name (default: demo name or directory name)
     signature: str = "serving_default"
+    # Several models in one server ([[models]], docs/multi-model.md): this model's own SLO;
+    # None: the study's slo.p99_ms / slo.max_error_rate.
+    slo_p99_ms: float | None = None
+    slo_max_error_rate: float | None = None
+
+    @property
+    def served_name(self) -> str:
+        """The name the server serves this model under."""
+        return self.name or self.demo or Path(self.path).name
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -104,6 +114,9 @@ class LoadConfig:
     remote_workers: int = 0  # workers on other machines (`harness worker --master-host ...`)
     master_bind_host: str = "127.0.0.1"  # 0.0.0.0 (or an address) to let remote workers in
     master_port: int = 0  # 0: a free port, or LOCUST_MASTER_PORT when remote workers are expected
+    # several models in one server: the share of requests each gets, "ranker:70,mlp:30";
+    # empty: the one model, or an even split over the experiment's [[models]]
+    traffic: str = ""
 
     @property
     def distributed(self) -> bool:
@@ -148,6 +161,10 @@ class SearchConfig:
     intra_op_parallelism: Range = Range(choices=(0,))
     inter_op_parallelism: Range = Range(choices=(0,))
     users: Range = Range(choices=())  # a workload value searched too; empty: load.users fixed
+    # max_batch_size, batch_timeout_micros and max_enqueued_batches searched for each of these
+    # models (its batching_params.pbtxt, --enable_per_model_batching_parameters); num_batch_threads
+    # stays one value, for the pool every model shares. In a file, true means every served model
+    per_model_batching: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -174,12 +191,30 @@ class StudyConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Experiment:
     model: ModelConfig = ModelConfig()
+    # several models in one server ([[models]] tables): the first is also ``model``
+    models: tuple[ModelConfig, ...] = ()
     server: ServerConfig = ServerConfig()
     load: LoadConfig = LoadConfig()
     slo: SloConfig = SloConfig()
     search: SearchConfig = SearchConfig()
     study: StudyConfig = StudyConfig()
     source: str = "<defaults>"
+
+    @property
+    def served_models(self) -> tuple[ModelConfig, ...]:
+        """Every model the server serves: ``models``, or the one ``model``."""
+        return self.models or (self.model,)
+
+    @property
+    def multi_model(self) -> bool:
+        return len(self.served_models) > 1
+
+    def traffic(self) -> str:
+        """``load.traffic``, or with several models and none given, an even split over them;
+        empty for one model and no split."""
+        if self.load.traffic or not self.multi_model:
+            return self.load.traffic
+        return ",".join(f"{m.served_name}:1" for m in self.served_models)
 
     def check(self) -> Experiment:
         from harness.config.validate import check_experiment

@@ -53,3 +53,29 @@ def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
             raise ConfigError(f"input shape for {name!r} is given twice")
         out[name] = shape
     return out
+
+
+def parse_traffic(text: str) -> list[tuple[str, float]]:
+    """``"ranker:70,mlp:30"`` (model:weight) -> [(model, share), ...], shares summing to 1;
+    a bare name weighs 1. The order is kept: it numbers the models in the request records."""
+    split: list[tuple[str, float]] = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        name, _, weight_s = part.rpartition(":") if ":" in part else (part, "", "1")
+        try:
+            weight = float(weight_s)
+        except ValueError:
+            weight = float("nan")
+        if not name or not weight > 0 or weight == float("inf"):
+            raise ConfigError(
+                f"traffic split {text!r}: {part!r} is not model:weight with a weight > 0",
+                hint="write it like ranker:70,mlp:30",
+            )
+        if name in (n for n, _ in split):
+            raise ConfigError(f"traffic split {text!r}: model {name!r} is given twice")
+        split.append((name, weight))
+    if not split:
+        raise ConfigError("traffic split is empty", hint="write it like ranker:70,mlp:30")
+    total = sum(w for _, w in split)
+    return [(n, w / total) for n, w in split]

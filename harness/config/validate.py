@@ -27,13 +27,14 @@ from harness.config.settings import (
     SloConfig,
     StudyConfig,
 )
-from harness.config.sizes import parse_input_shapes, parse_size_mix
+from harness.config.sizes import parse_input_shapes, parse_size_mix, parse_traffic
 from harness.errors import ConfigError
 
 
 def check_experiment(exp: Experiment) -> None:
     src = exp.source
     check_model(src, exp.model)
+    check_models(src, exp)
     check_server(src, exp.server)
     check_load(src, exp.load)
     check_slo(src, exp.slo)
@@ -52,6 +53,63 @@ def check_model(src: str, m: ModelConfig) -> None:
         raise ConfigError(
             f"{src}: model.name {show(m.name)} may hold only letters, digits, '.', '_' and '-'",
             hint="it is used in URLs, paths and server flags",
+        )
+
+
+def check_models(src: str, exp: Experiment) -> None:
+    """Several models in one server: each model valid, names distinct, the traffic split over
+    served models only, each model's own SLO (if any) a valid one."""
+    if exp.models and exp.model != exp.models[0]:
+        raise ConfigError(
+            f"{src}: give [model] or [[models]], not both",
+            hint="with several models, list each in its own [[models]] table",
+        )
+    names: list[str] = []
+    for i, m in enumerate(exp.models):
+        check_model(f"{src}: models[{i}]", m)
+        if m.served_name in names:
+            raise ConfigError(
+                f"{src}: models[{i}] is served as {m.served_name!r} like an earlier one",
+                hint='give each model its own name = "..."',
+            )
+        names.append(m.served_name)
+    for m in exp.served_models:
+        key = f"model {m.served_name!r}"
+        if m.slo_p99_ms is not None:
+            positive(src, f"{key}: slo_p99_ms", m.slo_p99_ms)
+        if m.slo_max_error_rate is not None and not 0 <= m.slo_max_error_rate <= 1:
+            raise ConfigError(f"{src}: {key}: slo_max_error_rate must be between 0 and 1")
+    served = [m.served_name for m in exp.served_models]
+    if exp.load.traffic:
+        for name, _ in traffic_split(src, exp.load.traffic):
+            if name not in served:
+                raise ConfigError(
+                    f"{src}: load.traffic names {name!r}, which is not a served model",
+                    hint=f"served models: {', '.join(served)}",
+                )
+    for name in exp.search.per_model_batching:
+        if name not in served:
+            raise ConfigError(
+                f"{src}: search.per_model_batching names {name!r}, which is not a served model",
+                hint=f"served models: {', '.join(served)} (or write true for all)",
+            )
+    if exp.search.per_model_batching and (
+        exp.search.allowed_batch_sizes or exp.search.large_batch_splitting
+    ):
+        raise ConfigError(
+            f"{src}: search.per_model_batching searches max_batch_size, batch_timeout_micros "
+            "and max_enqueued_batches per model, not allowed_batch_sizes or large batch splitting",
+            hint="leave search.allowed_batch_sizes and search.large_batch_splitting false",
+        )
+    if len({m.signature for m in exp.served_models}) > 1:
+        raise ConfigError(
+            f"{src}: the served models name different signatures",
+            hint="every model of one experiment is called through the same signature name",
+        )
+    if len(served) > 1 and exp.load.payload:
+        raise ConfigError(
+            f"{src}: load.payload with several models is not supported",
+            hint="leave load.payload empty: each model gets random values from its signature",
         )
 
 
@@ -109,6 +167,17 @@ def check_load(src: str, load: LoadConfig) -> None:
     if not 0 <= load.master_port < 65536:
         raise ConfigError(f"{src}: load.master_port {load.master_port} is not a port number")
     check_requests(src, load)
+    traffic_split(src, load.traffic)
+
+
+def traffic_split(src: str, text: str) -> list[tuple[str, float]]:
+    """load.traffic parsed, its errors naming the key; [] when empty."""
+    if not text:
+        return []
+    try:
+        return parse_traffic(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: load.traffic: {exc.message}", hint=exc.hint) from None
 
 
 def check_requests(src: str, load: LoadConfig) -> None:

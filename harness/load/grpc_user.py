@@ -42,15 +42,16 @@ class GrpcPredictUser(_PredictUser, User):
     def predict(self) -> None:
         self._predict()
 
-    def _signature(self, o):
-        return payloads.signature_from_grpc(self.target, o.model_name, o.signature_name)
+    def _signature(self, o, model: str):
+        return payloads.signature_from_grpc(self.target, model, o.signature_name)
 
-    def _encoder(self, o):
+    def _encoder(self, o, model: str):
         return payloads.grpc_encoder(
-            o.model_name, "" if o.signature_name == "serving_default" else o.signature_name
+            model, "" if o.signature_name == "serving_default" else o.signature_name
         )
 
-    def _send(self, body: bytes) -> tuple[int, str, int]:
+    def _send(self, body: bytes, model: str) -> tuple[int, str, int]:
+        # the model's name travels in the request body (its ModelSpec)
         try:
             resp = self.call(body, timeout=self.environment.parsed_options.request_timeout)
             return status.OK, "", len(resp)

@@ -19,7 +19,7 @@ from locust import events
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.config import Arrivals, parse_size_mix
+from harness.config import Arrivals, parse_size_mix, parse_traffic
 from harness.errors import HarnessError
 from harness.load import distributed, payloads, status
 from harness.load.recorder import Recorder
@@ -33,6 +33,14 @@ def _options(parser) -> None:
         default="default",
         env_var="LOCUST_MODEL_NAME",
         help="model to send Predict requests to",
+    )
+    parser.add_argument(
+        "--traffic",
+        type=str,
+        default="",
+        env_var="LOCUST_TRAFFIC",
+        help="several models: the share of requests each gets, model:weight,... such as "
+        "ranker:70,mlp:30 (default: every request to --model-name)",
     )
     parser.add_argument(
         "--signature-name", type=str, default="serving_default", env_var="LOCUST_SIGNATURE_NAME"
@@ -222,12 +230,12 @@ def _stop_with(environment, message: str) -> None:
         gevent.spawn_later(0.1, runner.quit)
 
 
-def _pool(o, user) -> payloads.PayloadPool:
-    """The pool of request bodies for these options, built once per process."""
+def _pool(o, user, model: str) -> payloads.PayloadPool:
+    """The pool of request bodies for ``model`` with these options, built once per process."""
     key = (
         type(user).__name__,
         user.host,
-        o.model_name,
+        model,
         o.signature_name,
         o.request_sizes,
         o.payload,
@@ -235,11 +243,11 @@ def _pool(o, user) -> payloads.PayloadPool:
     )
     if key not in _pools:
         mix = parse_size_mix(o.request_sizes)
-        specs = user._signature(o)
+        specs = user._signature(o, model)
         shapes = [s for s in o.input_shapes.split(";") if s.strip()]
         source = payloads.request_source(specs, o.payload, shapes, o.signature_name)
         # one seed for every protocol: gRPC and REST pools draw the same rows
-        _pools[key] = payloads.PayloadPool(source, mix, user._encoder(o), seed=0)
+        _pools[key] = payloads.PayloadPool(source, mix, user._encoder(o, model), seed=0)
     return _pools[key]
 
 
@@ -254,7 +262,12 @@ class _PredictUser:
         self.model_name = o.model_name
         self.rec = recorder(self.environment)
         try:
-            self.pool = _pool(o, self)
+            # several models: each request goes to one drawn by the split; its index in the
+            # split is recorded with the request, so figures can be computed per model
+            split = parse_traffic(o.traffic) if getattr(o, "traffic", "") else [(o.model_name, 1.0)]
+            self.models = [name for name, _ in split]
+            self.bounds = np.cumsum([share for _, share in split])
+            self.pools = [_pool(o, self, name) for name in self.models]
         except HarnessError as exc:
             # the run stops with the one error line; the user ends at its first task, where
             # Locust takes StopUser quietly (from on_start it logs a traceback per user)
@@ -263,12 +276,15 @@ class _PredictUser:
         self.rng = np.random.default_rng()
 
     def _send_recorded(self, intended: float) -> None:
-        size, body = self.pool.pick()
+        model = 0
+        if len(self.models) > 1:  # the split's cumulative shares, one uniform draw
+            model = min(int(np.searchsorted(self.bounds, self.rng.random(), side="right")), len(self.models) - 1)
+        size, body = self.pools[model].pick()
         sent = time.time()
-        code, detail, length = self._send(body)
+        code, detail, length = self._send(body, self.models[model])
         done = time.time()
         latency_us = (done - intended) * 1e6
-        self.rec.add(intended, latency_us, code, size, (sent - intended) * 1e6)
+        self.rec.add(intended, latency_us, code, size, (sent - intended) * 1e6, model)
         if code == status.CODES["INVALID_ARGUMENT"]:
             over = status.oversize(detail)
             if over:
@@ -280,7 +296,7 @@ class _PredictUser:
         )
         self.environment.events.request.fire(
             request_type=self.request_type,
-            name=f"Predict[{size}]",
+            name=f"Predict[{size}]" if len(self.models) == 1 else f"{self.models[model]}[{size}]",
             response_time=latency_us / 1000.0,
             response_length=length,
             exception=exc,

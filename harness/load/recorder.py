@@ -25,9 +25,15 @@ class Recorder:
         self._prefix = f"{os.getpid()}-{int(time.time() * 1000) % 10**9}"
 
     def add(
-        self, t_intended: float, latency_us: float, code: int, size: int, late_us: float = 0.0
+        self,
+        t_intended: float,
+        latency_us: float,
+        code: int,
+        size: int,
+        late_us: float = 0.0,
+        model: int = 0,
     ) -> None:
-        self._rows.append((t_intended, latency_us, code, size, late_us))
+        self._rows.append((t_intended, latency_us, code, size, late_us, model))
 
     def take(self) -> tuple[dict[str, np.ndarray], list[list[int]]]:
         """The rows and oversize counts recorded since the last call, as numpy columns."""

@@ -24,7 +24,7 @@ class RestPredictUser(_PredictUser, User):
             network_timeout=o.request_timeout,
         )
         self._setup()
-        self.path = f"/v1/models/{self.model_name}:predict"
+        self.paths = {m: f"/v1/models/{m}:predict" for m in self.models}
 
     def on_stop(self) -> None:
         self.http.close()
@@ -33,18 +33,18 @@ class RestPredictUser(_PredictUser, User):
     def predict(self) -> None:
         self._predict()
 
-    def _signature(self, o):
-        return payloads.signature_from_rest(self.host, o.model_name, o.signature_name)
+    def _signature(self, o, model: str):
+        return payloads.signature_from_rest(self.host, model, o.signature_name)
 
-    def _encoder(self, o):
+    def _encoder(self, o, model: str):
         return payloads.rest_encoder(
             "" if o.signature_name == "serving_default" else o.signature_name
         )
 
-    def _send(self, body: bytes) -> tuple[int, str, int]:
+    def _send(self, body: bytes, model: str) -> tuple[int, str, int]:
         try:
             resp = self.http.post(
-                self.path, body=body, headers={"Content-Type": "application/json"}
+                self.paths[model], body=body, headers={"Content-Type": "application/json"}
             )
             text = resp.read()
         except Exception as exc:  # socket errors, timeouts: no answer at all

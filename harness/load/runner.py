@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from harness.config import LOCUST_MASTER_PORT, LoadConfig, Protocol
+from harness.config import LOCUST_MASTER_PORT, LoadConfig, Protocol, parse_traffic
 from harness.endpoint import Endpoint, is_loopback, log_tail
 from harness.errors import LoadError
 from harness.load import distributed, payloads, promscrape, status
@@ -49,6 +49,8 @@ class RunResult:
     oversize: list[dict]  # INVALID_ARGUMENT "Task size N is larger than ... M": counts by (N, M)
     workers: list[dict] = dataclasses.field(default_factory=list)  # master/worker mode only
     span: tuple[float, float] = (0.0, 0.0)  # wall-clock start and end of the measured windows
+    # several models (load.traffic): each model's figures over the measured windows, by name
+    models: dict[str, Measurement] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict:
         m = self.measurement.to_dict()
@@ -63,7 +65,21 @@ class RunResult:
         )
         if self.workers:
             m["workers"] = self.workers
+        if self.models:
+            m["models"] = {name: mm.to_dict() for name, mm in self.models.items()}
         return m
+
+
+def traffic_models(load: LoadConfig, model_name: str) -> list[str]:
+    """The models a load sends to, in the order the request records number them."""
+    return [name for name, _ in parse_traffic(load.traffic)] if load.traffic else [model_name]
+
+
+def per_model(samples: Samples, models: list[str], t0: float, t1: float) -> dict[str, Measurement]:
+    """Each model's figures over [t0, t1); empty for a load to one model."""
+    if len(models) < 2:
+        return {}
+    return {name: measure(samples.of_model(i), t0, t1) for i, name in enumerate(models)}
 
 
 def locustfile(protocol: str) -> Path:
@@ -119,6 +135,8 @@ def locust_command(
     ]
     if load.rate > 0:
         cmd += ["--arrival-rate", str(load.rate), "--arrivals", str(load.arrivals)]
+    if load.traffic:
+        cmd += ["--traffic", load.traffic]
     if load.payload:  # absolute: Locust runs in the measurement's folder
         cmd += ["--payload", str(Path(load.payload).resolve())]
     if load.input_shapes:
@@ -240,7 +258,8 @@ def run_load(
     """Drive ``endpoint`` with ``load`` and measure; ``cpus``: the cores the generator may use
     (None: any); ``signature``: the model's; ``check_server()`` raises if the server died."""
     load.check()
-    payloads.preflight(_server_signature(endpoint, load, signature), load, signature)
+    for model in traffic_models(load, endpoint.model_name):
+        payloads.preflight(_server_signature(endpoint, load, signature, model), load, signature)
     workdir = Path(workdir).resolve()  # Locust runs in workdir: relative paths would land inside it
     record_dir = workdir / "samples"
     shutil.rmtree(record_dir, ignore_errors=True)
@@ -270,11 +289,11 @@ def run_load(
         procs.stop()
 
 
-def _server_signature(endpoint: Endpoint, load: LoadConfig, signature: str):
+def _server_signature(endpoint: Endpoint, load: LoadConfig, signature: str, model: str):
     """The model's inputs as the server describes them, through the protocol under test."""
     if load.protocol == Protocol.GRPC:
-        return payloads.signature_from_grpc(endpoint.grpc_target, endpoint.model_name, signature)
-    return payloads.signature_from_rest(endpoint.rest_url, endpoint.model_name, signature)
+        return payloads.signature_from_grpc(endpoint.grpc_target, model, signature)
+    return payloads.signature_from_rest(endpoint.rest_url, model, signature)
 
 
 def _reported_error(log: str) -> str | None:
@@ -346,6 +365,7 @@ def _measure_windows(procs: _Procs, endpoint, load: LoadConfig, cpus, record_dir
         oversize=oversize_counts(samples, start, end),
         workers=workers,
         span=(start, end),
+        models=per_model(samples, traffic_models(load, endpoint.model_name), start, end),
     )
 
 

@@ -247,6 +247,25 @@ def _top(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.image(images["latency_distribution"], "Latency distribution of successful requests, from the per-request samples of each trial.")
 
 
+def _models(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
+    """Several models in one server: each model's figures and SLO verdict per trial, from
+    trials.csv's ``<model>.<figure>`` columns (docs/multi-model.md)."""
+    df = t["trials"]
+    names = [c[: -len(".meets_slo")] for c in df.columns if str(c).endswith(".meets_slo")]
+    if not names:
+        return
+    doc.h("Each model")
+    doc.p(f"{len(names)} models in one server ({', '.join(names)}); a trial is within the SLO only when every model meets its own.")
+    rows = []
+    for _, r in df.iterrows():
+        if not r["complete"] or r.get(f"{names[0]}.meets_slo") in ("", None):
+            continue
+        for n in names:
+            met = r.get(f"{n}.meets_slo")
+            rows.append([int(r["number"]), r["label"], n, _pct(r.get(f"{n}.share")), fmt(r.get(f"{n}.items_per_s")), fmt(r.get(f"{n}.p99_ms"), 1), _pct(r.get(f"{n}.error_rate")), fmt(str(met) == "True")])
+    doc.table(["trial", "config", "model", "share", "items/s", "p99 ms", "errors", "met its SLO"], rows)
+
+
 def _rejections(doc: Doc, res: StudyResults, t: dict, images: dict) -> None:
     doc.h("Rejections")
     rej = t["rejections"]
@@ -324,6 +343,7 @@ SECTIONS = (
     _predictions,
     _top,
     _procedure,
+    _models,
     _rejections,
     _batches,
     _importance,

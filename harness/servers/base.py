@@ -33,6 +33,7 @@ from harness.endpoint import (  # noqa: F401
     log_tail,
 )
 from harness.errors import ServerError
+from harness.servers.staging import ServedModel
 
 # Start-up lines worth recording with a trial (what the binary was built for, for example).
 NOTABLE_LINES = [
@@ -61,6 +62,18 @@ class ServerSpec:
     startup_timeout: float = 180.0
     bind_host: str = "127.0.0.1"  # where the server listens (docker: where ports are published)
     advertise_host: str = ""  # how the harness and load workers reach it; empty: derived
+    # several models in one server (a --model_config_file), the first being model_name and
+    # model_dir; a model with its own batching parameters gets its batching_params.pbtxt
+    # (--enable_per_model_batching_parameters), and ``batching`` then holds the shared pool's
+    models: tuple[ServedModel, ...] = ()
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models) or (self.model_name,)
+
+    @property
+    def per_model_batching(self) -> bool:
+        return self.batching is not None and any(m.batching is not None for m in self.models)
 
     def server_flags(self, batching_file: str | None, monitoring_file: str) -> list[str]:
         """Flags shared by every backend (model and port flags are the backend's business)."""
@@ -69,6 +82,8 @@ class ServerSpec:
             flags.append("--enable_batching")
             if batching_file:
                 flags.append(f"--batching_parameters_file={batching_file}")
+            if self.per_model_batching:
+                flags.append("--enable_per_model_batching_parameters")
         if self.intra_op_parallelism:
             flags.append(f"--tensorflow_intra_op_parallelism={self.intra_op_parallelism}")
         if self.inter_op_parallelism:
@@ -156,25 +171,28 @@ def model_state(rest_url: str, model_name: str, timeout: float = 2.0) -> tuple[s
     return newest.get("state"), newest.get("status", {}).get("error_message", "")
 
 
-def wait_until_available(server: RunningServer, timeout: float) -> float:
-    """Poll until the model is AVAILABLE; returns seconds waited. Raises ServerError on exit,
-    on a model that failed to load, or on timeout (with the log tail)."""
+def wait_until_available(server: RunningServer, timeout: float, names=()) -> float:
+    """Poll until the model (or each of ``names``) is AVAILABLE; returns seconds waited. Raises
+    ServerError on exit, on a model that failed to load, or on timeout (with the log tail)."""
     t0 = time.monotonic()
     last = ""
     delay = 0.05
+    waiting = list(names or (server.endpoint.model_name,))
     while True:
         server.check_alive()
-        state, why = model_state(server.endpoint.rest_url, server.endpoint.model_name)
+        name = waiting[0]
+        state, why = model_state(server.endpoint.rest_url, name)
         if state == "AVAILABLE":
-            return time.monotonic() - t0
+            waiting.pop(0)
+            if not waiting:
+                return time.monotonic() - t0
+            continue
         if state == "END" and why:
-            raise ServerError(
-                f"model {server.endpoint.model_name} failed to load: {why}\n{log_tail(server.logs())}"
-            )
+            raise ServerError(f"model {name} failed to load: {why}\n{log_tail(server.logs())}")
         last = why or f"state {state}"
         if time.monotonic() - t0 > timeout:
             raise ServerError(
-                f"model {server.endpoint.model_name} not AVAILABLE after {timeout:.0f}s ({last})\n"
+                f"model {name} not AVAILABLE after {timeout:.0f}s ({last})\n"
                 f"{log_tail(server.logs())}",
                 hint="raise the start-up timeout or check the model directory",
             )

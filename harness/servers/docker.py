@@ -50,6 +50,7 @@ from harness.servers.docker_common import (  # noqa: F401 - the labels are part 
     sdk,
 )
 from harness.servers.docker_volumes import VolumeShipment
+from harness.servers.staging import MODEL_CONFIG_FILE, StagedModel, stage, write_model_config
 from harness.servers.usage import Usage, container_usage
 from harness.servers.watchdog import Watchdog
 
@@ -193,7 +194,7 @@ class DockerBackend:
         # a -gpu tag is a GPU image: it needs the GPU device request (and a GPU runtime)
         self.gpus = self.options.gpus or is_gpu_image(self.options.image)
         self._gpu_checked = False
-        self._shipments: dict[tuple[str, str, str], VolumeShipment] = {}
+        self._shipments: dict[tuple, VolumeShipment] = {}
         self.removed_leftovers = remove_leftovers(self.client)
 
     def preflight(self) -> None:
@@ -264,31 +265,61 @@ class DockerBackend:
             )
         batching, monitoring = write_config_files(spec, workdir)
         files = [p for p in (batching, monitoring) if p]
-        mounts, config_dir = self._mounts(image, spec.model_name, model_dir, workdir, files)
+        models = {spec.model_name: model_dir}
+        staged: list[StagedModel] = []
+        if spec.models:  # several: each at /models/<name>, listed in a model config file
+            staged = self._stage(spec, workdir)
+            models = {m.name: m.base_path for m in staged}
+            config = write_model_config(
+                [(m.name, f"{MODELS_DIR}/{m.name}") for m in staged], workdir / MODEL_CONFIG_FILE
+            )
+            files.append(config)
+        mounts, config_dir = self._mounts(image, models, workdir, files, staged)
         args = spec.server_flags(
             f"{config_dir}/batching_parameters.txt" if batching else None,
             f"{config_dir}/monitoring.txt",
         )
+        if spec.models:  # the entrypoint's --model_name/--model_base_path give way to the file
+            args.insert(0, f"--model_config_file={config_dir}/{MODEL_CONFIG_FILE}")
         container = self._run(image, spec, args, mounts)
         return self._ready(container, spec, host, workdir)
 
-    def _mounts(self, image, model_name: str, model_dir: Path, workdir: Path, files: list[Path]):
-        """(mounts, the directory the trial's config ``files`` are at inside the container): the
-        model at /models/<name>, where the image's entrypoint looks, read-only."""
+    def _stage(self, spec: ServerSpec, workdir: Path) -> list[StagedModel]:
+        """Each model as the container reads it: a per-model batching model is staged with
+        empty stand-ins that the user's files are mounted over (links would point nowhere
+        inside the container)."""
+        if self.transfer == "copy" and spec.per_model_batching:
+            raise ServerError(
+                "per-model batching parameters cannot be copied to a remote Docker engine yet",
+                hint='set server.model_transfer = "bind" (the engine sees this machine\'s paths) '
+                "or search shared parameters (search.per_model_batching = false)",
+            )
+        return [stage(m, workdir / "models", links=False) for m in spec.models]
+
+    def _mounts(self, image, models: dict, workdir: Path, files: list[Path], staged=()):
+        """(mounts, the directory the trial's config ``files`` are at inside the container):
+        each model at /models/<name>, where the image's entrypoint looks, read-only."""
         docker = sdk()
         if self.transfer == "copy":
-            shipment = self._shipment(image, model_name, model_dir)
+            shipment = self._shipment(image, models)
             config_dir = shipment.add_files(files)
             volume = docker.types.Mount(
                 MODELS_DIR, shipment.volume_name, type="volume", read_only=True
             )
             return [volume], config_dir
-        return [
-            docker.types.Mount(
-                f"{MODELS_DIR}/{model_name}", str(model_dir), type="bind", read_only=True
-            ),
-            docker.types.Mount("/config", str(workdir), type="bind", read_only=True),
-        ], "/config"
+        mounts = [
+            docker.types.Mount(f"{MODELS_DIR}/{name}", str(path), type="bind", read_only=True)
+            for name, path in models.items()
+        ]
+        for m in staged:  # the user's files over the stand-ins of a staged model
+            mounts += [
+                docker.types.Mount(
+                    f"{MODELS_DIR}/{m.name}/{rel}", str(src), type="bind", read_only=True
+                )
+                for src, rel in m.mounts
+            ]
+        mounts.append(docker.types.Mount("/config", str(workdir), type="bind", read_only=True))
+        return mounts, "/config"
 
     def _run(self, image, spec: ServerSpec, args: list[str], mounts: list):
         """The container, started detached: confined, on the bridge network, ports on bind_host."""
@@ -340,7 +371,7 @@ class DockerBackend:
         try:
             endpoint = self._endpoint(container, spec.model_name, host)
             server = DockerServer(container, endpoint, workdir)
-            wait_until_available(server, spec.startup_timeout)
+            wait_until_available(server, spec.startup_timeout, spec.model_names)
             server.watchdog = Watchdog(endpoint.rest_url, spec.model_name)
         except BaseException:
             try:
@@ -350,13 +381,11 @@ class DockerBackend:
             raise
         return server
 
-    def _shipment(self, image, model_name: str, model_dir: Path) -> VolumeShipment:
-        key = (image.id, model_name, str(model_dir))
+    def _shipment(self, image, models: dict) -> VolumeShipment:
+        key = (image.id, tuple((name, str(path)) for name, path in models.items()))
         if key not in self._shipments:
             prefix = f"{self.options.container_prefix}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-            self._shipments[key] = VolumeShipment(
-                self.client, image.id, prefix, model_name, model_dir
-            )
+            self._shipments[key] = VolumeShipment(self.client, image.id, prefix, models)
         return self._shipments[key]
 
     def _endpoint(self, container, model_name: str, host: str) -> Endpoint:

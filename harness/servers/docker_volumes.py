@@ -24,11 +24,11 @@ class VolumeShipment:
     the archive API of a helper container that is created from the server's image and never
     started: the engine accepts archives for a stopped container, and into a volume even though
     the container's root file system is read-only. Server containers then mount the volume
-    read-only at /models: the model at /models/<name> (where TF Serving images look), the
+    read-only at /models: each model at /models/<name> (where TF Serving images look), the
     config files of trial N at /models/.tfs-harness/N/.
     """
 
-    def __init__(self, client, image_id: str, prefix: str, model_name: str, model_dir: Path):
+    def __init__(self, client, image_id: str, prefix: str, models: dict[str, Path]):
         docker = sdk()
         self.client = client
         self.volume_name = f"{prefix}-models"
@@ -46,11 +46,12 @@ class VolumeShipment:
                 read_only=True,
                 cap_drop=["ALL"],
             )
-            self._put({model_name: model_dir})
+            self._put(dict(models))
         except docker.errors.DockerException as exc:
             self.remove()
             raise ServerError(
-                f"cannot copy the model {model_dir} to the Docker engine: {exc}",
+                f"cannot copy the model {', '.join(map(str, models.values()))} to the Docker "
+                f"engine: {exc}",
                 hint='or set server.model_transfer = "bind" when the engine\'s host has the same paths',
             ) from None
         except BaseException:

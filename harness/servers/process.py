@@ -31,6 +31,7 @@ from harness.servers.base import (
     write_config_files,
 )
 from harness.servers.forkserver import ForkServer
+from harness.servers.staging import MODEL_CONFIG_FILE, stage, write_model_config
 from harness.servers.usage import Usage, process_usage
 from harness.servers.watchdog import Watchdog
 
@@ -184,8 +185,7 @@ class ProcessBackend:
             *self.command,
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
-            f"--model_name={spec.model_name}",
-            f"--model_base_path={model_dir}",
+            *model_flags(spec, workdir, model_dir),
             *spec.server_flags(str(batching) if batching else None, str(monitoring)),
         ]
         env = {BIND_ENV: spec.bind_host}  # the reference server's address; TF's binary ignores it
@@ -202,7 +202,7 @@ class ProcessBackend:
             proc, Endpoint.at(host, grpc_port, rest_port, spec.model_name), log_path, notes
         )
         try:
-            wait_until_available(server, spec.startup_timeout)
+            wait_until_available(server, spec.startup_timeout, spec.model_names)
         except BaseException:
             server.stop()
             raise
@@ -215,6 +215,16 @@ class ProcessBackend:
             return spawn(cmd, log_path, cpus, env={**os.environ, **env})
         except OSError as exc:
             raise ServerError(f"cannot start {cmd[0]}: {exc.strerror}") from None
+
+
+def model_flags(spec: ServerSpec, workdir: Path, model_dir: Path) -> list[str]:
+    """The one model's name and base path, or for several a ``--model_config_file`` listing
+    them (each staged with its batching_params.pbtxt under per-model batching)."""
+    if not spec.models:
+        return [f"--model_name={spec.model_name}", f"--model_base_path={model_dir}"]
+    staged = [stage(m, workdir / "models") for m in spec.models]
+    path = write_model_config([(m.name, m.base_path) for m in staged], workdir / MODEL_CONFIG_FILE)
+    return [f"--model_config_file={path}"]
 
 
 def binary_version(path: str) -> str:

@@ -36,11 +36,26 @@ from harness.endpoint import METRICS_PATH
 from harness.servers.base import ServerSpec
 from harness.servers.docker import is_gpu_image
 from harness.servers.docker_common import GRPC_PORT, MODELS_DIR, REST_PORT
+from harness.servers.staging import PER_MODEL_FILE, ServedModel
 from harness.tuning.space import TrialConfig
 
 DEFAULT_IMAGE = "tensorflow/serving:latest"  # when the study did not measure an image
 CONFIG_DIR = "/config"  # where the batching and monitoring files are mounted in the container
 BATCHING_FILE, MONITORING_FILE = "batching_parameters.txt", "monitoring.config"
+MODELS_FILE = "models.config"  # several models: the --model_config_file
+PER_MODEL_DIR = "best_batching_params"  # per-model winner: <model>/batching_params.pbtxt
+
+
+def write_per_model(out: Path, cfg: TrialConfig, dirname: str = PER_MODEL_DIR) -> list[Path]:
+    """A per-model winner's files beside the global one: ``<model>/batching_params.pbtxt``
+    (under ``dirname``), each to be copied into that model's version directory, where
+    ``--enable_per_model_batching_parameters`` makes TF Serving read it."""
+    written = []
+    for name, params in cfg.per_model:
+        path = Path(out) / dirname / name / PER_MODEL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written.append(write_text(path, params.to_text()))
+    return written
 MEMORY_HEADROOM = 1.5  # a measured peak is not a limit: room for larger requests and growth
 
 
@@ -59,16 +74,21 @@ def write(
     experiment's ``study.deploy_host``); ``image``: instead of the
     study's. A study folder without its experiment.toml (a winner step driven by hand) gets
     nothing: None."""
+    cfg = TrialConfig.from_dict(winner["config"])
+    write_per_model(Path(out), cfg)
     if not (Path(out) / "experiment.toml").is_file():
         return None
     exp = config.load(Path(out) / "experiment.toml")
     host = exp.study.deploy_host if host is None else host
-    plan = Plan(exp, TrialConfig.from_dict(winner["config"]), image=image)
+    plan = Plan(exp, cfg, image=image)
     plan.memory_mb = plan.memory_mb or _measured_memory(Path(out), winner.get("trial"))
     folder = Path(dest) if dest is not None else Path(out) / "deploy"
     folder.mkdir(parents=True, exist_ok=True)
     if plan.batching_text:
         write_text(folder / BATCHING_FILE, plan.batching_text)
+    if plan.models_text:
+        write_text(folder / MODELS_FILE, plan.models_text)
+    write_per_model(folder, cfg, dirname="")
     write_text(folder / MONITORING_FILE, plan.monitoring_text)
     write_text(folder / "docker-run.sh", docker_run(plan, host, ports))
     (folder / "docker-run.sh").chmod(0o755)
@@ -85,8 +105,10 @@ class Plan:
         self.study_image = s.image if s.backend == BackendKind.DOCKER else ""
         self.image = image or self.study_image or DEFAULT_IMAGE
         self.gpus = is_gpu_image(self.image) or (s.gpus and self.image == self.study_image)
-        self.model_name, self.model_dir = _model(exp)
+        self.models = [_model(m) for m in exp.served_models]  # [(name, base path)]
+        self.model_name, self.model_dir = self.models[0]
         self.name = _dns_name(f"{self.model_name}-serving")
+        several = len(self.models) > 1 or bool(cfg.per_model)
         spec = ServerSpec(
             model_name=self.model_name,
             model_dir=self.model_dir,
@@ -94,9 +116,21 @@ class Plan:
             intra_op_parallelism=cfg.intra_op_parallelism,
             inter_op_parallelism=cfg.inter_op_parallelism,
             extra_flags=s.extra_flags,
+            models=tuple(
+                ServedModel(name=n, base_path=p, batching=cfg.model_batching(n))
+                for n, p in self.models
+            )
+            if several
+            else (),
         )
         batching = f"{CONFIG_DIR}/{BATCHING_FILE}" if cfg.batching is not None else None
         self.flags = spec.server_flags(batching, f"{CONFIG_DIR}/{MONITORING_FILE}")
+        self.models_text = ""
+        if several:  # the entrypoint's --model_name/--model_base_path give way to the file
+            listed = [(n, f"{MODELS_DIR}/{n}") for n, _ in self.models]
+            self.models_text = tfs_formats.to_text(tfs_formats.model_config_list(listed))
+            self.flags.insert(0, f"--model_config_file={CONFIG_DIR}/{MODELS_FILE}")
+        self.per_model = [n for n, _ in cfg.per_model]
         self.batching_text = cfg.batching.to_text() if cfg.batching is not None else ""
         self.monitoring_text = tfs_formats.to_text(tfs_formats.monitoring_config(METRICS_PATH))
         cpus, _ = default_cpus(parse_cpus(s.cpus), parse_cpus(exp.load.cpus))
@@ -108,20 +142,31 @@ class Plan:
 
     @property
     def config_files(self) -> list[str]:
-        return [BATCHING_FILE, MONITORING_FILE] if self.batching_text else [MONITORING_FILE]
+        files = [BATCHING_FILE] if self.batching_text else []
+        return files + ([MODELS_FILE] if self.models_text else []) + [MONITORING_FILE]
 
     def header(self) -> str:
         note = "" if self.image == self.study_image else f" (the study measured {self.measured_on})"
-        return (
+        text = (
             f"# The winning batching config of a tfs-harness study, served by {self.image}{note}.\n"
             f"# {self.cpus} CPU(s) and {self.memory_mb} MiB, as the measured trial had. docs/deploy.md\n"
         )
+        if self.per_model:  # a file inside a read-only model mount cannot be mounted over
+            text += (
+                f"# Per-model batching: first copy <model>/{PER_MODEL_FILE} from beside this file\n"
+                f"# into that model's version directory ({', '.join(self.per_model)}).\n"
+            )
+        return text
+
+    def model_mounts(self) -> list[tuple[str, str]]:
+        """(host base path, container path) of every served model."""
+        return [(str(path), f"{MODELS_DIR}/{name}") for name, path in self.models]
 
 
 def docker_run(plan: Plan, host: str, ports: tuple[int, int]) -> str:
     """One ``docker run``: the config files beside this script, the model from the study."""
     q = shlex.quote
-    mounts = [f"-v {q(f'{plan.model_dir}:{MODELS_DIR}/{plan.model_name}:ro')}"] + [
+    mounts = [f"-v {q(f'{src}:{dst}:ro')}" for src, dst in plan.model_mounts()] + [
         f'-v "$here/{f}:{CONFIG_DIR}/{f}:ro"' for f in plan.config_files
     ]
     lines = [
@@ -143,7 +188,7 @@ def compose(plan: Plan, host: str, ports: tuple[int, int]) -> str:
         "command": plan.flags,
         "environment": {"MODEL_NAME": plan.model_name},
         "ports": [f"{host}:{ports[0]}:{GRPC_PORT}", f"{host}:{ports[1]}:{REST_PORT}"],
-        "volumes": [f"{plan.model_dir}:{MODELS_DIR}/{plan.model_name}:ro"]
+        "volumes": [f"{src}:{dst}:ro" for src, dst in plan.model_mounts()]
         + [f"./{f}:{CONFIG_DIR}/{f}:ro" for f in plan.config_files],
         "cpus": plan.cpus,
         "mem_limit": f"{plan.memory_mb}m",
@@ -159,7 +204,11 @@ def compose(plan: Plan, host: str, ports: tuple[int, int]) -> str:
 
 def kubernetes(plan: Plan) -> str:
     """A ConfigMap with the config files, a Deployment, a Service, as one multi-document YAML."""
-    files = {BATCHING_FILE: plan.batching_text, MONITORING_FILE: plan.monitoring_text}
+    files = {
+        BATCHING_FILE: plan.batching_text,
+        MODELS_FILE: plan.models_text,
+        MONITORING_FILE: plan.monitoring_text,
+    }
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -194,7 +243,10 @@ def _deployment(plan: Plan) -> dict:
         },
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "model", "mountPath": f"{MODELS_DIR}/{plan.model_name}", "readOnly": True},
+            *(
+                {"name": _volume(i), "mountPath": dst, "readOnly": True}
+                for i, (_, dst) in enumerate(plan.model_mounts())
+            ),
         ],
     }
     labels = {"app": plan.name}
@@ -216,10 +268,10 @@ def _deployment(plan: Plan) -> dict:
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": f"{plan.name}-config"}},
-                        {
-                            "name": "model",
-                            "hostPath": {"path": str(plan.model_dir), "type": "Directory"},
-                        },
+                        *(
+                            {"name": _volume(i), "hostPath": {"path": src, "type": "Directory"}}
+                            for i, (src, _) in enumerate(plan.model_mounts())
+                        ),
                     ],
                 },
             },
@@ -262,9 +314,13 @@ def _str(dumper, value: str):
 _Dumper.add_representer(str, _str)
 
 
-def _model(exp: Experiment) -> tuple[str, Path]:
-    """The model's served name and its base path on this machine (absolute, for the mounts)."""
-    m = exp.model
+def _volume(i: int) -> str:
+    """The Kubernetes volume of the i-th model: ``model`` (one model), ``model-2``, ..."""
+    return "model" if i == 0 else f"model-{i + 1}"
+
+
+def _model(m: config.ModelConfig) -> tuple[str, Path]:
+    """A model's served name and its base path on this machine (absolute, for the mounts)."""
     path = Path(m.path) if m.path else Path("models") / m.demo
     return m.name or (m.demo or path.name), path.resolve()
 

@@ -59,6 +59,10 @@ def score(result: dict, slo: SloConfig, mode: str = "constrained") -> tuple[list
     errors = result["error_rate"]
     constraints = [p99 - slo.p99_ms, errors - slo.max_error_rate]
     feasible = p99 <= slo.p99_ms and errors <= slo.max_error_rate
+    if result.get("models"):  # several models: each against its own SLO, all must hold
+        models = result["models"].values()
+        constraints = [max(m["constraints"][i] for m in models) for i in (0, 1)]
+        feasible = all(m["meets_slo"] for m in models)
     values = [result["items_per_s"], p99] if mode == "pareto" else [result["items_per_s"]]
     return values, constraints, feasible
 

@@ -51,6 +51,7 @@ def trial_rows(study) -> list[dict]:
             row[p] = json.dumps(v) if isinstance(v, list) else v
         for f in FIGURES:
             row[f] = a.get(f, "")
+        row.update(model_columns(cfg, a.get("models") or {}))
         row["errors"] = json.dumps(a.get("errors", {}))
         row["oversize"] = json.dumps(a.get("oversize", []))
         row["fail_reason"] = a.get("fail_reason", "") or (
@@ -66,6 +67,22 @@ def trial_rows(study) -> list[dict]:
         row["neighbour_of"] = a.get("neighbour_of", "")
         rows.append(row)
     return rows
+
+
+MODEL_FIGURES = ("share", "items_per_s", "throughput_rps", "p99_ms", "error_rate", "meets_slo")
+
+
+def model_columns(cfg: dict, models: dict) -> dict:
+    """Several models in one server: each model's figures and SLO verdict as ``<model>.<figure>``
+    columns, and its own batching parameters (per-model batching) as ``<model>.<parameter>``."""
+    out = {}
+    for name, values in (cfg.get("per_model") or {}).items():
+        for k, v in values.items():
+            out[f"{name}.{k}"] = v
+    for name, figures in models.items():
+        for f in MODEL_FIGURES:
+            out[f"{name}.{f}"] = figures.get(f, "")
+    return out
 
 
 def write_trials_csv(study, path: Path) -> None:

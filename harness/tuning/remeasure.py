@@ -119,7 +119,30 @@ def summarise(runs: list[dict], slo: SloConfig, *, repeats: int) -> dict:
         "p99_ms": out["p99_ms_median"],
         "error_rate": out["error_rate_median"],
     }
+    if any(r.get("models") for r in ok):  # several models: each model's medians, own SLO
+        out["models"] = medians["models"] = model_medians(ok)
     out["feasible"] = len(ok) >= needed(repeats) and score(medians, slo)[2]
+    return out
+
+
+def model_medians(ok: list[dict]) -> dict[str, dict]:
+    """Each model's median figures over successful runs, judged against its own SLO (as each
+    run recorded it) the way ``loop.score`` reads them."""
+    out = {}
+    for name in dict.fromkeys(n for r in ok for n in r.get("models") or {}):
+        runs = [r["models"][name] for r in ok if name in (r.get("models") or {})]
+        inf = float("inf")
+        p99 = statistics.median(m["p99_ms"] if m.get("p99_ms") is not None else inf for m in runs)
+        err = statistics.median(m["error_rate"] for m in runs)
+        constraints = [p99 - runs[0]["slo_p99_ms"], err - runs[0]["slo_max_error_rate"]]
+        out[name] = {
+            "items_per_s_median": statistics.median(m["items_per_s"] for m in runs),
+            "p99_ms_median": p99,
+            "error_rate_median": err,
+            "slo_p99_ms": runs[0]["slo_p99_ms"],
+            "constraints": constraints,
+            "meets_slo": constraints[0] <= 0 and constraints[1] <= 0,
+        }
     return out
 
 

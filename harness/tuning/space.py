@@ -22,9 +22,23 @@ class TrialConfig:
     intra_op_parallelism: int = 0
     inter_op_parallelism: int = 0
     users: int | None = None  # None: the experiment's load.users
+    # per-model batching: each model's own parameters (its batching_params.pbtxt), by name;
+    # ``batching`` then holds only the thread pool every model shares (its size and name)
+    per_model: tuple[tuple[str, BatchingParameters], ...] = ()
+
+    def model_batching(self, name: str) -> BatchingParameters | None:
+        """``name``'s own batching parameters; None: the shared file applies."""
+        return dict(self.per_model).get(name)
 
     def describe(self) -> str:
-        text = describe(self.batching)
+        if self.per_model and self.batching is not None:
+            text = f"thr={self.batching.num_batch_threads} " + " ".join(
+                f"{name}[mbs={b.max_batch_size} t={b.batch_timeout_micros}us "
+                f"q={b.max_enqueued_batches}]"
+                for name, b in self.per_model
+            )
+        else:
+            text = describe(self.batching)
         if self.intra_op_parallelism or self.inter_op_parallelism:
             text += f" intra={self.intra_op_parallelism} inter={self.inter_op_parallelism}"
         if self.users is not None:
@@ -43,6 +57,11 @@ class TrialConfig:
         )
         if self.users is not None:
             out["users"] = self.users
+        if self.per_model:
+            out["per_model"] = {
+                name: {k: v for k, v in dataclasses.asdict(b).items() if v not in (None, ())}
+                for name, b in self.per_model
+            }
         return out
 
     @classmethod
@@ -59,6 +78,10 @@ class TrialConfig:
             intra_op_parallelism=d.get("intra_op_parallelism", 0),
             inter_op_parallelism=d.get("inter_op_parallelism", 0),
             users=d.get("users"),
+            per_model=tuple(
+                (name, BatchingParameters(**values))
+                for name, values in (d.get("per_model") or {}).items()
+            ),
         )
 
 
@@ -84,7 +107,45 @@ def _suggest(trial, name: str, r: Range, *, high_default: int | None = None):
     return trial.suggest_float(name, r.low, high, log=r.log)
 
 
+# The pool every model's batches run on under per-model batching; TF Serving's own default name.
+SHARED_POOL = "batch_threads"
+
+
+def suggest_per_model(trial, space: SearchConfig, cores: int) -> TrialConfig:
+    """Per-model batching: the queue parameters (max_batch_size, batch_timeout_micros,
+    max_enqueued_batches) for each model of ``space.per_model_batching``, named
+    ``<model>.<parameter>``; num_batch_threads once, for the shared pool (the global file)."""
+    threads = int(_suggest(trial, "num_batch_threads", space.num_batch_threads, high_default=cores))
+    per_model = []
+    for name in space.per_model_batching:
+        per_model.append((name, BatchingParameters(
+            max_batch_size=int(_suggest(trial, f"{name}.max_batch_size", space.max_batch_size)),
+            batch_timeout_micros=int(
+                _suggest(trial, f"{name}.batch_timeout_micros", space.batch_timeout_micros)
+            ),
+            max_enqueued_batches=int(
+                _suggest(trial, f"{name}.max_enqueued_batches", space.max_enqueued_batches)
+            ),
+        )))  # fmt: skip
+    intra = int(_suggest(trial, "intra_op_parallelism", space.intra_op_parallelism))
+    inter = int(_suggest(trial, "inter_op_parallelism", space.inter_op_parallelism))
+    users = (
+        int(_suggest(trial, "users", space.users))
+        if space.users.choices or space.users.low
+        else None
+    )
+    return TrialConfig(
+        batching=BatchingParameters(num_batch_threads=threads, thread_pool_name=SHARED_POOL),
+        intra_op_parallelism=intra,
+        inter_op_parallelism=inter,
+        users=users,
+        per_model=tuple(per_model),
+    )
+
+
 def suggest(trial, space: SearchConfig, cores: int) -> TrialConfig:
+    if space.per_model_batching:
+        return suggest_per_model(trial, space, cores)
     mbs = int(_suggest(trial, "max_batch_size", space.max_batch_size))
     timeout = int(_suggest(trial, "batch_timeout_micros", space.batch_timeout_micros))
     threads = int(_suggest(trial, "num_batch_threads", space.num_batch_threads, high_default=cores))
@@ -164,6 +225,8 @@ def params_for(cfg: TrialConfig, space: SearchConfig, cores: int) -> dict | None
     b = cfg.batching
     if b is None or b.allowed_batch_sizes or b.enable_large_batch_splitting:
         return None
+    if cfg.per_model or space.per_model_batching:  # a shared config is outside a per-model
+        return None  # space; per-model configs come from the sampler only
     out: dict = {}
     pairs = [
         ("max_batch_size", space.max_batch_size, b.max_batch_size, None),
@@ -211,7 +274,7 @@ def neighbours(cfg: TrialConfig, space: SearchConfig, cores: int) -> list[TrialC
     the tuner measures instead of a config the sampler proposes a second time, and where the
     simulator-guided search looks around its predicted best."""
     b = cfg.batching
-    if b is None:
+    if b is None or cfg.per_model:  # per-model configs: the sampler's to vary
         return []
     out = []
     for name, high_default in (

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from harness.config import BackendKind, Experiment, LoadConfig
+from harness.config import BackendKind, Experiment, LoadConfig, ModelConfig
 from harness.cpus import default_cpus, parse_cpus
 from harness.errors import ConfigError
 from harness.load.payloads import check_saved_model
@@ -21,13 +21,18 @@ from harness.load.runner import RunResult, run_load
 from harness.procs import reap_orphans
 from harness.servers.base import ServerSpec, is_wildcard
 from harness.servers.factory import make_backend
+from harness.servers.staging import ServedModel
 from harness.servers.usage import UsageMonitor
 from harness.tuning import outputs
 from harness.tuning.space import TrialConfig
 
 
-def model_location(exp: Experiment, models_dir: Path = Path("models")) -> tuple[str, Path]:
-    m = exp.model
+def model_location(
+    exp: Experiment, models_dir: Path = Path("models"), m: ModelConfig | None = None
+) -> tuple[str, Path]:
+    """(served name, base path) of ``m`` (default: the experiment's model), a demo model
+    exported on first use."""
+    m = m or exp.model
     if m.path:
         if exp.server.backend != BackendKind.EXTERNAL and not Path(m.path).is_dir():
             raise ConfigError(
@@ -51,8 +56,11 @@ class TrialRunner:
         self.backend = make_backend(exp.server)
         self.removed_leftovers += getattr(self.backend, "removed_leftovers", [])
         self._check_reachable()
-        self.model_name, self.model_dir = model_location(exp, models_dir)
-        check_saved_model(self.model_dir, exp.load, exp.model.signature)  # before any server
+        # every served model (several: one --model_config_file); the first is the model
+        self.models = [model_location(exp, models_dir, m) for m in exp.served_models]
+        self.model_name, self.model_dir = self.models[0]
+        for (_, base), m in zip(self.models, exp.served_models):
+            check_saved_model(base, exp.load, m.signature)  # before any server
         self.server_cpus, self.load_cpus = default_cpus(
             parse_cpus(exp.server.cpus), parse_cpus(exp.load.cpus)
         )
@@ -90,13 +98,25 @@ class TrialRunner:
             startup_timeout=exp.server.startup_timeout_s,
             bind_host=exp.server.bind_host,
             advertise_host=exp.server.advertise_host,
+            models=self.served(cfg),
+        )
+
+    def served(self, cfg: TrialConfig) -> tuple[ServedModel, ...]:
+        """Several models: each with its base path and, searched per model, its batching."""
+        if not self.exp.multi_model and not cfg.per_model:
+            return ()
+        return tuple(
+            ServedModel(name=name, base_path=base, batching=cfg.model_batching(name))
+            for name, base in self.models
         )
 
     def load_for(self, cfg: TrialConfig) -> LoadConfig:
-        """The experiment's load, with the trial's users when the search varies them."""
+        """The experiment's load, with the trial's users when the search varies them, and the
+        traffic split over several models (even when the experiment gives none)."""
+        load = dataclasses.replace(self.exp.load, traffic=self.exp.traffic())
         if cfg.users:
-            return dataclasses.replace(self.exp.load, users=cfg.users)
-        return self.exp.load
+            return dataclasses.replace(load, users=cfg.users)
+        return load
 
     def run_load(self, server, load: LoadConfig, workdir: Path) -> RunResult:
         """``load`` against a running ``server``, on the load generator's cores."""
@@ -169,6 +189,8 @@ class TrialRunner:
             "notes": notes,
             "users": load.users,
         }
+        if run.models:
+            result["models"] = model_results(self.exp, run.models)
         outputs.write_json_atomic(
             workdir / "measurement.json",
             {
@@ -186,6 +208,40 @@ class TrialRunner:
         close = getattr(self.backend, "close", None)
         if close:
             close()
+
+
+def model_results(exp: Experiment, figures: Mapping) -> dict[str, dict]:
+    """Each model's figures (``{name: Measurement}``) against its own SLO (the study's unless
+    the model sets one): ``constraints`` as ``loop.score`` reads them (<= 0: within), and
+    ``meets_slo``. A trial of several models holds only if every model meets its SLO."""
+    total = sum(m.requests for m in figures.values()) or 1
+    slo = {m.served_name: m for m in exp.served_models}
+    out = {}
+    for name, m in figures.items():
+        own = slo.get(name)
+        p99_slo = own.slo_p99_ms if own and own.slo_p99_ms is not None else exp.slo.p99_ms
+        err_slo = (
+            own.slo_max_error_rate
+            if own and own.slo_max_error_rate is not None
+            else exp.slo.max_error_rate
+        )
+        p99 = _num(m.p99_ms)
+        constraints = [(p99 if p99 is not None else math.inf) - p99_slo, m.rejection_rate - err_slo]
+        out[name] = {
+            "share": m.requests / total,
+            "requests": m.requests,
+            "throughput_rps": m.throughput_rps,
+            "items_per_s": m.items_per_s,
+            "p50_ms": _num(m.p50_ms),
+            "p99_ms": p99,
+            "error_rate": m.rejection_rate,
+            "errors": m.errors,
+            "slo_p99_ms": p99_slo,
+            "slo_max_error_rate": err_slo,
+            "constraints": constraints,
+            "meets_slo": constraints[0] <= 0 and constraints[1] <= 0,
+        }
+    return out
 
 
 def _num(v: float) -> float | None:

@@ -256,6 +256,12 @@ def print_table(out: dict, step: LoadConfig) -> None:
     ]
     for k, v in rows:
         print(f"  {k:15} {v}")
+    requests = sum(m["requests"] for m in (out.get("models") or {}).values()) or 1
+    for name, m in (out.get("models") or {}).items():  # several models: each one apart
+        print(
+            f"  {name:15} {m['requests'] / requests:.0%} of requests, {m['items_per_s']:.1f} items/s, "
+            f"p99 {_ms(m['p99_ms'])} ms, errors {m['rejection_rate']:.1%}"
+        )
     for w in out["warnings"]:
         print(f"  warning: {w}")
 

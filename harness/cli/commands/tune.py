@@ -205,10 +205,16 @@ def cmd_tune(args) -> int:
     from pathlib import Path
 
     from harness.cli.common import check_model_dir, prepare_demo_model
+    from harness.errors import ConfigError
     from harness.tuning.study import Tuner
 
     exp = experiment_from(args)
     baseline = read_baseline(args.baseline) if args.baseline else None
+    if args.guide and (exp.multi_model or exp.search.per_model_batching):
+        raise ConfigError(  # the simulator models one model's queue (docs/multi-model.md)
+            f"{exp.source}: --guide {args.guide} simulates one model, not several in one server",
+            hint="leave out --guide for a study of several models",
+        )
     check_model_dir(exp)
     prepare_demo_model(exp, Path(args.models_dir))
     tuner = Tuner(
