@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 def model_configs(args) -> list[ModelConfig]:
     from harness.refserver.manager import ModelConfig
 
-    if args.model_config_file and args.model_base_path:
-        raise ConfigError("give either --model_config_file or --model_base_path, not both")
+    # With a config file, TF Serving serves what it lists and ignores --model_name and
+    # --model_base_path: the stock image's entrypoint always passes both, so
+    # `docker run tensorflow/serving --model_config_file=...` serves the file's models.
     if args.model_config_file:
         return read_model_config_file(args.model_config_file)
     if not args.model_base_path:

@@ -98,18 +98,6 @@ def test_a_short_tune_judges_each_model_with_shared_parameters(models_dir, tmp_p
     assert "met its SLO" in section and "ranker" in section and "mlp" in section
 
 
-def _reference_server_honours_per_model_batching() -> bool:
-    """Whether the reference server in this tree defines --enable_per_model_batching_parameters
-    (being added on another branch; remove this check once it is merged)."""
-    text = (ROOT / "harness" / "refserver" / "server.py").read_text()
-    return "enable_per_model_batching_parameters" in text
-
-
-@pytest.mark.skipif(
-    not _reference_server_honours_per_model_batching(),
-    reason="the reference server in this tree does not define "
-    "--enable_per_model_batching_parameters yet (another branch adds it)",
-)
 def test_per_model_batching_parameters_are_honoured_end_to_end(models_dir, tmp_path):
     """Two models batched by their own files: the ranker at most 2 rows a batch, the mlp up
     to 16; requests of 4 rows are refused by the ranker only (its max_batch_size is 2), so the
@@ -138,11 +126,6 @@ def test_per_model_batching_parameters_are_honoured_end_to_end(models_dir, tmp_p
     assert run.models["mlp"].ok == run.models["mlp"].requests > 0
 
 
-@pytest.mark.skipif(
-    not _reference_server_honours_per_model_batching(),
-    reason="the reference server in this tree does not define "
-    "--enable_per_model_batching_parameters yet (another branch adds it)",
-)
 def test_a_short_per_model_tune_writes_each_models_winning_file(models_dir, tmp_path):
     r = harness(
         "tune", "--experiment", "two_models", "--models-dir", str(models_dir), "--results-dir",
