@@ -120,3 +120,19 @@ def test_bad_files_stop_the_server_in_one_line(tmp_path, flag, text, fragment):
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1, r.stderr[-2000:]
     assert errors[0].startswith(f"error: {path}:1:") and fragment in errors[0], errors[0]
+
+
+def test_a_config_file_wins_over_the_entrypoints_model_flags(tmp_path):
+    """The stock image's entrypoint always passes --model_name and --model_base_path; with a
+    --model_config_file beside them TF Serving serves the file's models and ignores the two."""
+    from harness.refserver.server import build_parser, model_configs
+
+    path = tmp_path / "models.config"
+    path.write_text(
+        'model_config_list { config { name: "a" base_path: "/models/a" model_platform: "tensorflow" } '
+        'config { name: "b" base_path: "/models/b" model_platform: "tensorflow" } }\n'
+    )
+    args = build_parser().parse_args(
+        ["--model_name=m", "--model_base_path=/models/m", f"--model_config_file={path}"]
+    )
+    assert [c.name for c in model_configs(args)] == ["a", "b"]
