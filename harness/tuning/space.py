@@ -127,13 +127,7 @@ def suggest_per_model(trial, space: SearchConfig, cores: int) -> TrialConfig:
                 _suggest(trial, f"{name}.max_enqueued_batches", space.max_enqueued_batches)
             ),
         )))  # fmt: skip
-    intra = int(_suggest(trial, "intra_op_parallelism", space.intra_op_parallelism))
-    inter = int(_suggest(trial, "inter_op_parallelism", space.inter_op_parallelism))
-    users = (
-        int(_suggest(trial, "users", space.users))
-        if space.users.choices or space.users.low
-        else None
-    )
+    intra, inter, users = _session_and_load(trial, space)
     return TrialConfig(
         batching=BatchingParameters(num_batch_threads=threads, thread_pool_name=SHARED_POOL),
         intra_op_parallelism=intra,
@@ -175,13 +169,7 @@ def suggest(trial, space: SearchConfig, cores: int) -> TrialConfig:
         enable_large_batch_splitting=splitting,
         max_execution_batch_size=max_exec,
     )
-    intra = int(_suggest(trial, "intra_op_parallelism", space.intra_op_parallelism))
-    inter = int(_suggest(trial, "inter_op_parallelism", space.inter_op_parallelism))
-    users = (
-        int(_suggest(trial, "users", space.users))
-        if space.users.choices or space.users.low
-        else None
-    )
+    intra, inter, users = _session_and_load(trial, space)
     return TrialConfig(
         batching=batching, intra_op_parallelism=intra, inter_op_parallelism=inter, users=users
     )
@@ -308,3 +296,13 @@ def _steps(r: Range, value, high_default) -> list[int]:
     if r.zero:
         out.append(0)
     return out
+
+
+def _session_and_load(trial, space: SearchConfig) -> tuple[int, int, int | None]:
+    """The knobs outside the batching file: TensorFlow's op parallelism, and the users when
+    the search space varies them (None: the experiment's)."""
+    intra = int(_suggest(trial, "intra_op_parallelism", space.intra_op_parallelism))
+    inter = int(_suggest(trial, "inter_op_parallelism", space.inter_op_parallelism))
+    vary_users = space.users.choices or space.users.low
+    users = int(_suggest(trial, "users", space.users)) if vary_users else None
+    return intra, inter, users
