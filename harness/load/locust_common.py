@@ -272,7 +272,7 @@ class _PredictUser:
             # the run stops with the one error line; the user ends at its first task, where
             # Locust takes StopUser quietly (from on_start it logs a traceback per user)
             _stop_with(self.environment, str(exc))
-            self.pool = None
+            self.pools = None
         self.rng = np.random.default_rng()
 
     def _send_recorded(self, intended: float) -> None:
@@ -304,7 +304,7 @@ class _PredictUser:
         )
 
     def _predict(self) -> None:
-        if self.pool is None:  # _setup failed and has said why
+        if self.pools is None:  # _setup failed and has said why
             raise StopUser()
         o = self.environment.parsed_options
         if o.arrival_rate <= 0:
