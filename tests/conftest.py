@@ -205,3 +205,12 @@ def metric_value(text: str, name: str, **labels) -> float:
 
     want = tuple(sorted((k, str(v)) for k, v in labels.items()))
     return parse(text).get((name, want), 0.0)
+
+
+@pytest.fixture
+def compose_cli():
+    """Debian's docker-compose (scripts/test.sh installs it); skipped without it (failed under CI)."""
+    path = shutil.which("docker-compose")
+    if path is None:
+        pytest.skip("docker-compose is not installed (scripts/test.sh installs Debian's package)")
+    return path

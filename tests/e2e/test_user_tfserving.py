@@ -16,18 +16,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
 from harness.batching import BatchingParameters
+from harness.servers.process import free_port
 from tests.e2e import usermodel
 from tests.packaging.wheelenv import build_wheel, clean_env, harness_file, make_venv
 from tests.servers.conftest import client, reference_image  # noqa: F401 - the Docker fixtures
@@ -41,20 +39,6 @@ BASELINE = (
     "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n"
     "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n"
 )
-
-
-@pytest.fixture
-def compose_cli():
-    path = shutil.which("docker-compose")
-    if path is None:
-        pytest.skip("docker-compose is not installed (scripts/test.sh installs Debian's package)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def predict(port: int, model: str, rows: int) -> tuple[int, dict]:

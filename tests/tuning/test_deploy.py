@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
 from harness import config, tfs_flags, tfs_formats
@@ -207,14 +205,6 @@ top_k = 1
 repeats = 1
 baselines = false
 """
-
-
-@pytest.fixture
-def compose_cli():
-    path = shutil.which("docker-compose")
-    if path is None:
-        pytest.skip("docker-compose is not installed (scripts/test.sh installs Debian's package)")
-    return path
 
 
 def test_a_docker_study_writes_deploy_and_compose_serves_the_winning_batching(
