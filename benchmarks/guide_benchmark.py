@@ -297,7 +297,8 @@ def write_table(out_root: Path, readme: Path) -> None:
         if (out_root / name).is_dir():
             rows.append((name, w.what, table.figures(out_root / name)))
     section = table.readme_section(rows)
-    readme.write_text(table.replace_section(readme.read_text(), section))
+    text = readme.read_text() if readme.exists() else ""
+    readme.write_text(table.replace_section(text, section))
     print(section)
 
 

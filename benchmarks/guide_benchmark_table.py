@@ -274,6 +274,8 @@ def figures(folder: Path, runs: dict | None = None) -> dict:
         fig["guided_share_of_grid"] = _share(best["guided"], best["grid"])
         fig["guided_share_source"] = "separate runs" if fig["guided_share_of_grid"] else None
     fig["targets"] = targets(fig)
+    started = sorted(r["started"] for r in runs.values() if r.get("started"))
+    fig["dates"] = f"{started[0][:16]} to {started[-1][:16]}".replace("T", " ") if started else None
     return fig
 
 
@@ -340,9 +342,11 @@ def method_rows(name: str, fig: dict) -> list[str]:
             if not c
             else f"{c['runs']}" + (f" (+{c['failed_runs']} failed)" if c["failed_runs"] else "")
         )
+        final = (fig.get("final") or {}).get(m)
+        again = "-" if final is None else f"{_figure(final)}, p99 {final['p99_ms']:.1f}"
         out.append(
             f"| {name} | {METHOD_NAMES[m]} | {describe(c and c['config'])} | {_figure(c)} | {p99} "
-            f"| {runs} | {cost.get('measurements', '-')} | {_wall(cost.get('wall_s'))} |"
+            f"| {runs} | {again} | {cost.get('measurements', '-')} | {_wall(cost.get('wall_s'))} |"
         )
     return out
 
@@ -369,16 +373,20 @@ def readme_section(workloads: list[tuple[str, str, dict]]) -> str:
     lines = [
         BEGIN,
         "",
-        "| workload | what |",
-        "|---|---|",
-        *(f"| {name} | {what} |" for name, what, _ in workloads),
+        "| workload | what | server measured | runs started (UTC) |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {what} | {fig.get('server') or '-'} | {fig.get('dates') or '-'} |"
+            for name, what, fig in workloads
+        ),
         "",
         "Best config within the SLO per method, its re-measured throughput in items/s: median "
         "(min-max) over the runs counted, p99 the median of those runs; cost = measurements "
-        "(trials measured plus re-measurement runs) and wall time.",
+        "(trials measured plus re-measurement runs) and wall time. The final round measures every "
+        "method's answer again, 3 rounds interleaved, in one run after the others.",
         "",
-        "| workload | method | config (max_batch_size / timeout / threads / queue) | items/s | p99 ms | runs | measurements | wall time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | method | config (max_batch_size / timeout / threads / queue) | items/s | p99 ms | runs | final round, interleaved | measurements | wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, _, fig in workloads:
         lines += method_rows(name, fig)
