@@ -73,17 +73,54 @@ class Workload:
 
 
 _QUEUE = "max_enqueued_batches=1000000"
+WORKLOADS_RANKER_GRID = (
+    f"max_batch_size=32,64,128;batch_timeout_micros=0,1000,3000;num_batch_threads=1;{_QUEUE}",
+    f"max_batch_size=64,128;batch_timeout_micros=0,1000;num_batch_threads=2;{_QUEUE}",
+    "max_batch_size=64,128;batch_timeout_micros=0,1000;num_batch_threads=1;max_enqueued_batches=1",
+)
 WORKLOADS = {
     "ranker-closed": Workload(
         what="ranker, gRPC, closed loop, 64 users, one row per request (experiments/default.toml's workload)",
-        grid=(
-            f"max_batch_size=32,64,128;batch_timeout_micros=0,1000,3000;num_batch_threads=1;{_QUEUE}",
-            f"max_batch_size=64,128;batch_timeout_micros=0,1000;num_batch_threads=2;{_QUEUE}",
-            "max_batch_size=64,128;batch_timeout_micros=0,1000;num_batch_threads=1;max_enqueued_batches=1",
-        ),
+        grid=WORKLOADS_RANKER_GRID,
         grid_note="the 84-config grid of results/grid/ranker-grpc had its best configs at "
         "max_batch_size 64-128, timeouts 0-3.4 ms, one thread; this grid covers that region and "
         "its edges (32, two threads, a queue of one batch)",
+    ),
+    "ranker-sizes": Workload(
+        what="ranker, gRPC, closed loop, 64 users, requests of 1/8/32/128 rows (60/25/10/5%); "
+        "splitting and padding searched",
+        grid=(
+            f"max_batch_size=128,256,512;batch_timeout_micros=0,2000;num_batch_threads=1;{_QUEUE}",
+            "max_batch_size=128;enable_large_batch_splitting=true;max_execution_batch_size=16,32,64;"
+            f"batch_timeout_micros=0,2000;num_batch_threads=1;{_QUEUE}",
+            f"max_batch_size=128,256;allowed_batch_sizes=pow2;batch_timeout_micros=0;num_batch_threads=1;{_QUEUE}",
+            "max_batch_size=128;enable_large_batch_splitting=true;max_execution_batch_size=32;"
+            f"allowed_batch_sizes=pow2;batch_timeout_micros=0;num_batch_threads=1;{_QUEUE}",
+            f"max_batch_size=256;batch_timeout_micros=0;num_batch_threads=2;{_QUEUE}",
+            "max_batch_size=128;enable_large_batch_splitting=true;max_execution_batch_size=32;"
+            f"batch_timeout_micros=0;num_batch_threads=2;{_QUEUE}",
+        ),
+        grid_note="every max_batch_size that admits the 128-row requests without splitting "
+        "(128-512), splitting them into executed batches of 16-64, padding to powers of two, "
+        "timeouts 0 and 2 ms, and two threads at the two likeliest configs; a max_batch_size "
+        "below 128 without splitting refuses 5% of the requests (INVALID_ARGUMENT), over the "
+        "1% error budget, so it cannot be the best",
+    ),
+    "mobilenet_v2": Workload(
+        what="mobilenet_v2 (128x128x3), gRPC, closed loop, 32 users, one image per request: compute-bound",
+        grid=(
+            f"max_batch_size=2,4,8,16,32;batch_timeout_micros=0;num_batch_threads=1,2;{_QUEUE}",
+            f"max_batch_size=4,8,16;batch_timeout_micros=2000,5000;num_batch_threads=1;{_QUEUE}",
+        ),
+        grid_note="every max_batch_size of the space (1 is batching off in all but name) with "
+        "timeout 0 and one or two threads, and timeouts of 2 and 5 ms at the middle sizes",
+    ),
+    "two-models": Workload(
+        what="ranker and mlp in one server, 70/30 traffic split, gRPC, 64 users, one batching "
+        "file for both; each model held to its own SLO",
+        grid=WORKLOADS_RANKER_GRID,
+        grid_note="the ranker-closed grid: the ranker takes 70% of the requests",
+        guided=False,
     ),
 }
 
@@ -190,6 +227,8 @@ def answers(folder: Path) -> dict[str, dict]:
         "grid": (grid.get("best") or {}).get("config"),
         "off": (refs.get(table.BATCHING_OFF) or {}).get("config"),
     }
+    if found["guide"] is None:  # the procedure kept nothing: its first step stands for it
+        found["start"] = (refs.get(table.GUIDE_CPU_START) or {}).get("config")
     out = {}
     for method, cfg in found.items():
         if cfg is None:

@@ -225,3 +225,21 @@ def test_commands_are_what_a_user_runs(tmp_path):
         from harness import config
 
         config.load(work.experiment(name))
+
+
+def test_a_procedure_that_kept_nothing_is_an_slo_the_guide_misses(tmp_path):
+    write_tune(tmp_path)
+    path = tmp_path / "tune-30" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["guide_procedure"]["choice"] = None  # no step kept the SLO
+    del summary["references"][GUIDE], summary["gains"][GUIDE]
+    start = summary_row(1, GUIDE_CFG, 900.0, 850.0, 950.0, feasible=False, p99=140.0)
+    summary["references"][table.GUIDE_CPU_START] = start
+    path.write_text(json.dumps(summary))
+    fig = table.figures(tmp_path, {})
+    assert fig["guide_found_nothing"] and fig["best"]["guide"] is None
+    assert fig["targets"]["beats_guide"] and not fig["targets"]["guide_as_good"]
+    section = table.readme_section([("w", "x", fig)])
+    assert "| w | the guide's procedure | - | none of its steps kept the SLO |" in section
+    assert "900 (850-950), misses the SLO" in section  # its first step, re-measured
+    assert set(driver.answers(tmp_path)) == {"tune", "off", "start"}
