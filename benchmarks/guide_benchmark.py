@@ -86,6 +86,19 @@ WORKLOADS = {
         "max_batch_size 64-128, timeouts 0-3.4 ms, one thread; this grid covers that region and "
         "its edges (32, two threads, a queue of one batch)",
     ),
+    "ranker-open": Workload(
+        what="ranker, gRPC, open loop: Poisson arrivals at 400 requests/s (about half the "
+        "measured closed-loop capacity), one row per request, p99 <= 80 ms, errors <= 0.1%",
+        grid=(
+            f"max_batch_size=32,64,128;batch_timeout_micros=0,5000,10000,20000;num_batch_threads=1;{_QUEUE}",
+            f"max_batch_size=128;batch_timeout_micros=0,10000;num_batch_threads=2;{_QUEUE}",
+            "max_batch_size=128;batch_timeout_micros=0,10000;num_batch_threads=1;max_enqueued_batches=1",
+        ),
+        grid_note="at a fixed rate the timeout decides how full a batch gets, so the grid "
+        "spans timeouts 0-20 ms at the three largest batch sizes (the probe at 600 requests/s "
+        "had the lowest p99 at 10-20 ms, and 40 ms was worse again), with two threads and the "
+        "guide's queue of one batch at the largest size",
+    ),
     "ranker-sizes": Workload(
         what="ranker, gRPC, closed loop, 64 users, requests of 1/8/32/128 rows (60/25/10/5%); "
         "splitting and padding searched",

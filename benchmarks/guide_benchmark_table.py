@@ -303,7 +303,7 @@ def describe(config: dict | None) -> str:
     q = config.get("max_enqueued_batches")
     parts = [
         str(config.get("max_batch_size", "?")),
-        f"{(config.get('batch_timeout_micros') or 0) / 1000:g} ms",
+        f"{(config.get('batch_timeout_micros') or 0) / 1000:.2g} ms",
         f"{config.get('num_batch_threads', '?')} thr",
         f"q {q:.0e}".replace("e+0", "e") if q and q >= 100_000 else f"q {q}",
     ]
