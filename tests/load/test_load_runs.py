@@ -1,6 +1,7 @@
 """Real Locust processes against a real reference server on 127.0.0.1: bounded in time."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -151,6 +152,8 @@ def test_harness_run_json(mlp_base, tmp_path):
     assert doc["ok"] > 0 and doc["errors"]["INVALID_ARGUMENT"] > 0
     assert doc["oversize"][0] == {"size": 6, "limit": 4, "count": doc["errors"]["INVALID_ARGUMENT"]}
     assert doc["server"]["batches"] > 0
+    # the figures say which server gave them: here the suite's reference server and its path
+    assert re.fullmatch(r"the reference server \((native|Python) path, .*\)", doc["measured_server"])
 
 
 def test_two_locust_processes_are_merged(server, tmp_path):

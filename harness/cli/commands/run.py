@@ -180,11 +180,15 @@ def cmd_run(args) -> int:
     workdir = Path(args.workdir or f"results/runs/{time.strftime('%Y%m%d-%H%M%S')}")
     runner = TrialRunner(exp, models_dir=Path(args.models_dir))
     steps = sweep_steps(args.sweep, runner.load_for(cfg))
+    # every figure says which server it measured (the reference server's native or Python
+    # path, a binary and its version, an image, or an external address)
+    measured = runner.backend.describe()
     results = []
 
     def after(step: LoadConfig, run, notes: list[str]) -> bool:
         out = run.summary()
         out.update(users=step.users, rate=step.rate, protocol=step.protocol, notes=notes)
+        out["measured_server"] = measured
         if args.slo_p99_ms:
             out["met_slo"] = met_slo(out, args.slo_p99_ms, exp.slo.max_error_rate)
         results.append(out)
@@ -240,6 +244,7 @@ def print_table(out: dict, step: LoadConfig) -> None:
     )
     print(f"\n{step.protocol.upper()} {loop}, request sizes {step.request_sizes}")
     rows = [
+        ("server", out["measured_server"]),
         ("throughput", f"{out['throughput_rps']:.1f} req/s, {out['items_per_s']:.1f} items/s"),
         (
             "latency ms",
