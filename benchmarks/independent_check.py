@@ -4,15 +4,15 @@ The harness measures through Locust (a Python client) and its own per-request re
 (nghttp2's compiled HTTP/2 client, Debian's nghttp2-client) knows nothing of either. Both drive
 the same reference server, one after the other, interleaved round by round (this machine's
 speed drifts), with the same one-row PredictRequest, closed loop, the same number of requests in
-flight: Locust's users share one HTTP/2 connection (grpcio's channels to one target share a
-subchannel), so h2load gets one connection with that many streams. The server is the
-bottleneck (ranker with batching, ~2,000 items/s, under Locust's ~3,300 calls/s on one core), so
-the two should agree; the bar is 5% on throughput and p50.
+flight: Locust's users share one HTTP/2 connection (harness.load.grpc_channel keeps one per
+process and target), so h2load gets one connection with that many streams. The server is the
+bottleneck (ranker with batching, ~600-1,000 requests/s on its one core here), so the two should
+agree; the bar is 5% on throughput and p50.
 
 Server on core 0, the load (Locust or h2load) on core 1. Prints one table: per concurrency, the
 median of the rounds (range in brackets) for each client, and the harness/h2load ratios.
 
-Usage: python benchmarks/independent_check.py [--users 16,64] [--rounds 3] [--seconds 8]
+Usage: python benchmarks/independent_check.py [--users 16,64] [--rounds 5] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _cell(values: list[float], fmt: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", default="16,64")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=8.0)
     args = ap.parse_args()
     if shutil.which("h2load") is None:

@@ -1,23 +1,23 @@
-"""The gRPC Locust user (imported inside Locust processes only)."""
+"""The gRPC Locust user (imported inside Locust processes only).
+
+Calls go through ``harness.load.grpc_channel`` (one HTTP/2 connection per process, on gevent;
+harness.load.http2's docstring says why not grpcio). grpcio is still used once per process,
+before the load, to read the model's signature (GetModelMetadata).
+"""
 
 from __future__ import annotations
 
 import re
 
-import grpc
-import grpc.experimental.gevent as grpc_gevent
 from locust import User, task
 
-from harness.load import payloads, status
+from harness.load import grpc_channel, payloads, status
 from harness.load.locust_common import _PredictUser
 
-grpc_gevent.init_gevent()  # gRPC's own gevent integration: calls yield to other greenlets
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+MAX_RECEIVE = 1 << 30
 
-_TRANSPORT = re.compile(
-    r"failed to connect|Connection refused|Connection reset|Socket closed|Broken pipe|"
-    r"connections to all backends failing|Stream removed|GOAWAY|Network is unreachable",
-    re.IGNORECASE,
-)
+_TRANSPORT = grpc_channel.TRANSPORT_DETAILS  # UNAVAILABLE with these details: no answer at all
 
 
 class GrpcPredictUser(_PredictUser, User):
@@ -28,15 +28,17 @@ class GrpcPredictUser(_PredictUser, User):
 
     def on_start(self) -> None:
         target = re.sub(r"^grpcs?://", "", self.host or "127.0.0.1:8500").rstrip("/")
-        self.channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 1 << 30)]
-        )
-        self.call = self.channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
         self.target = target
+        self.call = grpc_channel.Channel(
+            target,
+            PREDICT,
+            timeout=self.environment.parsed_options.request_timeout,
+            max_receive=MAX_RECEIVE,
+        )
         self._setup()
 
     def on_stop(self) -> None:
-        self.channel.close()
+        self.call.close()
 
     @task
     def predict(self) -> None:
@@ -52,12 +54,7 @@ class GrpcPredictUser(_PredictUser, User):
 
     def _send(self, body: bytes, model: str) -> tuple[int, str, int]:
         # the model's name travels in the request body (its ModelSpec)
-        try:
-            resp = self.call(body, timeout=self.environment.parsed_options.request_timeout)
-            return status.OK, "", len(resp)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            detail = exc.details() or ""
-            if code == grpc.StatusCode.UNAVAILABLE and _TRANSPORT.search(detail):
-                return status.TRANSPORT, detail, 0
-            return code.value[0], detail, 0
+        code, detail, length = self.call(body)
+        if code == grpc_channel.UNAVAILABLE and _TRANSPORT.search(detail):
+            return status.TRANSPORT, detail, 0
+        return code, detail, length
