@@ -75,8 +75,8 @@ def run_study(tmp: Path, model: Path, protocol: str, name: str, *extra: str, edi
 
 
 def _rest_only_for_compare(text: str) -> str:
-    # two trials, no baselines, not re-measured: compare needs a second study, not its figures
-    text = text.replace(f"trials = {TRIALS}", "trials = 2\nbaselines = false")
+    # one trial, no baselines, not re-measured: compare needs a second study, not its figures
+    text = text.replace(f"trials = {TRIALS}", "trials = 1\nbaselines = false")
     return text.replace("repeats = 2", "repeats = 1")
 
 
