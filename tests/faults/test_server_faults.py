@@ -108,6 +108,7 @@ def test_every_trial_refused_the_study_still_ends_and_no_flag_reaches_a_shell(tm
             str(tmp_path / "evil.toml"),
             "--results-dir",
             str(tmp_path / "res"),
+            "--no-report",  # the trials' failures and the exit code are the point
         ],
         timeout=200,
     )
