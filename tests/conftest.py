@@ -216,6 +216,31 @@ def metric_value(text: str, name: str, **labels) -> float:
     return parse(text).get((name, want), 0.0)
 
 
+@pytest.fixture(scope="session")
+def client():
+    """The Docker engine, for every Docker test of the session; skipped without one (failed
+    under CI)."""
+    docker = pytest.importorskip("docker")
+    try:
+        c = docker.from_env(timeout=60)
+        c.ping()
+        return c
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker engine could be reached or started here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def reference_image(client):
+    """The test image, built to tensorflow/serving's image contract from files on this machine
+    (harness.servers.reference_image), once per session: its content-hash check alone reads
+    every file of the image (~7 s here), so the Docker test modules share one."""
+    from harness.servers.docker_common import REFERENCE_IMAGE
+    from harness.servers.reference_image import build_reference_image
+
+    build_reference_image(client)
+    return REFERENCE_IMAGE
+
+
 @pytest.fixture
 def compose_cli():
     """Debian's docker-compose (scripts/test.sh installs it); skipped without it (failed under CI)."""

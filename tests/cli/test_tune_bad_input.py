@@ -12,7 +12,6 @@ import pytest
 
 from harness import labels
 from tests.e2e import usermodel
-from tests.servers.conftest import client, reference_image  # noqa: F401 - the Docker fixtures
 
 BATCHING = "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n"
 

@@ -28,7 +28,6 @@ from harness.batching import BatchingParameters
 from harness.servers.process import free_port
 from tests.e2e import usermodel
 from tests.packaging.wheelenv import build_wheel, clean_env, harness_file, make_venv
-from tests.servers.conftest import client, reference_image  # noqa: F401 - the Docker fixtures
 
 TRIALS = int(os.environ.get("HARNESS_E2E_TRIALS", "4"))  # 5 for issue 18's run by hand
 SHORT = [

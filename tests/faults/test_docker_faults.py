@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from faultkit import our_containers, wait_for, write_experiment
+from faultkit import wait_for, write_experiment
 
 from harness import config
 from harness.batching import BatchingParameters
@@ -17,19 +17,10 @@ from harness.tuning.space import TrialConfig
 docker = pytest.importorskip("docker")
 
 
-@pytest.fixture(scope="module")
-def client():
-    if our_containers() is None:
-        pytest.skip("no Docker engine answers here")
-    return docker.from_env(timeout=60)
-
-
 @pytest.fixture
-def runner(client, tmp_path, model):
-    from harness.servers.reference_image import build_reference_image
+def runner(client, reference_image, tmp_path, model):  # the session's engine and test image
     from harness.tuning.trial import TrialRunner
 
-    build_reference_image(client)
     text = write_experiment(tmp_path, 1).read_text()
     text = text.replace('binary = "reference"', 'backend = "docker"\nmemory = "2g"')
     (tmp_path / "d.toml").write_text(text)

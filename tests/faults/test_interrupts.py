@@ -48,7 +48,7 @@ def assert_storage_matches_csv(tmp_path) -> dict:
 
 def test_sigint_and_sigterm_at_random_moments_then_resume(tmp_path, model):
     trials = 4
-    cmd = tune_cmd(tmp_path, trials)
+    cmd = tune_cmd(tmp_path, trials, "--no-report")  # what survives the signals, not a report
     rng = random.Random(20261123)  # seeded: the same moments on every run
     # one moment in each stretch: start-up (imports, study, first server), early trials, later
     stretches = [(0.3, 4.0), (4.0, 10.0), (10.0, 18.0)]
@@ -82,7 +82,7 @@ def test_sigint_and_sigterm_at_random_moments_then_resume(tmp_path, model):
 
 
 def test_sigkill_leaves_children_that_the_next_start_removes(tmp_path, model):
-    cmd = tune_cmd(tmp_path, 3)
+    cmd = tune_cmd(tmp_path, 3, "--no-report")  # the leftovers and the resume, not a report
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     trial = tmp_path / "res" / "t" / "trials" / "0001"
     # in the middle of the second trial: its server runs and Locust drives it

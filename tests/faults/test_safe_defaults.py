@@ -16,7 +16,7 @@ def test_servers_and_locust_listen_on_loopback_only(tmp_path, model):
     text = write_experiment(tmp_path, 1).read_text().replace("[load]", "[load]\nprocesses = 2")
     exp = tmp_path / "two.toml"
     exp.write_text(text)
-    cmd = tune_cmd(tmp_path, 1)
+    cmd = tune_cmd(tmp_path, 1, "--no-report")  # the sockets are the point, not the report
     cmd[cmd.index("--experiment") + 1] = str(exp)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:

@@ -73,7 +73,7 @@ def test_harness_run_splits_traffic_and_reports_each_model(models_dir, tmp_path)
 def test_a_short_tune_judges_each_model_with_shared_parameters(models_dir, tmp_path):
     r = harness(
         "tune", "--experiment", "two_models", "--models-dir", str(models_dir), "--results-dir",
-        str(tmp_path / "res"), "--study", "t", "--trials", "2", "--no-report",
+        str(tmp_path / "res"), "--study", "t", "--trials", "1", "--no-report",  # one trial is judged
         "--set", "study.baselines=false", "--set", "study.top_k=1", "--set", "study.repeats=1",
         "--set", "search.max_batch_size=[8, 32]", "--set", "search.num_batch_threads=[1]", *SHORT,
         timeout=500,

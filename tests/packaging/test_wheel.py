@@ -28,6 +28,22 @@ def wheel(tmp_path_factory) -> Path:
     return build_wheel(tmp_path_factory.getbasetemp() / "wheel")
 
 
+@pytest.fixture(scope="module")
+def core_python(wheel, tmp_path_factory) -> Path:
+    """One fresh environment without the server extra, for the module's load-machine tests:
+    each only runs the harness in it (none installs or writes there)."""
+    return make_venv(tmp_path_factory.mktemp("core") / "venv", wheel, server=False)
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory) -> tuple[Path, Path]:
+    """The user's string-input model and REST-body payload (tests/e2e/usermodel.py), read only."""
+    from tests.e2e import usermodel
+
+    d = tmp_path_factory.mktemp("user")
+    return usermodel.export(d / "query_scorer"), usermodel.write_payload(d / "request.json")
+
+
 def harness(venv_python: Path, cwd: Path, *argv: str, timeout: float = 120):
     return subprocess.run(
         [str(venv_python.parent / "harness"), *argv],
@@ -46,9 +62,10 @@ def test_the_wheel_carries_the_experiments_locustfiles_and_native_sources(wheel)
     assert not any(n.startswith("tests/") or "/native/build/" in n for n in names)
 
 
-def test_without_the_server_extra_load_runs_without_tensorflow(wheel, tmp_path):
-    python = make_venv(tmp_path / "venv", wheel, server=False)
-    assert harness_file(python).is_relative_to(tmp_path / "venv")  # the wheel's, not the checkout's
+def test_without_the_server_extra_load_runs_without_tensorflow(core_python, tmp_path):
+    python = core_python
+    venv = python.parent.parent
+    assert harness_file(python).is_relative_to(venv)  # the wheel's, not the checkout's
     no_tf = subprocess.run(
         [str(python), "-c", "import tensorflow"], capture_output=True, text=True, env=clean_env()
     )
@@ -62,7 +79,7 @@ def test_without_the_server_extra_load_runs_without_tensorflow(wheel, tmp_path):
     r = harness(python, empty, "locustfile", "grpc")
     assert r.returncode == 0, r.stderr
     locustfile = Path(r.stdout.strip().splitlines()[-1])
-    assert locustfile.is_file() and locustfile.is_relative_to(tmp_path / "venv")
+    assert locustfile.is_file() and locustfile.is_relative_to(venv)
     # the path it prints is one `locust -f` takes: the file imports without TensorFlow
     imported = subprocess.run(
         [str(python), "-c", f"import runpy, sys; runpy.run_path({str(locustfile)!r}); "
@@ -102,15 +119,12 @@ def test_tune_two_trials_from_an_empty_directory(wheel, tmp_path):
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
 def test_without_the_server_extra_harness_run_loads_an_external_server(
-    wheel, tmp_path, start_server, protocol
+    core_python, user_files, tmp_path, start_server, protocol
 ):
     """The load machine's install: no TensorFlow, the signature from the server itself, the
     user's string-input model and REST-body payload (tests/e2e/usermodel.py)."""
-    from tests.e2e import usermodel
-
-    python = make_venv(tmp_path / "venv", wheel, server=False)
-    model = usermodel.export(tmp_path / "query_scorer")
-    payload = usermodel.write_payload(tmp_path / "request.json")
+    python = core_python
+    model, payload = user_files
     server = start_server(model, name="query_scorer")  # the suite's reference server
     work = tmp_path / "work"
     work.mkdir()

@@ -26,7 +26,6 @@ from harness.batching import BatchingParameters
 from harness.tuning import deploy
 from harness.tuning.space import TrialConfig
 from tests.conftest import ROOT
-from tests.servers.conftest import client, reference_image  # noqa: F401 - the Docker fixtures
 
 WINNING = BatchingParameters(
     max_batch_size=4, batch_timeout_micros=1000, num_batch_threads=1, max_enqueued_batches=16

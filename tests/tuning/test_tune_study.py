@@ -102,7 +102,9 @@ def model(tmp_path, mlp_base):
 def test_study_runs_records_failures_and_resumes(tmp_path, model):
     # five trials: the three baselines, then the sampler's first two (with this seed the second
     # sets intra-op threads, which the server refuses)
-    r = tune(tmp_path, trials=5)
+    # no report here: the trials, their failures and the resume are what is tested (the report
+    # tests read a report of a real study, tests/studies.py)
+    r = tune(tmp_path, "--no-report", trials=5)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     study = tmp_path / "res" / "t"
     got = rows(tmp_path)
@@ -137,8 +139,6 @@ def test_study_runs_records_failures_and_resumes(tmp_path, model):
         else:
             assert oversize == []
 
-    # the resumed runs draw no report (the first run's report already shows these trials, and
-    # the report tests check reports): the resume is what is tested here
     again = tune(tmp_path, "--no-report", trials=5)
     assert again.returncode == 0
     assert "nothing to run" in again.stdout
@@ -156,7 +156,7 @@ def _refservers_for(path) -> list[int]:
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
     trials = 3  # interrupted in the second: one finished before, one left after
-    cmd = tune_cmd(tmp_path, trials)
+    cmd = tune_cmd(tmp_path, trials, "--no-report")  # the interrupt and the resume, not a report
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -193,7 +193,7 @@ def test_pareto_mode_returns_a_front(tmp_path, model):
             "[load]", "[load]\nrate = 200"
         )
 
-    r = tune(tmp_path, trials=4, edit=pareto)
+    r = tune(tmp_path, "--no-report", trials=4, edit=pareto)  # the front, read from the storage
     assert r.returncode == 0, r.stderr[-3000:]
     import optuna
 
