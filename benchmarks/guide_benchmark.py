@@ -38,6 +38,7 @@ import dataclasses
 import fcntl
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +60,7 @@ DONE_FILE = {
     "final": "final/head_to_head.json",
 }
 ROUNDS = 3
+STOPPED: list = []  # SIGTERM arrived: the command was ended, and the driver stops after it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -209,19 +211,27 @@ def machine_lock(path: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_logged(cmd: list[str], log: Path) -> int:
-    """Run ``cmd`` from the checkout, its output to the terminal and to ``log``."""
+def run_logged(cmd: list[str], log: Path, beat=None) -> int:
+    """Run ``cmd`` from the checkout, its output to the terminal and to ``log``; ``beat()``
+    after each line (the driver keeps its record of the attempt current). SIGTERM to the driver
+    ends the command too (it resumes when run again) and exits with 143."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         p = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for line in p.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-            f.flush()
-        return p.wait()
+        previous = signal.signal(signal.SIGTERM, lambda *_: (STOPPED.append(1), p.terminate()))
+        try:
+            for line in p.stdout:
+                sys.stdout.write(line)
+                f.write(line)
+                f.flush()
+                if beat is not None:
+                    beat()
+            return p.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # -- the final round: every method's answer, interleaved ----------------------------------------
@@ -312,6 +322,50 @@ def record(name: str, out: Path, cmds: dict, runs: dict) -> None:
     )
 
 
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def run_method(name: str, m: str, out: Path, cmds: dict, runs: dict, lock: str | None) -> int:
+    """One method's command under the lock, as one more attempt in ``runs[m]``: a command that
+    was stopped (a study resumes where it stopped) costs the wall time of all its attempts. The
+    attempt's wall time is written to benchmark.json as it goes (at most a minute stale), so a
+    driver that is killed keeps it too."""
+    entry = runs.setdefault(m, {})
+    attempts = entry.setdefault("attempts", [])
+    with machine_lock(lock):
+        had_profile = m == "guided" and profile_exists(name)
+        started = time.time()
+        attempt = {"started": _stamp(started), "wall_s": 0.0, "returncode": None}
+        attempts.append(attempt)
+        last = [0.0]
+
+        def beat(final: bool = False) -> None:
+            now = time.time()
+            if final or now - last[0] > 60:
+                attempt["wall_s"] = round(now - started, 1)
+                entry.update(
+                    command=shown(cmds[m]),
+                    started=attempts[0]["started"],
+                    wall_s=round(sum(a["wall_s"] for a in attempts), 1),
+                )
+                record(name, out, cmds, runs)
+                last[0] = now
+
+        print(f"\n{name}: {m}: {shlex.join(cmds[m])}", flush=True)
+        rc = run_logged(cmds[m], out / f"{FOLDERS[m]}.log", beat)
+        attempt["returncode"] = entry["returncode"] = rc
+        if m == "guided":
+            entry["profile_made"] = entry.get("profile_made") or (
+                not had_profile and profile_exists(name)
+            )
+        beat(final=True)
+    print(
+        f"{name}: {m} ended with exit code {rc} after {attempt['wall_s'] / 60:.1f} min", flush=True
+    )
+    return rc
+
+
 def run_workload(
     name: str, methods: list[str], out_root: Path, lock: str | None, smoke: bool, force: bool
 ) -> None:
@@ -325,21 +379,9 @@ def run_workload(
         if (out / DONE_FILE[m]).exists() and not force:
             print(f"{name}: {m} is done ({rel(out / DONE_FILE[m])}); --force runs it again")
             continue
-        with machine_lock(lock):
-            had_profile = m == "guided" and profile_exists(name)
-            started = time.time()
-            print(f"\n{name}: {m}: {shlex.join(cmds[m])}", flush=True)
-            rc = run_logged(cmds[m], out / f"{FOLDERS[m]}.log")
-            wall = time.time() - started
-        runs[m] = {
-            "command": shown(cmds[m]),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_s": round(wall, 1),
-            "returncode": rc,
-            **({"profile_made": not had_profile and profile_exists(name)} if m == "guided" else {}),
-        }
-        record(name, out, cmds, runs)
-        print(f"{name}: {m} ended with exit code {rc} after {wall / 60:.1f} min", flush=True)
+        run_method(name, m, out, cmds, runs, lock)
+        if STOPPED:
+            sys.exit(143)  # stopped from outside: the next run resumes
     record(name, out, cmds, runs)
 
 
