@@ -383,6 +383,58 @@ def summary_row(name: str, fig: dict) -> str:
     )
 
 
+def _range(median, lo, hi, p99=None) -> str:
+    text = f"{median:,.0f} ({lo:,.0f}-{hi:,.0f}) items/s"
+    return text if p99 is None else f"{text}, p99 {p99:.0f} ms"
+
+
+def verdict(name: str, fig: dict) -> str:
+    """One plain sentence per workload: is the guide's procedure as good as tuning, or where and
+    by how much does tuning win, with the re-measured ranges of the one interleaved run; and
+    whether guided-10 reached 95% of the grid's best."""
+    tuned = fig["best"].get("tune")
+    g = (fig.get("gains") or {}).get(GUIDE_PROCEDURE)
+    if tuned is None:
+        return f"- **{name}**: not measured yet (`tune --trials 30` has not finished)."
+    won = _range(tuned["median"], tuned["min"], tuned["max"], tuned["p99_ms"])
+    if fig.get("guide_found_nothing"):
+        head = (
+            f"tuning meets an SLO the guide misses: none of the guide's steps kept the SLO; "
+            f"tuned {won}"
+            if tuned["feasible"]
+            else "neither the guide's procedure nor tuning found a config within the SLO"
+        )
+    elif not g or not fig["best"].get("guide"):
+        head = "the guide's procedure was not re-measured beside the winner"
+    else:
+        c = fig["best"]["guide"]  # the reference of ``g``, re-measured beside the winner
+        ref = _range(c["median"], c["min"], c["max"], c["p99_ms"])
+        pair = f"tuned {won} against the guide's {ref}"
+        if not g.get("reference_feasible", True):
+            head = f"tuning meets an SLO the guide misses: {pair}, which misses the SLO"
+        elif g["verdict"] == "ahead" and g["gain"] >= TARGET_GAIN:
+            head = f"tuning wins, {g['gain']:.2f}x with ranges apart: {pair}"
+        elif g["verdict"] == "ahead":
+            head = (
+                f"tuning is ahead by {g['gain']:.2f}x with ranges apart, under the "
+                f"{TARGET_GAIN}x bar: {pair}"
+            )
+        elif g["verdict"] == "tied":
+            head = f"the guide's procedure is as good as tuning (ranges overlap): {pair}"
+        else:
+            head = f"the guide's procedure beats tuning: {pair}"
+    share = fig.get("guided_share_of_grid")
+    if share is None:
+        tail = ""
+    else:
+        reached = "reached" if share >= SHARE else "fell short of"
+        tail = (
+            f" Guided-10 {reached} 95% of the grid's best ({share:.0%}, "
+            f"{fig['guided_share_source']})."
+        )
+    return f"- **{name}**: {head}.{tail}"
+
+
 def readme_section(workloads: list[tuple[str, str, dict]]) -> str:
     """The README's benchmark table: ``workloads`` are (name, one-line description, figures)."""
     lines = [
@@ -410,6 +462,11 @@ def readme_section(workloads: list[tuple[str, str, dict]]) -> str:
         "| workload | tuned over the guide's procedure | tuned over batching off | trials to 95% of the grid's best | guided-10's share of the grid's best | never worse than the guide | beats it (1.2x, or an SLO it misses) | the guide is as good |",
         "|---|---|---|---|---|---|---|---|",
         *(summary_row(name, fig) for name, _, fig in workloads),
+        "",
+        "What each workload shows (the tuned config and the guide's choice re-measured in the "
+        "same interleaved rounds of the `tune --trials 30` study):",
+        "",
+        *(verdict(name, fig) for name, _, fig in workloads),
         "",
         END,
     ]

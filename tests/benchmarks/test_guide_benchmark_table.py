@@ -243,3 +243,32 @@ def test_a_procedure_that_kept_nothing_is_an_slo_the_guide_misses(tmp_path):
     assert "| w | the guide's procedure | - | none of its steps kept the SLO |" in section
     assert "900 (850-950), misses the SLO" in section  # its first step, re-measured
     assert set(driver.answers(tmp_path)) == {"tune", "off", "start"}
+
+
+def test_each_workload_gets_a_plain_verdict(tmp_path):
+    write_tune(tmp_path / "a", winner=1300.0, guide=(1000.0, 950.0, 1050.0))  # ahead, 1.3x
+    line = table.verdict("a", table.figures(tmp_path / "a", {}))
+    assert line.startswith(
+        "- **a**: tuning wins, 1.30x with ranges apart: tuned 1,300 (1,260-1,330)"
+    )
+    assert "against the guide's 1,000 (950-1,050) items/s" in line
+    write_tune(tmp_path / "b", winner=1300.0, guide=(1250.0, 1200.0, 1290.0))  # tied
+    line = table.verdict("b", table.figures(tmp_path / "b", {}))
+    assert "the guide's procedure is as good as tuning (ranges overlap)" in line
+    write_tune(tmp_path / "c", winner=1300.0, guide=(1250.0, 1200.0, 1290.0), guide_ok=False)
+    line = table.verdict("c", table.figures(tmp_path / "c", {}))
+    assert line.startswith("- **c**: tuning meets an SLO the guide misses")
+    write_grid(tmp_path / "b")
+    g = tmp_path / "b" / "guided-10"
+    g.mkdir()
+    (g / "summary.json").write_text(
+        json.dumps({"winner": summary_row(3, WINNER_CFG, 1100.0, 1000.0, 1150.0)})
+    )
+    write_csv(g / "trials.csv", [trial(0, 1100)])
+    line = table.verdict("b", table.figures(tmp_path / "b", {}))
+    assert line.endswith("Guided-10 fell short of 95% of the grid's best (86%, separate runs).")
+    assert table.verdict("d", table.figures(tmp_path / "d", {})).endswith(
+        "not measured yet (`tune --trials 30` has not finished)."
+    )
+    section = table.readme_section([("b", "x", table.figures(tmp_path / "b", {}))])
+    assert "- **b**: the guide's procedure is as good as tuning" in section
