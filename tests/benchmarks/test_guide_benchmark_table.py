@@ -272,3 +272,25 @@ def test_each_workload_gets_a_plain_verdict(tmp_path):
     )
     section = table.readme_section([("b", "x", table.figures(tmp_path / "b", {}))])
     assert "- **b**: the guide's procedure is as good as tuning" in section
+
+
+def test_until_starts_only_what_can_end_in_time(tmp_path):
+    # 20:00 UTC on some day: 21:55 is that day's, 19:00 the next day's
+    now = 86400 * 1000 + 20 * 3600
+    assert driver.parse_until("21:55", now) == now + 115 * 60
+    assert driver.parse_until("19:00", now) == now + 23 * 3600
+    assert driver.parse_until(None) is None
+    # the longest complete run of a method on any workload; a stopped one does not count
+    for name, wall, rc in (("a", 900.0, 0), ("b", 1300.0, 0), ("c", 5000.0, None)):
+        (tmp_path / name).mkdir()
+        runs = {"tune": {"wall_s": wall, "returncode": rc}}
+        (tmp_path / name / "benchmark.json").write_text(json.dumps({"runs": runs}))
+    assert driver.estimate("tune", tmp_path) == 1300.0
+    assert driver.estimate("grid", tmp_path) == driver.DEFAULT_ESTIMATE_S["grid"]
+    # a command that would end after --until is not started, and leaves no attempt behind
+    out = tmp_path / "a"
+    runs: dict = {}
+    cmds = driver.commands("ranker-closed", driver.WORKLOADS["ranker-closed"], out)
+    got = driver.run_method("a", "tune", out, cmds, runs, None, until=driver.time.time() + 60)
+    assert got is None and runs["tune"]["attempts"] == []
+    assert not (tmp_path / "tune-30.log").exists() and not (out / "tune-30.log").exists()
