@@ -294,3 +294,23 @@ def test_until_starts_only_what_can_end_in_time(tmp_path):
     got = driver.run_method("a", "tune", out, cmds, runs, None, until=driver.time.time() + 60)
     assert got is None and runs["tune"]["attempts"] == []
     assert not (tmp_path / "tune-30.log").exists() and not (out / "tune-30.log").exists()
+
+
+def test_a_study_without_a_winner_is_said_so(tmp_path):
+    write_tune(tmp_path, guide_ok=False)
+    path = tmp_path / "tune-30" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["winner"], summary["gains"] = None, {}  # no top config kept the SLO re-measured
+    path.write_text(json.dumps(summary))
+    fig = table.figures(tmp_path, {})
+    assert fig["tune_no_winner"] and fig["best"]["tune"] is None
+    t = fig["targets"]
+    assert t["never_worse_than_guide"] and not t["beats_guide"] and t["guide_as_good"]
+    section = table.readme_section([("w", "x", fig)])
+    assert "no winner: none of its top configs kept the SLO when re-measured" in section
+    assert "- **w**: neither tuning nor the guide's procedure holds the SLO" in section
+    summary["references"][GUIDE]["feasible"] = True  # the guide's choice kept it: tuning lost
+    path.write_text(json.dumps(summary))
+    fig = table.figures(tmp_path, {})
+    assert fig["targets"]["never_worse_than_guide"] is False
+    assert table.verdict("w", fig).startswith("- **w**: the guide's procedure beats tuning")
