@@ -103,8 +103,8 @@ WORKLOADS = {
         "guide's queue of one batch at the largest size",
     ),
     "ranker-sizes": Workload(
-        what="ranker, gRPC, closed loop, 64 users, requests of 1/8/32/128 rows (60/25/10/5%); "
-        "splitting and padding searched",
+        what="ranker, gRPC, closed loop, 32 users, requests of 1/8/32/128 rows (60/25/10/5%); "
+        "splitting and padding searched; p99 <= 2 s, errors <= 1%",
         grid=(
             f"max_batch_size=128,256,512;batch_timeout_micros=0,2000;num_batch_threads=1;{_QUEUE}",
             "max_batch_size=128;enable_large_batch_splitting=true;max_execution_batch_size=16,32,64;"
