@@ -449,12 +449,18 @@ def verdict(name: str, fig: dict) -> str:
     elif fig.get("tune_no_winner"):
         head = _no_winner(fig)
     else:
-        return f"- **{name}**: not measured yet (`tune --trials 30` has not finished)."
-    share = fig.get("guided_share_of_grid")
+        return f"- **{name}**: not measured yet (`tune --trials 30` has not run to its end)."
+    final = fig.get("final") or {}
     tail = ""
+    if final.get("tune") and final.get("guide"):
+        tail += (
+            f" In the final round, interleaved: tuned {_cell_range(final['tune'])} against the "
+            f"guide's {_cell_range(final['guide'])}."
+        )
+    share = fig.get("guided_share_of_grid")
     if share is not None:
         reached = "reached" if share >= SHARE else "fell short of"
-        tail = (
+        tail += (
             f" Guided-10 {reached} 95% of the grid's best ({share:.0%}, "
             f"{fig['guided_share_source']})."
         )

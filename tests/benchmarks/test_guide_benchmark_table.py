@@ -268,7 +268,7 @@ def test_each_workload_gets_a_plain_verdict(tmp_path):
     line = table.verdict("b", table.figures(tmp_path / "b", {}))
     assert line.endswith("Guided-10 fell short of 95% of the grid's best (86%, separate runs).")
     assert table.verdict("d", table.figures(tmp_path / "d", {})).endswith(
-        "not measured yet (`tune --trials 30` has not finished)."
+        "not measured yet (`tune --trials 30` has not run to its end)."
     )
     section = table.readme_section([("b", "x", table.figures(tmp_path / "b", {}))])
     assert "- **b**: the guide's procedure is as good as tuning" in section
@@ -314,3 +314,20 @@ def test_a_study_without_a_winner_is_said_so(tmp_path):
     fig = table.figures(tmp_path, {})
     assert fig["targets"]["never_worse_than_guide"] is False
     assert table.verdict("w", fig).startswith("- **w**: the guide's procedure beats tuning")
+
+
+def test_the_verdict_gives_the_final_rounds_figures(tmp_path):
+    write_tune(tmp_path, winner=1300.0, guide=(1250.0, 1200.0, 1290.0))
+    final = tmp_path / "final"
+    final.mkdir()
+    winners = [
+        {"study": "tune", **summary_row(None, WINNER_CFG, 1290.0, 1250.0, 1310.0)},
+        {"study": "guide", **summary_row(None, GUIDE_CFG, 1270.0, 1230.0, 1300.0)},
+    ]
+    (final / "head_to_head.json").write_text(json.dumps({"rounds": 3, "winners": winners}))
+    line = table.verdict("w", table.figures(tmp_path, {}))
+    assert "the guide's procedure is as good as tuning" in line
+    assert line.endswith(
+        "In the final round, interleaved: tuned 1,290 (1,250-1,310) items/s, p99 50 ms against "
+        "the guide's 1,270 (1,230-1,300) items/s, p99 50 ms."
+    )
