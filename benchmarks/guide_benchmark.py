@@ -23,6 +23,7 @@ every workload's files (benchmarks/guide_benchmark_table.py); no figure is typed
 
     python benchmarks/guide_benchmark.py --workload ranker-closed          # every method
     python benchmarks/guide_benchmark.py --workload ranker-open --methods tune,grid
+    python benchmarks/guide_benchmark.py --workload ranker-sizes --until 21:55   # a hard stop
     python benchmarks/guide_benchmark.py --table
     python benchmarks/guide_benchmark.py --workload ranker-closed --smoke --out /tmp/bench
 
@@ -38,6 +39,7 @@ import dataclasses
 import fcntl
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +61,7 @@ DONE_FILE = {
     "final": "final/head_to_head.json",
 }
 ROUNDS = 3
+STOPPED: list = []  # SIGTERM arrived: the command was ended, and the driver stops after it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,8 +103,8 @@ WORKLOADS = {
         "guide's queue of one batch at the largest size",
     ),
     "ranker-sizes": Workload(
-        what="ranker, gRPC, closed loop, 64 users, requests of 1/8/32/128 rows (60/25/10/5%); "
-        "splitting and padding searched",
+        what="ranker, gRPC, closed loop, 32 users, requests of 1/8/32/128 rows (60/25/10/5%); "
+        "splitting and padding searched; p99 <= 2 s, errors <= 1%",
         grid=(
             f"max_batch_size=128,256,512;batch_timeout_micros=0,2000;num_batch_threads=1;{_QUEUE}",
             "max_batch_size=128;enable_large_batch_splitting=true;max_execution_batch_size=16,32,64;"
@@ -209,19 +212,27 @@ def machine_lock(path: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_logged(cmd: list[str], log: Path) -> int:
-    """Run ``cmd`` from the checkout, its output to the terminal and to ``log``."""
+def run_logged(cmd: list[str], log: Path, beat=None) -> int:
+    """Run ``cmd`` from the checkout, its output to the terminal and to ``log``; ``beat()``
+    after each line (the driver keeps its record of the attempt current). SIGTERM to the driver
+    ends the command too (it resumes when run again) and exits with 143."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         p = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for line in p.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-            f.flush()
-        return p.wait()
+        previous = signal.signal(signal.SIGTERM, lambda *_: (STOPPED.append(1), p.terminate()))
+        try:
+            for line in p.stdout:
+                sys.stdout.write(line)
+                f.write(line)
+                f.flush()
+                if beat is not None:
+                    beat()
+            return p.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # -- the final round: every method's answer, interleaved ----------------------------------------
@@ -312,9 +323,95 @@ def record(name: str, out: Path, cmds: dict, runs: dict) -> None:
     )
 
 
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+# What a method takes when no workload has run it to its end yet (a tune-30 took 19-20 min, a
+# guided-10 7 min, a 17-config grid 9 min on ranker-closed).
+DEFAULT_ESTIMATE_S = {"tune": 1500.0, "guided": 600.0, "grid": 720.0, "final": 600.0}
+
+
+def estimate(m: str, out_root: Path) -> float:
+    """How long method ``m`` may hold the lock: the longest it took, to its end (exit code 0),
+    on any workload of ``out_root``; the default when none has. A resumed command takes less,
+    so this errs long."""
+    walls = []
+    for f in Path(out_root).glob("*/benchmark.json"):
+        run = ((table.read_json(f) or {}).get("runs") or {}).get(m) or {}
+        if run.get("returncode") == 0 and run.get("wall_s"):
+            walls.append(float(run["wall_s"]))
+    return max(walls, default=DEFAULT_ESTIMATE_S[m])
+
+
+def parse_until(text: str | None, now: float | None = None) -> float | None:
+    """``--until HH:MM`` (UTC) as a time stamp: the next such moment from ``now``."""
+    if not text:
+        return None
+    hh, _, mm = text.partition(":")
+    now = time.time() if now is None else now
+    day = now - now % 86400
+    t = day + int(hh) * 3600 + int(mm or 0) * 60
+    return t if t > now else t + 86400
+
+
+def run_method(
+    name: str, m: str, out: Path, cmds: dict, runs: dict, lock: str | None,
+    until: float | None = None,
+) -> int | None:  # fmt: skip
+    """One method's command under the lock, as one more attempt in ``runs[m]``: a command that
+    was stopped (a study resumes where it stopped) costs the wall time of all its attempts. The
+    attempt's wall time is written to benchmark.json as it goes (at most a minute stale), so a
+    driver that is killed keeps it too. With ``until``, a command whose estimate (``estimate``)
+    would end after it is not started once the lock is taken (others share the lock up to a
+    hard stop); None then."""
+    entry = runs.setdefault(m, {})
+    attempts = entry.setdefault("attempts", [])
+    with machine_lock(lock):
+        need = estimate(m, out.parent)
+        if until is not None and time.time() + need > until:
+            print(
+                f"{name}: {m} not started: it may take {need / 60:.0f} min and would end after "
+                f"{_stamp(until)}; run the same command again later to go on",
+                flush=True,
+            )
+            return None
+        had_profile = m == "guided" and profile_exists(name)
+        started = time.time()
+        attempt = {"started": _stamp(started), "wall_s": 0.0, "returncode": None}
+        attempts.append(attempt)
+        last = [0.0]
+
+        def beat(final: bool = False) -> None:
+            now = time.time()
+            if final or now - last[0] > 60:
+                attempt["wall_s"] = round(now - started, 1)
+                entry.update(
+                    command=shown(cmds[m]),
+                    started=attempts[0]["started"],
+                    wall_s=round(sum(a["wall_s"] for a in attempts), 1),
+                )
+                record(name, out, cmds, runs)
+                last[0] = now
+
+        print(f"\n{name}: {m}: {shlex.join(cmds[m])}", flush=True)
+        rc = run_logged(cmds[m], out / f"{FOLDERS[m]}.log", beat)
+        attempt["returncode"] = entry["returncode"] = rc
+        if m == "guided":
+            entry["profile_made"] = entry.get("profile_made") or (
+                not had_profile and profile_exists(name)
+            )
+        beat(final=True)
+    print(
+        f"{name}: {m} ended with exit code {rc} after {attempt['wall_s'] / 60:.1f} min", flush=True
+    )
+    return rc
+
+
 def run_workload(
-    name: str, methods: list[str], out_root: Path, lock: str | None, smoke: bool, force: bool
-) -> None:
+    name: str, methods: list[str], out_root: Path, lock: str | None, smoke: bool, force: bool,
+    until: float | None = None,
+) -> None:  # fmt: skip
     out = out_root / name
     cmds = commands(name, WORKLOADS[name], out, smoke)
     runs = (table.read_json(out / "benchmark.json") or {}).get("runs") or {}
@@ -325,21 +422,10 @@ def run_workload(
         if (out / DONE_FILE[m]).exists() and not force:
             print(f"{name}: {m} is done ({rel(out / DONE_FILE[m])}); --force runs it again")
             continue
-        with machine_lock(lock):
-            had_profile = m == "guided" and profile_exists(name)
-            started = time.time()
-            print(f"\n{name}: {m}: {shlex.join(cmds[m])}", flush=True)
-            rc = run_logged(cmds[m], out / f"{FOLDERS[m]}.log")
-            wall = time.time() - started
-        runs[m] = {
-            "command": shown(cmds[m]),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_s": round(wall, 1),
-            "returncode": rc,
-            **({"profile_made": not had_profile and profile_exists(name)} if m == "guided" else {}),
-        }
-        record(name, out, cmds, runs)
-        print(f"{name}: {m} ended with exit code {rc} after {wall / 60:.1f} min", flush=True)
+        if run_method(name, m, out, cmds, runs, lock, until) is None:
+            break  # out of time: the methods after it wait too (each needs the one before)
+        if STOPPED:
+            sys.exit(143)  # stopped from outside: the next run resumes
     record(name, out, cmds, runs)
 
 
@@ -377,6 +463,12 @@ def main() -> None:
     ap.add_argument(
         "--table", action="store_true", help="rewrite results/README.md's benchmark table"
     )
+    ap.add_argument(
+        "--until",
+        metavar="HH:MM",
+        help="UTC: start no command that may not end by then (each method's estimate is the "
+        "longest it took on any workload)",
+    )
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--final-round", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=ROUNDS, help=argparse.SUPPRESS)
@@ -395,7 +487,10 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         ap.error(f"unknown methods {', '.join(unknown)} (of {', '.join(METHODS)})")
-    run_workload(args.workload, methods, out_root, args.lock or None, args.smoke, args.force)
+    run_workload(
+        args.workload, methods, out_root, args.lock or None, args.smoke, args.force,
+        parse_until(args.until),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -233,6 +233,10 @@ def targets(fig: dict) -> dict:
     if fig.get("guide_found_nothing"):  # the guide misses the SLO outright
         met = bool(tuned and tuned["feasible"])
         out.update(never_worse_than_guide=True, beats_guide=met, guide_as_good=not met)
+    elif fig.get("tune_no_winner"):  # nothing tuning measured kept the SLO when re-measured
+        guide = fig["best"].get("guide")
+        kept = bool(guide and guide["feasible"])  # the guide's choice did, beside it
+        out.update(never_worse_than_guide=not kept, beats_guide=False, guide_as_good=True)
     elif g:
         missed = not g.get("reference_feasible", True)
         out["never_worse_than_guide"] = g["verdict"] != "behind" or missed
@@ -270,6 +274,9 @@ def figures(folder: Path, runs: dict | None = None) -> dict:
         "guide_choice": tune and tune["guide_choice"],
         # the procedure ran to its end and nothing it measured kept the SLO
         "guide_found_nothing": bool(tune and tune["guide_ran"] and not tune["guide_choice"]),
+        # the study ran to its end and none of its top configs kept the SLO when re-measured
+        "tune_no_winner": bool(tune and tune["winner"] is None),
+        "tune_reason": tune and tune["reason"],
         "costs": method_costs(tune, guided, grid, runs),
         "grid": grid and {k: v for k, v in grid.items() if k != "best"},
         "final": final,
@@ -351,6 +358,8 @@ def method_rows(name: str, fig: dict) -> list[str]:
         shown = _figure(c)
         if m == "guide" and fig.get("guide_found_nothing"):
             shown = "none of its steps kept the SLO"
+        if m == "tune" and fig.get("tune_no_winner"):
+            shown = "no winner: none of its top configs kept the SLO when re-measured"
         p99 = "-" if not c or c["p99_ms"] is None else f"{c['p99_ms']:.1f}"
         runs = (
             "-"
@@ -383,6 +392,81 @@ def summary_row(name: str, fig: dict) -> str:
     )
 
 
+def _range(median, lo, hi, p99=None) -> str:
+    text = f"{median:,.0f} ({lo:,.0f}-{hi:,.0f}) items/s"
+    return text if p99 is None else f"{text}, p99 {p99:.0f} ms"
+
+
+def _cell_range(c: dict) -> str:
+    return _range(c["median"], c["min"], c["max"], c["p99_ms"])
+
+
+def _no_winner(fig: dict) -> str:
+    guide = fig["best"].get("guide")
+    if guide and guide["feasible"]:
+        return (
+            f"the guide's procedure beats tuning: its choice kept the SLO ({_cell_range(guide)}) "
+            "and none of tuning's top configs did"
+        )
+    ref = f" ({_cell_range(guide)})" if guide else ""
+    return (
+        "neither tuning nor the guide's procedure holds the SLO: none of tuning's top configs "
+        f"kept it when re-measured, nor did the guide's choice{ref}, so the guide is no worse here"
+    )
+
+
+def _against_guide(fig: dict) -> str:
+    tuned = fig["best"]["tune"]
+    g = (fig.get("gains") or {}).get(GUIDE_PROCEDURE)
+    won = _cell_range(tuned)
+    if fig.get("guide_found_nothing"):
+        if not tuned["feasible"]:
+            return "neither the guide's procedure nor tuning found a config within the SLO"
+        return (
+            f"tuning meets an SLO the guide misses: none of the guide's steps kept it; tuned {won}"
+        )
+    if not g or not fig["best"].get("guide"):
+        return "the guide's procedure was not re-measured beside the winner"
+    # the guide's cell is the reference of ``g``, re-measured beside the winner
+    pair = f"tuned {won} against the guide's {_cell_range(fig['best']['guide'])}"
+    if not g.get("reference_feasible", True):
+        return f"tuning meets an SLO the guide misses: {pair}, which misses the SLO"
+    if g["verdict"] == "ahead" and g["gain"] >= TARGET_GAIN:
+        return f"tuning wins, {g['gain']:.2f}x with ranges apart: {pair}"
+    if g["verdict"] == "ahead":
+        return f"tuning is ahead by {g['gain']:.2f}x with ranges apart, under the {TARGET_GAIN}x bar: {pair}"
+    if g["verdict"] == "tied":
+        return f"the guide's procedure is as good as tuning (ranges overlap): {pair}"
+    return f"the guide's procedure beats tuning: {pair}"
+
+
+def verdict(name: str, fig: dict) -> str:
+    """One plain sentence per workload: is the guide's procedure as good as tuning, or where and
+    by how much does tuning win, with the re-measured ranges of the one interleaved run; and
+    whether guided-10 reached 95% of the grid's best."""
+    if fig["best"].get("tune") is not None:
+        head = _against_guide(fig)
+    elif fig.get("tune_no_winner"):
+        head = _no_winner(fig)
+    else:
+        return f"- **{name}**: not measured yet (`tune --trials 30` has not run to its end)."
+    final = fig.get("final") or {}
+    tail = ""
+    if final.get("tune") and final.get("guide"):
+        tail += (
+            f" In the final round, interleaved: tuned {_cell_range(final['tune'])} against the "
+            f"guide's {_cell_range(final['guide'])}."
+        )
+    share = fig.get("guided_share_of_grid")
+    if share is not None:
+        reached = "reached" if share >= SHARE else "fell short of"
+        tail += (
+            f" Guided-10 {reached} 95% of the grid's best ({share:.0%}, "
+            f"{fig['guided_share_source']})."
+        )
+    return f"- **{name}**: {head}.{tail}"
+
+
 def readme_section(workloads: list[tuple[str, str, dict]]) -> str:
     """The README's benchmark table: ``workloads`` are (name, one-line description, figures)."""
     lines = [
@@ -410,6 +494,11 @@ def readme_section(workloads: list[tuple[str, str, dict]]) -> str:
         "| workload | tuned over the guide's procedure | tuned over batching off | trials to 95% of the grid's best | guided-10's share of the grid's best | never worse than the guide | beats it (1.2x, or an SLO it misses) | the guide is as good |",
         "|---|---|---|---|---|---|---|---|",
         *(summary_row(name, fig) for name, _, fig in workloads),
+        "",
+        "What each workload shows (the tuned config and the guide's choice re-measured in the "
+        "same interleaved rounds of the `tune --trials 30` study):",
+        "",
+        *(verdict(name, fig) for name, _, fig in workloads),
         "",
         END,
     ]

@@ -137,6 +137,9 @@ def suggest_per_model(trial, space: SearchConfig, cores: int) -> TrialConfig:
     )
 
 
+EXEC_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # max_execution_batch_size's choices
+
+
 def suggest(trial, space: SearchConfig, cores: int) -> TrialConfig:
     if space.per_model_batching:
         return suggest_per_model(trial, space, cores)
@@ -151,8 +154,9 @@ def suggest(trial, space: SearchConfig, cores: int) -> TrialConfig:
         "enable_large_batch_splitting", [False, True]
     ):
         splitting = True
-        exec_choices = [s for s in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if s <= mbs] or [mbs]
-        max_exec = int(trial.suggest_categorical("max_execution_batch_size", exec_choices))
+        # one fixed choice list (optuna refuses a categorical whose choices change between
+        # trials, as a list cut at each trial's max_batch_size would), capped at max_batch_size
+        max_exec = min(int(trial.suggest_categorical("max_execution_batch_size", EXEC_SIZES)), mbs)
     if space.allowed_batch_sizes and trial.suggest_categorical(
         "pad_to_powers_of_two", [False, True]
     ):

@@ -243,3 +243,91 @@ def test_a_procedure_that_kept_nothing_is_an_slo_the_guide_misses(tmp_path):
     assert "| w | the guide's procedure | - | none of its steps kept the SLO |" in section
     assert "900 (850-950), misses the SLO" in section  # its first step, re-measured
     assert set(driver.answers(tmp_path)) == {"tune", "off", "start"}
+
+
+def test_each_workload_gets_a_plain_verdict(tmp_path):
+    write_tune(tmp_path / "a", winner=1300.0, guide=(1000.0, 950.0, 1050.0))  # ahead, 1.3x
+    line = table.verdict("a", table.figures(tmp_path / "a", {}))
+    assert line.startswith(
+        "- **a**: tuning wins, 1.30x with ranges apart: tuned 1,300 (1,260-1,330)"
+    )
+    assert "against the guide's 1,000 (950-1,050) items/s" in line
+    write_tune(tmp_path / "b", winner=1300.0, guide=(1250.0, 1200.0, 1290.0))  # tied
+    line = table.verdict("b", table.figures(tmp_path / "b", {}))
+    assert "the guide's procedure is as good as tuning (ranges overlap)" in line
+    write_tune(tmp_path / "c", winner=1300.0, guide=(1250.0, 1200.0, 1290.0), guide_ok=False)
+    line = table.verdict("c", table.figures(tmp_path / "c", {}))
+    assert line.startswith("- **c**: tuning meets an SLO the guide misses")
+    write_grid(tmp_path / "b")
+    g = tmp_path / "b" / "guided-10"
+    g.mkdir()
+    (g / "summary.json").write_text(
+        json.dumps({"winner": summary_row(3, WINNER_CFG, 1100.0, 1000.0, 1150.0)})
+    )
+    write_csv(g / "trials.csv", [trial(0, 1100)])
+    line = table.verdict("b", table.figures(tmp_path / "b", {}))
+    assert line.endswith("Guided-10 fell short of 95% of the grid's best (86%, separate runs).")
+    assert table.verdict("d", table.figures(tmp_path / "d", {})).endswith(
+        "not measured yet (`tune --trials 30` has not run to its end)."
+    )
+    section = table.readme_section([("b", "x", table.figures(tmp_path / "b", {}))])
+    assert "- **b**: the guide's procedure is as good as tuning" in section
+
+
+def test_until_starts_only_what_can_end_in_time(tmp_path):
+    # 20:00 UTC on some day: 21:55 is that day's, 19:00 the next day's
+    now = 86400 * 1000 + 20 * 3600
+    assert driver.parse_until("21:55", now) == now + 115 * 60
+    assert driver.parse_until("19:00", now) == now + 23 * 3600
+    assert driver.parse_until(None) is None
+    # the longest complete run of a method on any workload; a stopped one does not count
+    for name, wall, rc in (("a", 900.0, 0), ("b", 1300.0, 0), ("c", 5000.0, None)):
+        (tmp_path / name).mkdir()
+        runs = {"tune": {"wall_s": wall, "returncode": rc}}
+        (tmp_path / name / "benchmark.json").write_text(json.dumps({"runs": runs}))
+    assert driver.estimate("tune", tmp_path) == 1300.0
+    assert driver.estimate("grid", tmp_path) == driver.DEFAULT_ESTIMATE_S["grid"]
+    # a command that would end after --until is not started, and leaves no attempt behind
+    out = tmp_path / "a"
+    runs: dict = {}
+    cmds = driver.commands("ranker-closed", driver.WORKLOADS["ranker-closed"], out)
+    got = driver.run_method("a", "tune", out, cmds, runs, None, until=driver.time.time() + 60)
+    assert got is None and runs["tune"]["attempts"] == []
+    assert not (tmp_path / "tune-30.log").exists() and not (out / "tune-30.log").exists()
+
+
+def test_a_study_without_a_winner_is_said_so(tmp_path):
+    write_tune(tmp_path, guide_ok=False)
+    path = tmp_path / "tune-30" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["winner"], summary["gains"] = None, {}  # no top config kept the SLO re-measured
+    path.write_text(json.dumps(summary))
+    fig = table.figures(tmp_path, {})
+    assert fig["tune_no_winner"] and fig["best"]["tune"] is None
+    t = fig["targets"]
+    assert t["never_worse_than_guide"] and not t["beats_guide"] and t["guide_as_good"]
+    section = table.readme_section([("w", "x", fig)])
+    assert "no winner: none of its top configs kept the SLO when re-measured" in section
+    assert "- **w**: neither tuning nor the guide's procedure holds the SLO" in section
+    summary["references"][GUIDE]["feasible"] = True  # the guide's choice kept it: tuning lost
+    path.write_text(json.dumps(summary))
+    fig = table.figures(tmp_path, {})
+    assert fig["targets"]["never_worse_than_guide"] is False
+    assert table.verdict("w", fig).startswith("- **w**: the guide's procedure beats tuning")
+
+
+def test_the_verdict_gives_the_final_rounds_figures(tmp_path):
+    write_tune(tmp_path, winner=1300.0, guide=(1250.0, 1200.0, 1290.0))
+    final = tmp_path / "final"
+    final.mkdir()
+    winners = [
+        {"study": "tune", **summary_row(None, WINNER_CFG, 1290.0, 1250.0, 1310.0)},
+        {"study": "guide", **summary_row(None, GUIDE_CFG, 1270.0, 1230.0, 1300.0)},
+    ]
+    (final / "head_to_head.json").write_text(json.dumps({"rounds": 3, "winners": winners}))
+    line = table.verdict("w", table.figures(tmp_path, {}))
+    assert "the guide's procedure is as good as tuning" in line
+    assert line.endswith(
+        "In the final round, interleaved: tuned 1,290 (1,250-1,310) items/s, p99 50 ms against "
+        "the guide's 1,270 (1,230-1,300) items/s, p99 50 ms."
+    )

@@ -3,6 +3,7 @@ instead of a repeated config. The loop itself runs here against a table of figur
 server: what is under test is its bookkeeping (budget, copies, neighbours), not a measurement.
 And the SLO rule (``loop.score``) every measurement is judged by."""
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -200,3 +201,21 @@ def test_every_config_in_a_small_space_is_reachable():
         for m, t, thr, q in itertools.product((4, 8, 16), (0, 1000), (1, 2), (1, 1_000_000))
     }
     assert measured == every
+
+
+def test_splitting_and_padding_are_suggested_over_many_batch_sizes():
+    # max_execution_batch_size has one choice list whatever max_batch_size the trial drew
+    # (optuna refuses a categorical whose choices change), capped at that max_batch_size
+    space = dataclasses.replace(
+        default_space(), large_batch_splitting=True, allowed_batch_sizes=True
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    split = 0
+    for _ in range(60):
+        b = suggest(study.ask(), space, 2).batching
+        if b.enable_large_batch_splitting:
+            split += 1
+            assert 1 <= b.max_execution_batch_size <= b.max_batch_size
+        top = b.max_execution_batch_size or b.max_batch_size
+        assert not b.allowed_batch_sizes or b.allowed_batch_sizes[-1] == top
+    assert split > 10

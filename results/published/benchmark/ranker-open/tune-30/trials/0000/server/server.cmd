@@ -1,0 +1,1 @@
+HARNESS_REFSERVER_BIND_ADDRESS=127.0.0.1 /work/main/.venv/bin/python -m harness.refserver --port=47827 --rest_api_port=48185 --model_name=ranker --model_base_path=/work/wt/d2-benchmark/models/ranker --monitoring_config_file=results/published/benchmark/ranker-open/tune-30/trials/0000/server/monitoring.txt
