@@ -74,6 +74,15 @@ def mlp_base(model_root) -> Path:
     return base
 
 
+@pytest.fixture(scope="session")
+def report_studies(tmp_path_factory, mlp_base) -> dict:
+    """The gRPC study with the guide's procedure and the REST study of tests/studies.py, run
+    once for every test that reads them (the report tests, the guide-procedure test)."""
+    from tests.studies import report_studies as run
+
+    return run(tmp_path_factory.mktemp("report"), mlp_base)
+
+
 def refserver_impls() -> list[str]:
     """The request paths the reference-server tests run against: native (when it is built:
     scripts/bootstrap.sh builds it; under CI always, so that a missing build fails) and Python."""

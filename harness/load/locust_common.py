@@ -18,6 +18,7 @@ import numpy as np
 from locust import events
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from harness.config import Arrivals, parse_size_mix, parse_traffic
 from harness.errors import HarnessError
@@ -319,7 +320,7 @@ class _PredictUser:
         users = max(1, users or 1)
         rate = o.arrival_rate / users
         next_t = time.time()
-        while True:
+        while self._state != LOCUST_STATE_STOPPING:  # stopped: end the task, not wait it out
             gap = self.rng.exponential(1.0 / rate) if o.arrivals == Arrivals.POISSON else 1.0 / rate
             next_t += gap
             delay = next_t - time.time()

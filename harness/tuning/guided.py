@@ -51,7 +51,7 @@ class GuidedSearch:
     def predict(self, cfg: TrialConfig) -> dict:
         """The ``predicted_*`` figures of one config, with ``predicted_feasible``."""
         pred = dict(self.predictor.predict(cfg.batching, cfg.users))
-        pred["predicted_feasible"] = self._score(pred)[2]
+        pred["predicted_feasible"] = bool(self._score(pred)[2])  # numpy bool: not JSON
         return pred
 
     # -- the simulated search -------------------------------------------------------------------

@@ -23,8 +23,8 @@ from harness.servers import ProcessBackend, ServerSpec
 from harness.servers.staging import ServedModel
 from tests.conftest import ROOT
 
-SHORT = ["--set", "load.warmup_s=1", "--set", "load.window_s=2", "--set", "load.min_windows=2",
-         "--set", "load.max_windows=3", "--set", "load.extra_windows=0", "--set", "load.users=16"]  # fmt: skip
+SHORT = ["--set", "load.warmup_s=0.5", "--set", "load.window_s=1.5", "--set", "load.min_windows=2",
+         "--set", "load.max_windows=2", "--set", "load.extra_windows=0", "--set", "load.users=16"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

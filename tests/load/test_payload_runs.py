@@ -10,9 +10,9 @@ import time
 import pytest
 
 from harness.labels import EXIT_USAGE
-from tests.conftest import ROOT
+from tests.conftest import ROOT, refserver_impls
 
-RUN_FAST = ["--users", "4", "--warmup", "1", "--window", "1.5", "--max-windows", "3"]
+RUN_FAST = ["--users", "4", "--warmup", "0.5", "--window", "1", "--max-windows", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,25 @@ def harness(*args, cwd=ROOT, timeout=240, check=False):
     return out
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def _protocol_and_path() -> list[tuple[str, str]]:
+    """Each protocol once, each request path once: gRPC on the first path (native when built),
+    REST on the last (Python). The other two pairs take the same code on each side: Locust
+    builds a protocol's requests from the payload alike whichever path serves them, and each
+    path answers the image model's JPEGs over both protocols in
+    tests/refserver/test_string_tensors.py (test_image_jpeg_scores_real_jpegs_over_both_protocols)."""
+    impls = refserver_impls()
+    return [("grpc", impls[0]), ("rest", impls[-1])]
+
+
+@pytest.mark.parametrize("protocol, refserver_impl", _protocol_and_path())
 def test_harness_run_sends_the_payloads_jpegs(
-    jpeg_payload, model_root, tmp_path, protocol, refserver_impl
+    jpeg_payload, model_root, tmp_path, protocol, refserver_impl, monkeypatch
 ):
+    from harness.refserver.native import launch
+
+    if refserver_impl == "native" and launch.binary() is None:
+        pytest.skip("the native server is not built (bash scripts/build-native.sh)")
+    monkeypatch.setenv(launch.ENV, refserver_impl)  # the server `harness run` starts takes it
     out = harness(
         "run", "--model", "image_jpeg", "--models-dir", str(model_root), "--binary", "reference",
         "--payload", str(jpeg_payload), "--protocol", protocol, "--request-sizes", "1:50,4:50",

@@ -14,72 +14,16 @@ import numpy as np
 import pytest
 
 from harness.labels import EXIT_USAGE
-from tests.conftest import ROOT, copy_model
+from tests.conftest import ROOT
 from tests.report.browser import render
-
-EXPERIMENT = """
-[model]
-path = "{model}"
-name = "m"
-[server]
-binary = "reference"
-cpus = "0"
-[load]
-protocol = "{protocol}"
-users = 8
-request_sizes = "1:80,16:20"
-warmup_s = 1
-window_s = 1.2
-min_windows = 2
-max_windows = 2
-extra_windows = 0
-cpus = "1"
-[slo]
-p99_ms = 250
-max_error_rate = 0.5
-[search]
-max_batch_size = [1, 32]
-batch_timeout_micros = [0]
-num_batch_threads = [1]
-max_enqueued_batches = [1, 100]
-[study]
-name = "{name}"
-trials = 5
-top_k = 2
-repeats = 2
-seed = 3
-"""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_study(tmp, model, protocol: str, name: str, edit=lambda text: text):
-    exp = tmp / f"{name}.toml"
-    exp.write_text(
-        edit(EXPERIMENT.replace("{model}", str(model)).replace("{protocol}", protocol).replace("{name}", name))
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "tune", "--experiment", str(exp), "--results-dir", str(tmp / "res")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
-    return tmp / "res" / name, r
-
-
-@pytest.fixture(scope="module")
-def studies(tmp_path_factory, mlp_base):
-    tmp = tmp_path_factory.mktemp("report")
-    model = copy_model(mlp_base, tmp / "model")
-    grpc_dir, out = run_study(tmp, model, "grpc", "rep-grpc")
-    # the second study only needs to exist for compare: fewer trials, winner not re-measured
-    rest_dir, _ = run_study(
-        tmp, model, "rest", "rep-rest",
-        edit=lambda t: t.replace("trials = 5", "trials = 4").replace("top_k = 2", "top_k = 1").replace("repeats = 2", "repeats = 1"),
-    )
-    return {"grpc": grpc_dir, "rest": rest_dir, "tune_stdout": out.stdout, "tmp": tmp}
+@pytest.fixture
+def studies(report_studies):
+    """The session's gRPC and REST studies (tests/studies.py): run once, read here."""
+    return report_studies
 
 
 def read_rows(path):

@@ -132,6 +132,23 @@ def test_the_tuner_hooks_enqueue_the_picks_with_their_predictions():
     assert free.user_attrs == g.predict(cfg)
 
 
+def test_the_picks_enqueue_into_a_study_on_disk(tmp_path):
+    """A study's storage (SQLite, as harness tune keeps it) writes every attribute as JSON: a
+    prediction must hold plain Python values. A predicted p99 over the SLO made a numpy bool,
+    which failed the guided study; the SLO here is one no config keeps."""
+    import optuna
+
+    from harness.config import SloConfig
+
+    exp = Experiment(model=ModelConfig(demo="ranker"), slo=SloConfig(p99_ms=1.0)).check()
+    g = GuidedSearch(exp, Predictor(exp, ranker_like(), cores=1), cores=1, echo=lambda *a: None)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    g.enqueue(study, 2, seed=0)
+    waiting = study.get_trials()
+    assert len(waiting) == 2
+    assert [t.user_attrs["predicted_feasible"] for t in waiting] == [False, False]
+
+
 def test_plan_scales_replicas_with_the_rate_and_keeps_the_slo():
     prof = ranker_like(max_size=16)
     small = plan(prof, rate=5_000, p99_ms=50, protocol="grpc", headroom=0.2, echo=None)

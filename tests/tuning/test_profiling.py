@@ -22,15 +22,40 @@ def test_profile_of_the_tiny_model_is_split_from_traced_served_runs(
     tmp_path, mlp_base, monkeypatch
 ):
     monkeypatch.setenv("HARNESS_REFSERVER_IMPL", "python")  # the simulator models the Python server
+    import dataclasses
+
     from harness.config import load_experiment
     from harness.refserver.batch_trace import ENV
     from harness.tuning.profiling import measure
+    from harness.tuning.trial import TrialRunner
+
+    # The profile's five load runs, shorter: `harness profile` warms up 2 s and measures two or
+    # three windows of 2-5 s each (more when they disagree); a warm-up of 1 s and two windows
+    # of at most 1.5 s still give thousands of answers per run and a busy trace beyond its
+    # first two seconds (what the assertions read). Each run is still real Locust against a
+    # real server.
+    real_run_load = TrialRunner.run_load
+
+    def shorter_run_load(self, server, load, workdir):
+        short = dataclasses.replace(
+            load,
+            warmup_s=1.0,
+            window_s=min(load.window_s, 1.5),
+            min_windows=2,
+            max_windows=2,
+            extra_windows=0,
+        )
+        return real_run_load(self, server, short, workdir)
+
+    monkeypatch.setattr(TrialRunner, "run_load", shorter_run_load)
 
     exp_file = tmp_path / "exp.toml"
     exp_file.write_text(EXPERIMENT.replace("{model}", str(mlp_base)))
     exp = load_experiment(str(exp_file), [])
     lines = []
-    prof = measure(exp, protocols=["grpc"], max_size=8, workdir=tmp_path, echo=lines.append)
+    prof = measure(
+        exp, protocols=["grpc"], max_size=8, workdir=tmp_path, budget_s=0.2, echo=lines.append
+    )
     assert sorted(prof.exec_us) == [1, 2, 3, 4, 6, 8]
     assert prof.served, "\n".join(lines)
     assert 0.5 <= prof.served["cpu_share"] <= 1.0

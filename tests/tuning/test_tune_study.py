@@ -24,8 +24,8 @@ extra_flags = ["--tensorflow_session_parallelism=1"]
 [load]
 users = 8
 request_sizes = "1:90,8:10"
-warmup_s = 1
-window_s = 1.2
+warmup_s = 0.5
+window_s = 1.0
 min_windows = 2
 max_windows = 2
 extra_windows = 0
@@ -42,7 +42,9 @@ intra_op_parallelism = [0, 1]
 [study]
 name = "t"
 trials = {trials}
-top_k = 2
+# top_k 1, repeats 1: the winner is the search's best, nothing is re-measured (the report
+# study re-measures, tests/studies.py)
+top_k = 1
 repeats = 1
 seed = 1
 """
@@ -98,11 +100,13 @@ def model(tmp_path, mlp_base):
 
 
 def test_study_runs_records_failures_and_resumes(tmp_path, model):
-    r = tune(tmp_path, trials=7)
+    # five trials: the three baselines, then the sampler's first two (with this seed the second
+    # sets intra-op threads, which the server refuses)
+    r = tune(tmp_path, trials=5)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     study = tmp_path / "res" / "t"
     got = rows(tmp_path)
-    assert len(measured(tmp_path)) == 7
+    assert len(measured(tmp_path)) == 5
     assert [g["baseline"] for g in got[:3]] == [
         "batching off",
         "batching guide CPU start",
@@ -133,14 +137,16 @@ def test_study_runs_records_failures_and_resumes(tmp_path, model):
         else:
             assert oversize == []
 
-    again = tune(tmp_path, trials=7)
+    # the resumed runs draw no report (the first run's report already shows these trials, and
+    # the report tests check reports): the resume is what is tested here
+    again = tune(tmp_path, "--no-report", trials=5)
     assert again.returncode == 0
     assert "nothing to run" in again.stdout
-    assert len(measured(tmp_path)) == 7
+    assert len(measured(tmp_path)) == 5
 
-    more = tune(tmp_path, trials=8)
+    more = tune(tmp_path, "--no-report", trials=6)
     assert more.returncode == 0, more.stderr[-2000:]
-    assert len(measured(tmp_path)) == 8
+    assert len(measured(tmp_path)) == 6
 
 
 def _refservers_for(path) -> list[int]:
@@ -149,7 +155,8 @@ def _refservers_for(path) -> list[int]:
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
-    cmd = tune_cmd(tmp_path, 5)
+    trials = 3  # interrupted in the second: one finished before, one left after
+    cmd = tune_cmd(tmp_path, trials)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -171,7 +178,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, model):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     final = rows(tmp_path)
-    assert sum(1 for x in final if x["state"] in ("COMPLETE", "FAIL")) == 5
+    assert sum(1 for x in final if x["state"] in ("COMPLETE", "FAIL")) == trials
     kept = {x["number"]: x for x in final}
     for d in done:  # every trial finished before the interrupt is still there, unchanged
         assert kept[d["number"]]["items_per_s"] == d["items_per_s"]

@@ -1,0 +1,1 @@
+HARNESS_REFSERVER_BIND_ADDRESS=127.0.0.1 /work/main/.venv/bin/python -m harness.refserver --port=54841 --rest_api_port=60381 --model_name=ranker --model_base_path=/work/wt/d2-benchmark/models/ranker --monitoring_config_file=results/published/benchmark/ranker-closed/tune-30/remeasure/0000-0/server/monitoring.txt
