@@ -217,7 +217,8 @@ def main() -> None:
     stdin = sys.stdin.buffer
     while True:
         ready, _, _ = select.select([stdin], [], [], 0.1)
-        while children:
+        # a waiting standby is reaped too when it dies, with no server running
+        while children or (standby is not None and standby.pid is not None):
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
