@@ -1,5 +1,7 @@
 #include "grpc_front.h"
 
+#include <cstdlib>
+
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -237,7 +239,7 @@ void dispatch(Predictor* p, Call* c) {
 
 bool GrpcFront::start(const std::string& address, std::string* error) {
   grpc_init();
-  grpc_arg args[3];
+  grpc_arg args[5];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = const_cast<char*>(GRPC_ARG_ALLOW_REUSEPORT);
   args[0].value.integer = 0;  // a second server on the same port must fail, not share it
@@ -247,7 +249,19 @@ bool GrpcFront::start(const std::string& address, std::string* error) {
   args[2].type = GRPC_ARG_INTEGER;
   args[2].key = const_cast<char*>(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH);
   args[2].value.integer = -1;
-  grpc_channel_args channel_args{3, args};
+  size_t nargs = 3;
+  // Under measurement: gRPC's optional filters (deadline checks, per-message compression) and
+  // its bandwidth probes off ($HARNESS_REFSERVER_GRPC_LEAN=1).
+  const char* lean = std::getenv("HARNESS_REFSERVER_GRPC_LEAN");
+  if (lean && std::string(lean) == "1") {
+    for (const char* key : {GRPC_ARG_MINIMAL_STACK, GRPC_ARG_HTTP2_BDP_PROBE}) {
+      args[nargs].type = GRPC_ARG_INTEGER;
+      args[nargs].key = const_cast<char*>(key);
+      args[nargs].value.integer = key == std::string(GRPC_ARG_MINIMAL_STACK) ? 1 : 0;
+      nargs++;
+    }
+  }
+  grpc_channel_args channel_args{nargs, args};
   server_ = grpc_server_create(&channel_args, nullptr);
   cq_ = grpc_completion_queue_create_for_next(nullptr);
   grpc_server_register_completion_queue(server_, cq_, nullptr);
