@@ -7,7 +7,11 @@ connections from threads), and divides the server process's CPU seconds (utime +
 the median and range per path and protocol.
 
 Usage: python benchmarks/request_cost.py [--model mlp] [--seconds 5] [--repeats 3]
-       [--client grpcio|h2load]
+       [--client grpcio|h2load] [--rest-client threads|h2load] [--protocols grpc,rest]
+
+The REST figure depends on the client: Python's threads cannot keep the native server busy, so
+it waits for each request and pays a wake-up per request; h2load keeps it busy, so one
+``epoll_wait`` returns several connections' requests.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -62,6 +67,21 @@ def grpc_load(port: int, request_file: Path, seconds: float, client: str = "grpc
     return sum(json.loads(r.communicate()[0].strip().splitlines()[-1])["requests"] for r in runs)
 
 
+def rest_h2load(port: int, body: bytes, seconds: float, connections: int = 16) -> int:
+    """Keep-alive HTTP/1.1 POSTs from h2load (``--h1``), one request in flight per connection."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        f.write(body)
+    cmd = ["taskset", "-c", "1", "h2load", "--h1", "-c", str(connections), "-m", "1",
+           "-D", f"{round(seconds * 1000)}ms", "-d", f.name, "-H", "content-type: application/json",
+           f"http://127.0.0.1:{port}/v1/models/m:predict"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    done = re.search(r"status codes: (\d+) 2xx", out)
+    if not done:
+        raise SystemExit(f"h2load printed no status codes:\n{out[-2000:]}")
+    return int(done.group(1))
+
+
 def rest_load(port: int, body: bytes, seconds: float, threads: int = 8) -> int:
     os.sched_setaffinity(0, {1})
     count = [0] * threads
@@ -92,6 +112,9 @@ def main() -> None:
     ap.add_argument("--impls", default="python,native")
     ap.add_argument("--client", choices=("grpcio", "h2load"), default="grpcio",
                     help="gRPC load from grpcio or from nghttp2's h2load (compiled)")
+    ap.add_argument("--rest-client", choices=("threads", "h2load"), default="threads",
+                    help="REST load from http.client threads or from h2load --h1 (compiled)")
+    ap.add_argument("--protocols", default="grpc,rest")
     args = ap.parse_args()
     import numpy as np
 
@@ -111,11 +134,16 @@ def main() -> None:
             g, r = free_port(), free_port()
             proc = start(impl, base, g, r, tmp / f"{impl}-{rep}.log")
             try:
-                for proto in ("grpc", "rest"):
+                for proto in args.protocols.split(","):
                     if proto == "grpc":
                         grpc_load(g, req, 1.0, args.client)  # warm-up
                     c0 = cpu_seconds(proc.pid)
-                    n = grpc_load(g, req, args.seconds, args.client) if proto == "grpc" else rest_load(r, body, args.seconds)
+                    if proto == "grpc":
+                        n = grpc_load(g, req, args.seconds, args.client)
+                    elif args.rest_client == "h2load":
+                        n = rest_h2load(r, body, args.seconds)
+                    else:
+                        n = rest_load(r, body, args.seconds)
                     c1 = cpu_seconds(proc.pid)
                     us = (c1 - c0) * 1e6 / max(n, 1)
                     results.setdefault((impl, proto), []).append(us)

@@ -16,7 +16,26 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-stamp=$src/build/.sources-$(cat "$src"/*.cc "$src"/*.h "$src"/build.sh | sha1sum | cut -c1-12)
+# The TensorFlow wheel whose C++ headers libharness_tf.so is compiled against (found without
+# importing it); the project's environment first, as bootstrap.sh makes it.
+python=${PYTHON:-.venv/bin/python}
+[ -x "$python" ] || python=python3
+found=$("$python" -c "$(cat <<'PY'
+import importlib.metadata as md, importlib.util as u
+spec = u.find_spec("tensorflow")
+if spec:
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            print(list(spec.submodule_search_locations)[0], md.version(dist))
+            break
+        except md.PackageNotFoundError:
+            pass
+PY
+)" 2>/dev/null || true)
+TF_DIR=${found% *}
+TF_VERSION=${found##* }
+export TF_DIR TF_VERSION
+stamp=$src/build/.sources-$( (cat "$src"/*.cc "$src"/*.h "$src"/build.sh; echo "$found") | sha1sum | cut -c1-12)
 if [ -f "$stamp" ] && [ -x "$src/build/harness-refserver-native" ]; then
   exit 0
 fi

@@ -176,7 +176,10 @@ def wait_until_available(server: RunningServer, timeout: float, names=()) -> flo
     ServerError on exit, on a model that failed to load, or on timeout (with the log tail)."""
     t0 = time.monotonic()
     last = ""
-    delay = 0.05
+    # A probe of a server that is not up yet is a refused connection (well under a millisecond
+    # of either side's CPU), so polling often costs nothing and each probe's gap is what a
+    # restart waits past the moment the server is ready.
+    delay = 0.01
     waiting = list(names or (server.endpoint.model_name,))
     while True:
         server.check_alive()
@@ -197,4 +200,4 @@ def wait_until_available(server: RunningServer, timeout: float, names=()) -> flo
                 hint="raise the start-up timeout or check the model directory",
             )
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        delay = min(delay * 1.5, 0.05)

@@ -8,6 +8,10 @@ starts a new session (its own process group), pins itself to its CPUs (``harness
 every server and Locust process is pinned; here before the server starts, as a forked child of a
 single-threaded parent has no other thread yet) and writes to its own log.
 
+On the native request path the parent imports no TensorFlow: a standby native server, its
+TensorFlow already open, takes each start from the child's launcher
+(``harness/refserver/native/standby.py``), and its pid is the one reported.
+
 The protocol is JSON lines over the fork server's stdin and stdout. Exit codes of children are
 written to their ``exit_file`` (``-N`` for a signal, as ``subprocess`` reports it), since only
 the fork server can reap them.
@@ -186,12 +190,26 @@ def _stop_children(children: dict[int, str]) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def _fork(cmd: dict, server_main) -> int:
+    pid = os.fork()
+    if pid == 0:
+        _child(cmd, server_main)
+    return pid
+
+
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+    from harness.refserver.native.standby import Standby
     from harness.refserver.server import main as server_main
     from harness.refserver.server import preload
 
-    preload()
+    # The native path: a standby server with TensorFlow's C API open takes each start, so this
+    # process needs no TensorFlow of its own (harness/refserver/native/standby.py).
+    standby = Standby.create()
+    if standby is None:
+        preload()
+    else:
+        standby.start()
     children: dict[int, str] = {}
     out = sys.stdout.buffer
     out.write(b'{"ready": true}\n')
@@ -199,13 +217,16 @@ def main() -> None:
     stdin = sys.stdin.buffer
     while True:
         ready, _, _ = select.select([stdin], [], [], 0.1)
-        while children:
+        # a waiting standby is reaped too when it dies, with no server running
+        while children or (standby is not None and standby.pid is not None):
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
+            if standby is not None and standby.owns(pid):
+                continue  # died while waiting; the next start is a cold one
             exit_file = children.pop(pid, None)
             if exit_file:
                 _write_exit(exit_file, os.waitstatus_to_exitcode(status))
@@ -216,11 +237,14 @@ def main() -> None:
             # Our client went away. After a clean close its servers are already stopped; after
             # a crash or a SIGKILL of the harness nobody else will stop them.
             _stop_children(children)
+            if standby is not None:
+                standby.close()
             return
         cmd = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _child(cmd, server_main)
+        if standby is not None:
+            pid = standby.spawn(cmd, lambda c: _fork(c, server_main))
+        else:
+            pid = _fork(cmd, server_main)
         children[pid] = cmd["exit_file"]
         out.write(json.dumps({"pid": pid}).encode() + b"\n")
         out.flush()

@@ -18,12 +18,19 @@ class GrpcFront {
   bool start(const std::string& address, std::string* error);
   void stop();
 
+  struct Method {
+    std::string path;    // "/tensorflow.serving.PredictionService/Predict"
+    void* tag;           // grpc_server_register_method's handle
+    int pending;         // calls kept requested
+  };
+
  private:
   void loop();
-  void request_one();
+  void request_one(const Method* m);
 
   Predictor* p_;
   int threads_n_, pending_;
+  std::vector<Method> methods_;
   grpc_server* server_ = nullptr;
   grpc_completion_queue* cq_ = nullptr;
   std::vector<std::thread> threads_;

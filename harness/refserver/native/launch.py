@@ -9,6 +9,7 @@ as one JSON document and never parses a TF Serving file itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -22,6 +23,9 @@ log = logging.getLogger("harness.refserver")
 ENV = "HARNESS_REFSERVER_IMPL"
 BINARY_ENV = "HARNESS_REFSERVER_NATIVE_BIN"
 BINARY_NAME = "harness-refserver-native"
+# Set by the fork server in a child it forks while a standby waits: the pipe to send the
+# native command down instead of exec'ing it (``standby.py``).
+HANDOFF_ENV = "HARNESS_REFSERVER_HANDOFF_FD"
 HERE = Path(__file__).resolve().parent
 
 
@@ -40,6 +44,7 @@ def choose() -> str:
     if want not in ("auto", "native", "python"):
         raise ConfigError(f"{ENV}={want!r} is not one of auto, native, python")
     if want == "python":
+        release_handoff()
         return "python"
     if binary() is None:
         if want == "native":
@@ -47,8 +52,15 @@ def choose() -> str:
                 f"{ENV}=native but {BINARY_NAME} is not built",
                 hint="run bash scripts/build-native.sh, or unset the variable",
             )
+        release_handoff()
         return "python"
     return "native"
+
+
+def preload() -> None:
+    """Import what ``resolve`` imports (the model manager, and with it numpy): what a fork
+    server does once, so that each start it forks checks its flags in milliseconds."""
+    import harness.refserver.manager  # noqa: F401
 
 
 def tensorflow_libdir() -> str:
@@ -120,22 +132,51 @@ def _batching(params, eff) -> dict:
     }
 
 
+def environment(base=None) -> dict:
+    """The native server's environment: ours (or ``base``) and where TensorFlow's library is."""
+    env = dict(os.environ if base is None else base)
+    env.pop(HANDOFF_ENV, None)
+    env["HARNESS_TF_LIBDIR"] = tensorflow_libdir()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
 def command(args) -> tuple[list[str], dict]:
     """The native server's argv and environment for parsed ``harness serve`` flags."""
     path = binary()
     if path is None:
         raise ServerError(f"{BINARY_NAME} is not built", hint="run bash scripts/build-native.sh")
-    env = dict(os.environ)
-    env["HARNESS_TF_LIBDIR"] = tensorflow_libdir()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = json.dumps(resolve(args), separators=(",", ":"))
-    return [str(path), f"--config={config}"], env
+    return [str(path), f"--config={config}"], environment()
 
 
 def exec_server(args) -> None:
-    """Replace this process with the native server (same pid: signals and exit codes reach it)."""
+    """Replace this process with the native server (same pid: signals and exit codes reach it);
+    under the fork server with a standby ready, hand the command to it instead and exit (the
+    fork server then reports the standby's pid: ``standby.py``)."""
     argv, env = command(args)
     log.info("Request path: native (%s)", argv[0])
     for handler in logging.getLogger().handlers:
         handler.flush()
+    fd = _handoff_fd()
+    if fd is not None:
+        data = json.dumps({"argv": argv, "env": env}).encode() + b"\n"
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os._exit(0)
     os.execve(argv[0], argv, env)
+
+
+def _handoff_fd() -> int | None:
+    """The pipe to the fork server a standby waits behind, when there is one (and forget it)."""
+    value = os.environ.pop(HANDOFF_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+def release_handoff() -> None:
+    """This process serves by itself (the Python path): close the pipe so that the fork server
+    stops waiting for a command and reports this process as the server."""
+    fd = _handoff_fd()
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

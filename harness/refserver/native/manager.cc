@@ -13,6 +13,7 @@
 #include <set>
 
 #include "log.h"
+#include "preload.h"
 
 extern char** environ;
 
@@ -107,6 +108,34 @@ std::string versions_repr(const ModelConfig& c) {
   return s + ")";
 }
 }  // namespace
+
+std::vector<ModelConfig> models_from_json(const rapidjson::Value& models) {
+  std::vector<ModelConfig> out;
+  if (!models.IsArray()) return out;
+  for (auto& m : models.GetArray()) {
+    ModelConfig mc;
+    mc.name = m["name"].GetString();
+    mc.base_path = m["base_path"].GetString();
+    mc.policy = m["policy"].GetString();
+    mc.versions.clear();
+    for (auto& v : m["versions"].GetArray()) mc.versions.push_back(v.GetInt64());
+    for (auto& l : m["labels"].GetArray()) mc.labels.emplace_back(l[0].GetString(), l[1].GetInt64());
+    out.push_back(mc);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, int64_t>> initial_versions(const std::vector<ModelConfig>& configs) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (auto& c : configs) {
+    ServedModel served;
+    served.config = c;
+    auto wanted = is_dir(c.base_path) ? served.wanted(find_versions(c.base_path)) : std::vector<int64_t>();
+    if (wanted.empty()) return out;
+    for (int64_t v : wanted) out.emplace_back(c.base_path + "/" + std::to_string(v), v);
+  }
+  return out;
+}
 
 std::vector<int64_t> ServedModel::wanted(const std::vector<int64_t>& found) const {
   if (config.policy == "all") return found;
@@ -244,7 +273,15 @@ bool ModelManager::load(ServedModel& served, int64_t version, std::string* error
     if (hint) *hint = why;
     return false;
   }
-  auto model = LoadedModel::load(path, version, intra_, inter_, cores_, error);
+  double load_started = now_us();
+  auto model = preload::take(path);
+  if (model) {
+    logf("SavedModel %s: loaded by the standby before this start", path.c_str());
+  } else {
+    model = LoadedModel::load(path, version, intra_, inter_, cores_, error);
+    if (model)
+      logf("SavedModel load for tags { serve }; Status: success: OK. Took %.0f microseconds.", now_us() - load_started);
+  }
   if (model) model->batching = options;
   if (!model) {
     std::lock_guard<std::mutex> g(mu_);

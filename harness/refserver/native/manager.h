@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <rapidjson/document.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +25,12 @@ struct ModelConfig {
   std::vector<int64_t> versions{1};
   std::vector<std::pair<std::string, int64_t>> labels;
 };
+
+// The "models" list of the launcher's --config JSON.
+std::vector<ModelConfig> models_from_json(const rapidjson::Value& models);
+// (version directory, version) of every version load_initial would load, in its order; none
+// once a model would be refused.
+std::vector<std::pair<std::string, int64_t>> initial_versions(const std::vector<ModelConfig>& configs);
 
 struct VersionStatus {
   int64_t version = 0;

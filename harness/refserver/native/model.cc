@@ -165,6 +165,21 @@ bool resolve_output(TF_Graph* graph, TensorSpec* spec, std::string* error) {
   return true;
 }
 
+// MetaGraphDef.signature_def = 5: map<string, SignatureDef>
+void read_signatures(std::string_view meta, std::map<std::string, Signature>* out) {
+  wire::Reader r(meta);
+  while (r.next()) {
+    if (r.field != 5 || r.type != wire::LEN) continue;
+    wire::Reader e(r.bytes);
+    std::string key, value;
+    while (e.next()) {
+      if (e.field == 1 && e.type == wire::LEN) key.assign(e.bytes);
+      if (e.field == 2 && e.type == wire::LEN) value.append(e.bytes);
+    }
+    (*out)[key] = parse_signature(key, value);
+  }
+}
+
 std::string config_proto(int intra, int inter) {
   wire::Writer w, exp;
   if (intra) w.u64(2, uint64_t(intra));
@@ -246,11 +261,29 @@ Status Signature::check_inputs(std::vector<std::pair<std::string, Tensor>>& give
 }
 
 std::shared_ptr<LoadedModel> LoadedModel::load(const std::string& path, int64_t version, int intra_op,
-                                               int inter_op, int cores, std::string* error) {
+                                               int inter_op, int cores, std::string* error, bool inline_runs) {
   const auto& a = tf();
   auto model = std::shared_ptr<LoadedModel>(new LoadedModel());
   model->path = path;
   model->version = version;
+  // One inter-op thread would only hand work from the caller to itself: run in the caller.
+  int effective_inter = inter_op ? inter_op : cores;
+  if (a.callables) {
+    std::string cfg = config_proto(intra_op, inter_op);
+    char *sigs = nullptr, *err = nullptr;
+    size_t sigs_len = 0;
+    model->callables_model_ =
+        a.callables->load(path.c_str(), cfg.data(), cfg.size(), inline_runs, &sigs, &sigs_len, &err);
+    if (!model->callables_model_) {
+      *error = "cannot load SavedModel from " + path + ": " + (err ? err : "");
+      a.callables->free(err);
+      return nullptr;
+    }
+    read_signatures(std::string_view(sigs, sigs_len), &model->signatures);
+    a.callables->free(sigs);
+    model->caller_thread_ = effective_inter == 1;
+    return model;
+  }
   TF_Status* st = a.NewStatus();
   TF_SessionOptions* opts = a.NewSessionOptions();
   std::string cfg = config_proto(intra_op, inter_op);
@@ -258,7 +291,11 @@ std::shared_ptr<LoadedModel> LoadedModel::load(const std::string& path, int64_t 
   model->graph_ = a.NewGraph();
   TF_Buffer* meta = a.NewBuffer();
   const char* tags[] = {"serve"};
-  model->session_ = a.LoadSessionFromSavedModel(opts, nullptr, path.c_str(), tags, 1, model->graph_, meta, st);
+  wire::Writer inline_options;
+  inline_options.i64(3, -1);  // RunOptions.inter_op_thread_pool = -1: the caller's thread
+  TF_Buffer load_options{inline_options.out.data(), inline_options.out.size(), nullptr};
+  model->session_ = a.LoadSessionFromSavedModel(opts, inline_runs ? &load_options : nullptr, path.c_str(), tags, 1,
+                                                model->graph_, meta, st);
   a.DeleteSessionOptions(opts);
   if (a.GetCode(st) != 0) {
     *error = "cannot load SavedModel from " + path + ": " + a.Message(st);
@@ -268,18 +305,7 @@ std::shared_ptr<LoadedModel> LoadedModel::load(const std::string& path, int64_t 
     return nullptr;
   }
   a.DeleteStatus(st);
-  // MetaGraphDef.signature_def = 5: map<string, SignatureDef>
-  wire::Reader r(meta->data, meta->length);
-  while (r.next()) {
-    if (r.field != 5 || r.type != wire::LEN) continue;
-    wire::Reader e(r.bytes);
-    std::string key, value;
-    while (e.next()) {
-      if (e.field == 1 && e.type == wire::LEN) key.assign(e.bytes);
-      if (e.field == 2 && e.type == wire::LEN) value.append(e.bytes);
-    }
-    model->signatures[key] = parse_signature(key, value);
-  }
+  read_signatures(std::string_view(static_cast<const char*>(meta->data), meta->length), &model->signatures);
   a.DeleteBuffer(meta);
   for (auto& kv : model->signatures) {
     for (auto* specs : {&kv.second.inputs, &kv.second.outputs})
@@ -289,8 +315,6 @@ std::shared_ptr<LoadedModel> LoadedModel::load(const std::string& path, int64_t 
           return nullptr;
         }
   }
-  // One inter-op thread would only hand work from the caller to itself: run in the caller.
-  int effective_inter = inter_op ? inter_op : cores;
   if (effective_inter == 1) {
     wire::Writer w;
     w.i64(3, -1);  // RunOptions.inter_op_thread_pool = -1: the caller's thread
@@ -301,6 +325,7 @@ std::shared_ptr<LoadedModel> LoadedModel::load(const std::string& path, int64_t 
 
 LoadedModel::~LoadedModel() {
   const auto& a = tf();
+  if (callables_model_) a.callables->close(callables_model_);
   if (session_) {
     TF_Status* st = a.NewStatus();
     a.CloseSession(session_, st);
@@ -364,23 +389,79 @@ Status LoadedModel::run(const Signature& sig, const std::vector<Tensor>& feeds, 
     in[i] = sig.inputs[i].output;
     in_t[i] = to_tf(feeds[i]);
   }
-  for (size_t i = 0; i < no; i++) out[i] = sig.outputs[i].output;
-  TF_Buffer opts{run_options_.data(), run_options_.size(), nullptr};
-  TF_Status* st = a.NewStatus();
-  a.SessionRun(session_, run_options_.empty() ? nullptr : &opts, in.data(), in_t.data(), int(ni), out.data(),
-               out_t.data(), int(no), nullptr, 0, nullptr, st);
-  for (auto* t : in_t) a.DeleteTensor(t);
   Status result;
-  if (a.GetCode(st) != 0) {
-    result = Error(a.GetCode(st), a.Message(st));
+  if (callables_model_) {
+    result = run_callable(sig, in_t.data(), out_t.data());
   } else {
+    for (size_t i = 0; i < no; i++) out[i] = sig.outputs[i].output;
+    TF_Buffer opts{run_options_.data(), run_options_.size(), nullptr};
+    TF_Status* st = a.NewStatus();
+    a.SessionRun(session_, run_options_.empty() ? nullptr : &opts, in.data(), in_t.data(), int(ni), out.data(),
+                 out_t.data(), int(no), nullptr, 0, nullptr, st);
+    if (a.GetCode(st) != 0) result = Error(a.GetCode(st), a.Message(st));
+    a.DeleteStatus(st);
+  }
+  for (auto* t : in_t) a.DeleteTensor(t);
+  if (result.ok()) {
     outputs->resize(no);
     for (size_t i = 0; i < no; i++) from_tf(out_t[i], &(*outputs)[i]);
   }
   for (auto* t : out_t)
     if (t) a.DeleteTensor(t);
-  a.DeleteStatus(st);
   return result;
+}
+
+Status LoadedModel::callable_for(const Signature& sig, int64_t* handle) const {
+  std::lock_guard<std::mutex> g(callables_mu_);
+  auto it = callables_.find(sig.name);
+  if (it != callables_.end()) {
+    *handle = it->second;
+    return Status::Ok();
+  }
+  const auto* c = tf().callables;
+  std::vector<const char*> feeds, fetches;
+  for (auto& spec : sig.inputs) feeds.push_back(spec.name.c_str());
+  for (auto& spec : sig.outputs) fetches.push_back(spec.name.c_str());
+  char* err = nullptr;
+  int code = c->callable(callables_model_, feeds.data(), int(feeds.size()), fetches.data(), int(fetches.size()),
+                         caller_thread_, handle, &err);
+  if (code != 0) {
+    Status s = Error(code, err ? err : "");
+    c->free(err);
+    return s;
+  }
+  callables_[sig.name] = *handle;
+  return Status::Ok();
+}
+
+void LoadedModel::create_thread_pools(int intra_op, int inter_op) {
+  const auto& a = tf();
+  TF_Status* st = a.NewStatus();
+  TF_SessionOptions* opts = a.NewSessionOptions();
+  std::string cfg = config_proto(intra_op, inter_op);
+  a.SetConfig(opts, cfg.data(), cfg.size(), st);
+  TF_Graph* graph = a.NewGraph();
+  TF_Session* session = a.NewSession(graph, opts, st);
+  if (session) {
+    a.CloseSession(session, st);
+    a.DeleteSession(session, st);
+  }
+  a.DeleteGraph(graph);
+  a.DeleteSessionOptions(opts);
+  a.DeleteStatus(st);
+}
+
+Status LoadedModel::run_callable(const Signature& sig, TF_Tensor* const* in, TF_Tensor** out) const {
+  const auto* c = tf().callables;
+  int64_t handle = -1;
+  Status made = callable_for(sig, &handle);
+  if (!made.ok()) return made;
+  char* err = nullptr;
+  int code = c->run(callables_model_, handle, in, int(sig.inputs.size()), out, int(sig.outputs.size()), &err);
+  if (code == 0) return Status::Ok();
+  Status s = Error(code, err ? err : "");
+  c->free(err);
+  return s;
 }
 
 Status LoadedModel::warm_up(int* count) const {

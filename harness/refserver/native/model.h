@@ -3,6 +3,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -48,8 +49,13 @@ class LoadedModel {
  public:
   ~LoadedModel();
   // Loads ``path`` (a version directory); on failure returns null with the message in *error.
+  // ``inline_runs``: the loader's own runs (restore, init) on the calling thread.
   static std::shared_ptr<LoadedModel> load(const std::string& path, int64_t version, int intra_op,
-                                           int inter_op, int cores, std::string* error);
+                                           int inter_op, int cores, std::string* error,
+                                           bool inline_runs = false);
+  // Creates TensorFlow's process-wide thread pools for these session options (a throw-away
+  // session): they take the creating thread's priority and the CPU count it sees.
+  static void create_thread_pools(int intra_op, int inter_op);
   // The signature ``name`` ("" means serving_default), or the error TF Serving answers.
   Status signature(const std::string& name, const Signature** out) const;
   // Runs on tensors in signature input order; outputs come in signature output order.
@@ -63,7 +69,16 @@ class LoadedModel {
   std::map<std::string, Signature> signatures;  // by key, sorted
 
  private:
+  Status run_callable(const Signature& sig, TF_Tensor* const* in, TF_Tensor** out) const;
+  Status callable_for(const Signature& sig, int64_t* handle) const;
+
   TF_Session* session_ = nullptr;
   TF_Graph* graph_ = nullptr;
   std::string run_options_;
+  // Through libharness_tf.so (tfapi.h): the loaded model, and one callable per signature,
+  // made at its first run (as TF_SessionRun builds its executor at the first run).
+  void* callables_model_ = nullptr;
+  bool caller_thread_ = false;
+  mutable std::mutex callables_mu_;
+  mutable std::map<std::string, int64_t> callables_;
 };

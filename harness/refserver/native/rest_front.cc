@@ -493,60 +493,61 @@ void RestLoop::try_parse(Conn* c) {
       c->close_after = true;
       return send(c, Response{431, error_body("Request headers are too large")}, false);
     }
-    std::string head = c->in.substr(0, end);
-    // request line and headers
-    std::vector<std::string> lines;
-    size_t at = 0;
-    for (;;) {
-      size_t nl = head.find("\r\n", at);
-      lines.push_back(head.substr(at, nl == std::string::npos ? std::string::npos : nl - at));
-      if (nl == std::string::npos) break;
-      at = nl + 2;
-    }
+    // The request line and the three headers that matter, read in place (string_views into
+    // c->in): a map of every header and a copy of each line cost more than the rest of routing.
+    std::string_view head(c->in.data(), end);
     auto bad = [&](const std::string& msg) {
       c->close_after = true;
       send(c, Response{400, error_body(msg)}, false);
     };
-    std::vector<std::string> parts;
-    {
-      size_t s = 0;
-      const std::string& l = lines[0];
-      for (;;) {
-        size_t sp = l.find(' ', s);
-        parts.push_back(l.substr(s, sp == std::string::npos ? std::string::npos : sp - s));
-        if (sp == std::string::npos) break;
-        s = sp + 1;
-      }
+    size_t eol = head.find("\r\n");
+    std::string_view request_line = head.substr(0, eol);
+    std::string_view parts[3];
+    size_t nparts = 0;
+    for (size_t s = 0;;) {
+      size_t sp = request_line.find(' ', s);
+      if (nparts < 3) parts[nparts] = request_line.substr(s, sp == std::string_view::npos ? std::string_view::npos : sp - s);
+      nparts++;
+      if (sp == std::string_view::npos) break;
+      s = sp + 1;
     }
-    if (parts.size() != 3 || parts[2].compare(0, 5, "HTTP/") != 0) {
-      std::string bytes;
-      for (unsigned char ch : lines[0].substr(0, 100)) bytes += char(ch);
-      return bad("Malformed request line: " + py_repr(bytes));
-    }
-    std::map<std::string, std::string> headers;
-    for (size_t i = 1; i < lines.size(); i++) {
-      const std::string& l = lines[i];
-      if (l.empty()) continue;
-      size_t colon = l.find(':');
-      if (colon == std::string::npos) return bad("Malformed header line: " + py_repr(l.substr(0, 100)));
-      std::string k = l.substr(0, colon), v = l.substr(colon + 1);
-      auto strip = [](std::string s) {
-        size_t b = s.find_first_not_of(" \t\r\n\v\f"), e = s.find_last_not_of(" \t\r\n\v\f");
-        return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-      };
-      k = strip(k);
-      for (auto& ch : k) ch = char(tolower(ch));
-      headers[k] = strip(v);
-    }
-    auto lower = [](std::string s) {
+    if (nparts != 3 || parts[2].compare(0, 5, "HTTP/") != 0)
+      return bad("Malformed request line: " + py_repr(std::string(request_line.substr(0, 100))));
+    std::string conn_h, te_h, cl_h;
+    bool has_te = false, has_cl = false;
+    auto strip = [](std::string_view v) {
+      size_t b = v.find_first_not_of(" \t\r\n\v\f"), e = v.find_last_not_of(" \t\r\n\v\f");
+      return b == std::string_view::npos ? std::string_view() : v.substr(b, e - b + 1);
+    };
+    auto lower = [](std::string_view v) {
+      std::string s(v);
       for (auto& ch : s) ch = char(tolower(ch));
       return s;
     };
-    std::string conn_h = lower(headers.count("connection") ? headers["connection"] : "");
+    auto is = [](std::string_view key, const char* name) {  // case-insensitive equality
+      size_t n = strlen(name);
+      if (key.size() != n) return false;
+      for (size_t i = 0; i < n; i++)
+        if (tolower(key[i]) != name[i]) return false;
+      return true;
+    };
+    for (size_t at = eol == std::string_view::npos ? head.size() : eol + 2; at < head.size();) {
+      size_t nl = head.find("\r\n", at);
+      std::string_view l = head.substr(at, nl == std::string_view::npos ? std::string_view::npos : nl - at);
+      at = nl == std::string_view::npos ? head.size() : nl + 2;
+      if (l.empty()) continue;
+      size_t colon = l.find(':');
+      if (colon == std::string_view::npos) return bad("Malformed header line: " + py_repr(std::string(l.substr(0, 100))));
+      std::string_view k = strip(l.substr(0, colon)), v = strip(l.substr(colon + 1));
+      if (is(k, "connection")) conn_h = lower(v);  // the last of each wins, as in a dict
+      else if (is(k, "transfer-encoding")) te_h = lower(v), has_te = true;
+      else if (is(k, "content-length")) cl_h = std::string(v), has_cl = true;
+    }
     bool keep_alive = parts[2] == "HTTP/1.0" ? conn_h == "keep-alive" : conn_h != "close";
+    std::string method(parts[0]), target(parts[1]);
     std::string body;
     size_t consumed;
-    if (headers.count("transfer-encoding") && lower(headers["transfer-encoding"]) == "chunked") {
+    if (has_te && te_h == "chunked") {
       bool too_large = false;
       long r = parse_chunked(c->in, end + 4, opts_.max_body, &body, &too_large);
       if (too_large) {
@@ -559,8 +560,8 @@ void RestLoop::try_parse(Conn* c) {
         return;
       }
       consumed = size_t(r);
-    } else if (headers.count("content-length")) {
-      const std::string& len = headers["content-length"];
+    } else if (has_cl) {
+      const std::string& len = cl_h;
       if (!all_digits(len)) return bad("Invalid Content-Length");
       if (len.size() > 15 || std::stoll(len) > opts_.max_body) {
         c->close_after = true;
@@ -580,16 +581,17 @@ void RestLoop::try_parse(Conn* c) {
     Response r;
     c->busy = true;
     c->request_seq++;
-    if (handle(c, parts[0], parts[1], body, keep_alive, &r)) send(c, r, keep_alive);
+    if (handle(c, method, target, body, keep_alive, &r)) send(c, r, keep_alive);
     else return;  // answered later, from the mailbox
   }
 }
 
 void RestLoop::send(Conn* c, const Response& r, bool keep_alive) {
-  std::string head = "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) + "\r\nContent-Type: " + r.ctype +
-                     "\r\nContent-Length: " + std::to_string(r.body.size()) + "\r\n" +
-                     (keep_alive ? "Connection: keep-alive" : "Connection: close") + "\r\n\r\n";
-  c->out += head;
+  char head[256];
+  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                   r.status, reason(r.status), r.ctype, r.body.size(), keep_alive ? "keep-alive" : "close");
+  c->out.reserve(c->out.size() + size_t(n) + r.body.size());
+  c->out.append(head, size_t(n));
   c->out += r.body;
   c->busy = false;
   if (!keep_alive) c->close_after = true;

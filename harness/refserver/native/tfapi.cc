@@ -1,6 +1,9 @@
 #include "tfapi.h"
 
+#include "log.h"
+
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -20,6 +23,33 @@ bool bind(void* lib, const char* name, F* slot) {
   }
   *slot = reinterpret_cast<F>(sym);
   return true;
+}
+Api::Callables g_callables;
+
+// Our own library built on TensorFlow's C++ API (tfcall.cc), from the binary's directory: only
+// when it was compiled against the version just opened (its C++ ABI is that version's).
+void open_callables(Api* a) {
+  const char* off = std::getenv("HARNESS_REFSERVER_TF_CALLABLES");
+  if (off && std::string(off) == "0") return;
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return;
+  std::string path(self, size_t(n));
+  path = path.substr(0, path.rfind('/') + 1) + "libharness_tf.so";
+  void* lib = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (!lib) return;
+  auto version = reinterpret_cast<const char* (*)()>(dlsym(lib, "hx_version"));
+  Api::Callables& c = g_callables;
+  bool ok = version && std::string(version()) == a->Version() && bind(lib, "hx_load", &c.load) &&
+            bind(lib, "hx_callable", &c.callable) && bind(lib, "hx_run", &c.run) &&
+            bind(lib, "hx_close", &c.close) && bind(lib, "hx_free", &c.free);
+  if (!ok) {
+    logerr("%s does not fit TensorFlow %s (built for %s): using the C API", path.c_str(), a->Version(),
+           version ? version() : "?");
+    g_error.clear();
+    return;
+  }
+  a->callables = &c;
 }
 }  // namespace
 
@@ -45,7 +75,7 @@ const Api* load(std::string* error) {
               bind(lib, "TF_GraphOperationByName", &a.GraphOperationByName) &&
               bind(lib, "TF_NewBuffer", &a.NewBuffer) && bind(lib, "TF_DeleteBuffer", &a.DeleteBuffer) &&
               bind(lib, "TF_LoadSessionFromSavedModel", &a.LoadSessionFromSavedModel) &&
-              bind(lib, "TF_CloseSession", &a.CloseSession) &&
+              bind(lib, "TF_NewSession", &a.NewSession) && bind(lib, "TF_CloseSession", &a.CloseSession) &&
               bind(lib, "TF_DeleteSession", &a.DeleteSession) && bind(lib, "TF_SessionRun", &a.SessionRun) &&
               bind(lib, "TF_AllocateTensor", &a.AllocateTensor) &&
               bind(lib, "TF_DeleteTensor", &a.DeleteTensor) && bind(lib, "TF_TensorType", &a.TensorType) &&
@@ -56,8 +86,9 @@ const Api* load(std::string* error) {
               bind(lib, "TF_StringInit", &a.StringInit) && bind(lib, "TF_StringCopy", &a.StringCopy) &&
               bind(lib, "TF_StringGetDataPointer", &a.StringGetDataPointer) &&
               bind(lib, "TF_StringGetSize", &a.StringGetSize) &&
-              bind(lib, "TF_StringDealloc", &a.StringDealloc);
+              bind(lib, "TF_StringDealloc", &a.StringDealloc) && bind(lib, "TF_Version", &a.Version);
     g_loaded = ok;
+    if (ok) open_callables(&a);
   });
   if (!g_loaded) {
     if (error) *error = g_error;

@@ -6,6 +6,8 @@
 // RTLD_LOCAL | RTLD_DEEPBIND, TensorFlow resolves its references inside itself first and none of
 // its symbols enter the global scope, so gRPC only ever sees Debian's libraries.
 // RTLD_LAZY: binding its ~470,000 symbols up front cost 0.2 s of every start (0.55 s against 0.35).
+// libharness_tf.so, next to the binary, is opened the same way when it was built against the
+// TensorFlow found here ($HARNESS_REFSERVER_TF_CALLABLES=0 keeps to the C API alone).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -51,6 +53,7 @@ struct Api {
   TF_Session* (*LoadSessionFromSavedModel)(const TF_SessionOptions*, const TF_Buffer*, const char*,
                                            const char* const*, int, TF_Graph*, TF_Buffer*,
                                            TF_Status*);
+  TF_Session* (*NewSession)(TF_Graph*, const TF_SessionOptions*, TF_Status*);
   void (*CloseSession)(TF_Session*, TF_Status*);
   void (*DeleteSession)(TF_Session*, TF_Status*);
   void (*SessionRun)(TF_Session*, const TF_Buffer*, const TF_Output*, TF_Tensor* const*, int,
@@ -69,6 +72,21 @@ struct Api {
   const char* (*StringGetDataPointer)(const TF_TString*);
   size_t (*StringGetSize)(const TF_TString*);
   void (*StringDealloc)(TF_TString*);
+  const char* (*Version)();
+
+  // libharness_tf.so (tfcall.cc), when built for this TensorFlow: SavedModels loaded and run
+  // through TensorFlow's C++ loader and callables. Null when absent: the C API path above.
+  struct Callables {
+    void* (*load)(const char* dir, const void* config, size_t config_len, int inline_runs,
+                  char** signatures, size_t* signatures_len, char** error);
+    int (*callable)(void* model, const char* const* feeds, int n_feeds, const char* const* fetches,
+                    int n_fetches, int caller_thread, int64_t* handle, char** error);
+    int (*run)(void* model, int64_t handle, TF_Tensor* const* in, int n_in, TF_Tensor** out,
+               int n_out, char** error);
+    void (*close)(void* model);
+    void (*free)(void* p);
+  };
+  const Callables* callables = nullptr;
 };
 
 // Opens TensorFlow (once); returns nullptr and sets *error when it cannot.
