@@ -1,6 +1,7 @@
 """SIGINT, SIGTERM and SIGKILL to a running ``harness tune``: nothing left running, no finished
 trial lost, and the same command resumes."""
 
+import os
 import random
 import signal
 import subprocess
@@ -88,11 +89,15 @@ def test_sigkill_leaves_children_that_the_next_start_removes(tmp_path, model):
     # in the middle of the second trial: its server runs and Locust drives it
     wait_for(lambda: (trial / "load" / "locust.log").exists(), 120, "the second trial's load")
     time.sleep(1.0)
+    # A Locust that hangs (here: stopped) cannot notice that its harness died, as a running one
+    # does within a second; nobody but the next start stops it after a SIGKILL of the harness.
+    hung = [pid for pid, c in processes_of(proc.pid) if "locust" in c]
+    assert hung, processes_of(proc.pid)
+    for pid in hung:
+        os.kill(pid, signal.SIGSTOP)
     proc.kill()
     proc.wait()
     survivors = processes_of(proc.pid)
-    # The fork server stops its servers when the harness goes away; Locust runs on, and a
-    # server started without the fork server would too: nobody stops them after a SIGKILL.
     assert "locust" in " ".join(c for _, c in survivors), survivors
     done_before = {int(r["number"]): r for r in csv_rows(tmp_path) if r["state"] == "COMPLETE"}
 
