@@ -10,7 +10,8 @@ bottleneck (ranker with batching, ~600-1,000 requests/s on its one core here), s
 agree; the bar is 5% on throughput and p50.
 
 Server on core 0, the load (Locust or h2load) on core 1. Prints one table: per concurrency, the
-median of the rounds (range in brackets) for each client, and the harness/h2load ratios.
+median of the rounds (range in brackets) for each client, the mean size of the batches the
+server formed for it (from its Prometheus page, warm-up included), and the harness/h2load ratios.
 
 Usage: python benchmarks/independent_check.py [--users 16,64] [--rounds 5] [--seconds 8]
 """
@@ -88,7 +89,7 @@ def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load is not installed (apt-get install nghttp2-client)")
     from harness.batching import BatchingParameters
-    from harness.load import wire
+    from harness.load import promscrape, wire
     from harness.models.catalog import MODELS
     from harness.models.export import ensure
     from harness.servers import ProcessBackend, ServerSpec
@@ -111,30 +112,34 @@ def main() -> None:
                 for client in ("harness", "h2load"):
                     d = work / f"{client}-{users}-{r}"
                     d.mkdir()
+                    before = promscrape.scrape(server.endpoint.metrics_url)
                     run = (
                         harness_run(server.endpoint, users, args.seconds, d)
                         if client == "harness"
                         else h2load_run(server.endpoint.grpc_target, body, users, args.seconds, d)
                     )
+                    # the batches the server formed for this client (warm-up included)
+                    view = promscrape.server_view(before, promscrape.scrape(server.endpoint.metrics_url))
+                    run["batch"] = view.get("mean_batch_size") or 0.0
                     results.setdefault((users, client), []).append(run)
                     print(f"round {r + 1} users {users} {client}: {run}", file=sys.stderr)
     finally:
         server.stop()
         backend.close()
-    print("| users | client | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
+    print("| users | client | req/s | p50 ms | p99 ms | mean batch, rows | errors |")
+    print("|---|---|---|---|---|---|---|")
     for users in map(int, args.users.split(",")):
         for client in ("harness", "h2load"):
             runs = results[(users, client)]
             print(
                 f"| {users} | {client} | {_cell([x['rps'] for x in runs], ',.0f')} | "
                 f"{_cell([x['p50'] for x in runs], '.2f')} | {_cell([x['p99'] for x in runs], '.2f')}"
-                f" | {sum(x['errors'] for x in runs)} |"
+                f" | {_cell([x['batch'] for x in runs], '.1f')} | {sum(x['errors'] for x in runs)} |"
             )
         h, g = results[(users, "harness")], results[(users, "h2load")]
         ratio = [a["rps"] / b["rps"] for a, b in zip(h, g)]
         p50 = [a["p50"] / b["p50"] for a, b in zip(h, g)]
-        print(f"| {users} | harness / h2load | {_cell(ratio, '.3f')} | {_cell(p50, '.3f')} | | |")
+        print(f"| {users} | harness / h2load | {_cell(ratio, '.3f')} | {_cell(p50, '.3f')} | | | |")
 
 
 if __name__ == "__main__":
