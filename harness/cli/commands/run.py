@@ -170,6 +170,7 @@ def cmd_run(args) -> int:
     from pathlib import Path
 
     from harness.cli.common import check_model_dir, prepare_demo_model
+    from harness.envinfo import server_name
     from harness.tuning.space import TrialConfig
     from harness.tuning.trial import TrialRunner
 
@@ -181,8 +182,8 @@ def cmd_run(args) -> int:
     runner = TrialRunner(exp, models_dir=Path(args.models_dir))
     steps = sweep_steps(args.sweep, runner.load_for(cfg))
     # every figure says which server it measured (the reference server's native or Python
-    # path, a binary and its version, an image, or an external address)
-    measured = runner.backend.describe()
+    # path, a binary and its version, an image, or an external address), as a study's do
+    measured = server_name(exp.server, runner.backend)
     results = []
 
     def after(step: LoadConfig, run, notes: list[str]) -> bool:
